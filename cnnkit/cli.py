@@ -1,0 +1,197 @@
+"""The command line: each subcommand parses its flags into a typed config and calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cnnkit import __version__
+from cnnkit.config import EvaluateConfig, PredictConfig, ScheduleConfig, TrainConfig
+from cnnkit.errors import CnnkitError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except CnnkitError as exc:
+        print(f"cnnkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnkit: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnkit", description="Train, evaluate, export and serve CNN image classifiers.")
+    parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_models, _add_summary, _add_train, _add_evaluate, _add_predict):
+        add(commands)
+    return parser
+
+
+def _command(commands: argparse._SubParsersAction, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+    sub = commands.add_parser(name, help=help, description=help)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+# models / summary -----------------------------------------------------------------------------------------------
+def _add_models(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "models", _run_models, "list the registered models")
+    sub.add_argument("--timm", metavar="PATTERN", nargs="?", const="*", help="list timm models matching PATTERN")
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from cnnkit.models import MODELS, count_params, create_model
+
+    if args.timm:
+        import timm
+
+        print("\n".join(f"timm/{name}" for name in timm.list_models(args.timm)))
+        return 0
+    print(f"{'name':<22}{'params':>14}{'input':>8}  description")
+    for name, entry in MODELS.items():
+        params = sum(count_params(create_model(name, num_classes=10)))
+        print(f"{name:<22}{params:>14,}{entry.input_size:>8}  {entry.description}")
+    print("\nParameter counts are for 10 classes. Any timm model also works as timm/NAME.")
+    return 0
+
+
+def _add_summary(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "summary", _run_summary, "print a Keras-style layer table of a model")
+    sub.add_argument("model")
+    sub.add_argument("--input-size", type=int, help="input side in pixels (default: the model's)")
+    sub.add_argument("--num-classes", type=int, default=10)
+
+
+def _run_summary(args: argparse.Namespace) -> int:
+    from cnnkit.models import create_model, default_input_size, summary
+
+    size = args.input_size or default_input_size(args.model)
+    model = create_model(args.model, num_classes=args.num_classes, input_size=size)
+    print(summary(model, input_size=size, name=args.model))
+    return 0
+
+
+# train ----------------------------------------------------------------------------------------------------------
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "train", _run_train, "train a model and write a run directory")
+    sub.add_argument("data", nargs="?", help="cifar10 | folder:PATH | npz:PATH (not needed with --resume)")
+    sub.add_argument("--out", type=Path, help="run directory (default: runs/MODEL)")
+    sub.add_argument("--model", default="simple-cnn")
+    sub.add_argument("--data-dir", type=Path, help="where the data source's files are (cifar10: train.npz, test.npz)")
+    sub.add_argument("--epochs", type=int, default=10)
+    sub.add_argument("--batch-size", type=int, default=64)
+    sub.add_argument("--lr", type=float, default=1e-3)
+    sub.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
+    sub.add_argument("--weight-decay", type=float, default=0.0)
+    sub.add_argument("--label-smoothing", type=float, default=0.0)
+    sub.add_argument("--val-split", type=float, default=0.1, help="fraction of training data held out (0: none)")
+    sub.add_argument("--test-split", type=float, default=0.2, help="folder trees without test/: fraction for test")
+    sub.add_argument("--input-size", type=int, help="input side in pixels (default: the model's)")
+    sub.add_argument("--normalize", choices=("auto", "dataset", "unit", "imagenet"), default="auto",
+                     help="auto: dataset mean/std; unit: pixels/255 only")
+    sub.add_argument("--resize", choices=("squash", "center-crop", "top-crop"), default="squash")
+    sub.add_argument("--top-k", type=int, default=3)
+    sub.add_argument("--scheduler", choices=("none", "plateau", "cosine", "onecycle"), default="none")
+    sub.add_argument("--warmup-epochs", type=float, default=0.0)
+    sub.add_argument("--monitor", default="val_loss", help="history key for best epoch, plateau, early stopping")
+    sub.add_argument("--plateau-factor", type=float, default=0.1)
+    sub.add_argument("--plateau-patience", type=int, default=2)
+    sub.add_argument("--min-lr", type=float, default=0.0)
+    sub.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE", help="epochs; 0 = off")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    sub.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    sub.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    sub.add_argument("--strict", action="store_true", help="stop on unreadable images instead of skipping them")
+    sub.add_argument("--workers", type=int, default=4, help="threads decoding image files")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    sub.add_argument("--quiet", action="store_true")
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.resume and args.out is None:
+        raise CnnkitError("--resume needs --out RUN")
+    if not args.resume and not args.data:
+        raise CnnkitError("no data source given (cifar10, folder:PATH or npz:PATH)")
+    for flag in ("epochs", "batch_size", "top_k"):
+        if getattr(args, flag) < 1:
+            raise CnnkitError(f"--{flag.replace('_', '-')} must be at least 1")
+    if not 0.0 <= args.val_split < 1.0:
+        raise CnnkitError("--val-split must be in [0, 1)")
+    schedule = ScheduleConfig(name=args.scheduler, warmup_epochs=args.warmup_epochs, monitor=args.monitor,
+                              factor=args.plateau_factor, patience=args.plateau_patience, min_lr=args.min_lr)
+    return TrainConfig(
+        data=args.data or "", out=args.out or Path("runs") / args.model.replace("/", "_"), model=args.model,
+        data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        optimizer=args.optimizer, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        val_split=args.val_split, test_split=args.test_split, input_size=args.input_size, normalize=args.normalize,
+        resize=args.resize, top_k=args.top_k, schedule=schedule, early_stopping=args.early_stopping, seed=args.seed,
+        device=args.device, precision=args.precision, channels_last=args.channels_last, strict=args.strict,
+        overwrite=args.overwrite, resume=args.resume, workers=args.workers, quiet=args.quiet,
+    )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from cnnkit.train.fit import train
+
+    train(train_config_from_args(args))
+    return 0
+
+
+# evaluate / predict ---------------------------------------------------------------------------------------------
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "evaluate", _run_evaluate, "evaluate a run on its test data (or --data)")
+    sub.add_argument("run", type=Path)
+    sub.add_argument("--data", help="another data source with the same classes")
+    sub.add_argument("--data-dir", type=Path)
+    sub.add_argument("--top-k", type=int)
+    sub.add_argument("--batch-size", type=int, default=256)
+    sub.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from cnnkit.evaluate.metrics import format_table
+    from cnnkit.evaluate.report import evaluate_run
+
+    config = EvaluateConfig(run=args.run, data=args.data, data_dir=args.data_dir, top_k=args.top_k,
+                            batch_size=args.batch_size, device=args.device)
+    metrics = evaluate_run(config)
+    top_k = next(int(k[3:-9]) for k in metrics if k.startswith("top") and k.endswith("_accuracy"))
+    print(format_table(metrics, top_k=top_k))
+    print(f"Written: {args.run / 'metrics.json'}, confusion_matrix.png, confusion_matrix.json")
+    return 0
+
+
+def _add_predict(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "predict", _run_predict, "classify image files with a trained run")
+    sub.add_argument("run", type=Path)
+    sub.add_argument("images", type=Path, nargs="+")
+    sub.add_argument("--top-k", type=int, default=3)
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from cnnkit.predict import predict
+
+    predictions = predict(PredictConfig(run=args.run, images=tuple(args.images), top_k=args.top_k, device=args.device))
+    if args.json:
+        print(json.dumps([{"image": p.path, "top": [{"label": l, "probability": round(s, 6)} for l, s in p.top]}
+                          for p in predictions], indent=2))
+        return 0
+    for p in predictions:
+        print(p.path)
+        for label, score in p.top:
+            print(f"  {label:<20} {score:7.2%}")
+    return 0

@@ -1,0 +1,102 @@
+"""Typed settings for each command. The CLI parses into these; the library takes nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+Device = Literal["auto", "cpu", "cuda"]
+Normalize = Literal["auto", "dataset", "unit", "imagenet"]
+Scheduler = Literal["none", "plateau", "cosine", "onecycle"]
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule, stepped per epoch (plateau) or per batch (cosine, onecycle)."""
+
+    name: Scheduler = "none"
+    warmup_epochs: float = 0.0  # cosine: linear warm-up from 0; onecycle: the rising phase
+    monitor: str = "val_loss"  # plateau and early stopping watch this history key
+    factor: float = 0.1  # plateau: multiply the LR by this on a plateau
+    patience: int = 2  # plateau: epochs without improvement before lowering the LR
+    min_lr: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `cnnkit train` needs; saved as config.json in the run directory."""
+
+    data: str
+    out: Path
+    model: str = "simple-cnn"
+    data_dir: Path | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    label_smoothing: float = 0.0
+    val_split: float = 0.1
+    test_split: float = 0.2  # folder trees without a test/ subtree
+    input_size: int | None = None  # default: the model's own
+    normalize: Normalize = "auto"
+    resize: Literal["squash", "center-crop", "top-crop"] = "squash"
+    top_k: int = 3
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    early_stopping: int = 0  # patience in epochs; 0 = off
+    seed: int = 0
+    device: Device = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = True
+    strict: bool = False
+    overwrite: bool = False
+    resume: bool = False
+    workers: int = 4
+    quiet: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+    def monitor_name(self) -> str:
+        """The history key that picks the best epoch (and drives plateau and early stopping)."""
+        return self.schedule.monitor
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["out"] = Path(values["out"])
+        if values.get("data_dir"):
+            values["data_dir"] = Path(values["data_dir"])
+        values["schedule"] = ScheduleConfig(**values.get("schedule", {}))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    run: Path
+    data: str | None = None  # default: the run's own data source and test split
+    data_dir: Path | None = None
+    top_k: int | None = None
+    batch_size: int = 256
+    device: Device = "auto"
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    run: Path
+    images: tuple[Path, ...]
+    top_k: int = 3
+    device: Device = "auto"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,93 @@
+"""In-memory image data sets: uint8 NCHW tensors plus int64 labels, batched by indexing (no per-image work)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cnnkit.errors import CnnkitError
+
+
+@dataclass
+class ArrayData:
+    """Images as a uint8 tensor [N, 3, H, W] and labels as int64 [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise CnnkitError(f"images must be uint8 [N, 3, H, W], got {self.images.dtype} {list(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise CnnkitError(f"{len(self.labels)} labels for {len(self.images)} images")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    def subset(self, index: torch.Tensor) -> ArrayData:
+        return ArrayData(self.images[index], self.labels[index])
+
+    @classmethod
+    def from_numpy(cls, x: np.ndarray, y: np.ndarray, *, source: str) -> ArrayData:
+        """Accept [N, H, W, C] (C = 1, 3 or 4) or [N, H, W] uint8 (or float in [0, 1]) arrays and integer labels."""
+        x, y = np.asarray(x), np.asarray(y).reshape(-1)
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+            raise CnnkitError(f"{source}: images must be [N, H, W, C] with C in 1, 3, 4; got shape {list(x.shape)}")
+        if len(x) != len(y):
+            raise CnnkitError(f"{source}: {len(x)} images but {len(y)} labels")
+        if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+            raise CnnkitError(f"{source}: labels must be non-negative integers, got {y.dtype}")
+        if np.issubdtype(x.dtype, np.floating):
+            if len(x) and (np.nanmin(x) < 0 or np.nanmax(x) > 1 or np.isnan(x).any()):
+                raise CnnkitError(f"{source}: float images must lie in [0, 1]")
+            x = np.round(x * 255).astype(np.uint8)
+        elif x.dtype != np.uint8:
+            raise CnnkitError(f"{source}: images must be uint8 or float in [0, 1], got {x.dtype}")
+        if x.shape[-1] == 1:
+            x = np.repeat(x, 3, axis=-1)
+        elif x.shape[-1] == 4:
+            x = x[..., :3]
+        images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        return cls(images, torch.from_numpy(y.astype(np.int64)))
+
+
+@dataclass
+class DataBundle:
+    """The splits of one data source, with its ordered class names."""
+
+    train: ArrayData | None
+    val: ArrayData | None
+    test: ArrayData | None
+    class_names: list[str]
+    skipped: list[str]  # files left out because they could not be decoded, with the reason
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def stratified_split(labels: torch.Tensor, *, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices into (keep, held_out) with `fraction` of every class held out, seeded."""
+    if not 0.0 < fraction < 1.0:
+        raise CnnkitError(f"validation split must be between 0 and 1, got {fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    keep, held = [], []
+    for cls in torch.unique(labels):
+        members = torch.nonzero(labels == cls).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_held = int(round(len(members) * fraction))
+        if len(members) > 1:
+            n_held = min(max(n_held, 1), len(members) - 1)
+        else:
+            n_held = 0
+        held.append(members[:n_held])
+        keep.append(members[n_held:])
+    return torch.cat(keep).sort().values, torch.cat(held).sort().values

@@ -1,0 +1,46 @@
+"""Batching in-memory data: each batch is one indexing operation on a uint8 tensor, no per-image Python work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from cnnkit.data.datasets import ArrayData
+
+
+def epoch_order(n: int, *, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    """The sample order of one epoch; a pure function of (seed, epoch), so a resumed run sees the same order."""
+    if not shuffle:
+        return torch.arange(n)
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def shard_batches(order: torch.Tensor, *, batch_size: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
+    """Cut `order` into global batches of `batch_size` and keep this rank's share of each.
+
+    Every rank gets the same number of batches, and batch i of every rank together is global batch i, so
+    data-parallel training sees exactly the batches a single process would.
+    """
+    batches = []
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        batches.append(batch[rank::world_size])
+    return batches
+
+
+def iterate(
+    data: ArrayData, batches: list[torch.Tensor], *, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 images, labels) on `device` for each index batch."""
+    non_blocking = device.type == "cuda"
+    for index in batches:
+        images, labels = data.images[index], data.labels[index]
+        if non_blocking:
+            images, labels = images.pin_memory(), labels.pin_memory()
+        yield images.to(device, non_blocking=non_blocking), labels.to(device, non_blocking=non_blocking)
+
+
+def sequential_batches(n: int, *, batch_size: int) -> list[torch.Tensor]:
+    return shard_batches(torch.arange(n), batch_size=batch_size)

@@ -1,0 +1,89 @@
+"""Preprocessing: how raw images become model inputs. Saved with every run as preprocess.json."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cnnkit.errors import CnnkitError
+
+ResizeMode = Literal["squash", "center-crop", "top-crop"]
+RESIZE_MODES: tuple[str, ...] = ("squash", "center-crop", "top-crop")
+PAD_VALUE = 255  # top-crop pads short pages with white, the usual page background
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Everything needed to turn an RGB image into the tensor the model was trained on.
+
+    Pixels are scaled to [0, 1], then normalised as (x - mean) / std per RGB channel.
+    `resize`: squash (stretch to the square), center-crop (shorter side to size, crop the centre) or
+    top-crop (scale to width, keep the top of the page and crop or pad the height: for screenshots).
+    """
+
+    input_size: int
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize: ResizeMode = "squash"
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    channel_order: Literal["RGB"] = "RGB"
+    layout: Literal["NCHW"] = "NCHW"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise CnnkitError(f"unknown resize mode {self.resize!r}; valid: {', '.join(RESIZE_MODES)}")
+        if self.input_size < 8:
+            raise CnnkitError(f"input size must be at least 8 pixels, got {self.input_size}")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Preprocess:
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)  # type: ignore[arg-type]
+
+    def resize_image(self, image: Image.Image) -> np.ndarray:
+        """Resize an RGB PIL image to input_size x input_size by the resize mode; HWC uint8."""
+        size = self.input_size
+        resample = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
+        width, height = image.size
+        if self.resize == "squash":
+            return np.asarray(image.resize((size, size), resample), dtype=np.uint8)
+        if self.resize == "center-crop":
+            scale = size / min(width, height)
+            new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+            image = image.resize((new_w, new_h), resample)
+            left, top = (new_w - size) // 2, (new_h - size) // 2
+            return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+        new_h = max(1, round(height * size / width))
+        image = image.resize((size, new_h), resample)
+        out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+        rows = min(size, new_h)
+        out[:rows] = np.asarray(image, dtype=np.uint8)[:rows]
+        return out
+
+    def to_unit(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW batch of any size -> float32 in [0, 1] at input_size (antialiased resize if needed)."""
+        x = batch.float().div_(255.0)
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode=self.interpolation,
+                              antialias=True, align_corners=False).clamp_(0.0, 1.0)
+        return x
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] float batch -> (x - mean) / std per channel."""
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW batch -> model input."""
+        return self.standardize(self.to_unit(batch))

@@ -1,0 +1,212 @@
+"""Data sources: `cifar10`, `folder:PATH` and `npz:PATH`, looked up by name in a registry."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnkit.data.cifar10 import find_or_download_cifar10
+from cnnkit.data.datasets import ArrayData, DataBundle, stratified_split
+from cnnkit.data.images import ImageError, is_image_file, open_rgb
+from cnnkit.data.preprocess import Preprocess
+from cnnkit.errors import CnnkitError
+from cnnkit.registry import Registry
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to read a source: where its files are, how big to decode images, how to split."""
+
+    data_dir: Path | None = None
+    preprocess: Preprocess | None = None  # folder sources decode straight to this size
+    val_split: float = 0.0
+    test_split: float = 0.2  # single-tree folders only
+    seed: int = 0
+    strict: bool = False  # stop on the first undecodable file instead of skipping it
+    workers: int = 4  # threads decoding image files (Pillow releases the GIL while decoding)
+
+
+SourceFn = Callable[[str | None, SourceOptions], DataBundle]
+SOURCES: Registry[SourceFn] = Registry("data source")
+
+
+def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
+    return SOURCES.decorator(name)
+
+
+def load_data(spec: str, *, options: SourceOptions) -> DataBundle:
+    """Load `spec` ('cifar10', 'folder:PATH', 'npz:PATH'; a bare existing path is guessed) and split it."""
+    name, arg = _parse_spec(spec)
+    bundle = SOURCES.get(name)(arg, options)
+    _check_classes(bundle, spec)
+    if options.val_split and bundle.train is not None:
+        keep, held = stratified_split(bundle.train.labels, fraction=options.val_split, seed=options.seed)
+        bundle.val = bundle.train.subset(held)
+        bundle.train = bundle.train.subset(keep)
+    return bundle
+
+
+def _parse_spec(spec: str) -> tuple[str, str | None]:
+    if ":" in spec and spec.split(":", 1)[0] in SOURCES:
+        name, arg = spec.split(":", 1)
+        return name, arg
+    path = Path(spec)
+    if path.is_dir():
+        return "folder", spec
+    if path.suffix == ".npz" and path.is_file():
+        return "npz", spec
+    return spec, None
+
+
+def _check_classes(bundle: DataBundle, spec: str) -> None:
+    if bundle.num_classes < 2:
+        raise CnnkitError(f"{spec}: a classifier needs at least 2 classes, found {bundle.num_classes}")
+    for split in (bundle.train, bundle.test):
+        if split is not None and len(split) and int(split.labels.max()) >= bundle.num_classes:
+            raise CnnkitError(f"{spec}: label {int(split.labels.max())} but only {bundle.num_classes} class names")
+
+
+@register_source("cifar10")
+def cifar10(arg: str | None, options: SourceOptions) -> DataBundle:
+    """CIFAR-10 from train.npz/test.npz in --data-dir, $CNNKIT_DATA or the cache; downloaded if absent."""
+    directory = find_or_download_cifar10(Path(arg) if arg else options.data_dir)
+    train, names = _read_npz(directory / "train.npz")
+    test, _ = _read_npz(directory / "test.npz")
+    return DataBundle(train=train, val=None, test=test, class_names=names or _CIFAR10_NAMES, skipped=[])
+
+
+_CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@register_source("npz")
+def npz(arg: str | None, options: SourceOptions) -> DataBundle:
+    """One .npz with x/y (and optional class_names), or x_train/y_train/x_test/y_test; or a folder of train/test.npz."""
+    if not arg:
+        raise CnnkitError("npz source needs a path: npz:PATH")
+    path = Path(arg)
+    if path.is_dir():
+        train, names = _read_npz(path / "train.npz")
+        test = _read_npz(path / "test.npz")[0] if (path / "test.npz").is_file() else None
+    else:
+        train, names, test = _read_npz_splits(path)
+    if names is None:
+        n = 1 + max(int(train.labels.max()) if len(train) else 0, int(test.labels.max()) if test is not None else 0)
+        names = [str(i) for i in range(n)]
+    return DataBundle(train=train, val=None, test=test, class_names=names, skipped=[])
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise CnnkitError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:  # never unpickle
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise CnnkitError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def _read_npz(path: Path) -> tuple[ArrayData, list[str] | None]:
+    data = _load_npz(path)
+    if "x" not in data or "y" not in data:
+        raise CnnkitError(f"{path}: expected arrays 'x' and 'y', found {sorted(data)}")
+    names = [str(n) for n in data["class_names"]] if "class_names" in data else None
+    return ArrayData.from_numpy(data["x"], data["y"], source=str(path)), names
+
+
+def _read_npz_splits(path: Path) -> tuple[ArrayData, list[str] | None, ArrayData | None]:
+    data = _load_npz(path)
+    names = [str(n) for n in data["class_names"]] if "class_names" in data else None
+    if "x_train" in data:
+        train = ArrayData.from_numpy(data["x_train"], data["y_train"], source=f"{path} (train)")
+        test = ArrayData.from_numpy(data["x_test"], data["y_test"], source=f"{path} (test)") if "x_test" in data else None
+        return train, names, test
+    train, names = _read_npz(path)
+    return train, names, None
+
+
+@register_source("folder")
+def folder(arg: str | None, options: SourceOptions) -> DataBundle:
+    """A tree of class subfolders; with train/ and test/ subtrees, or one tree split by --test-split."""
+    if not arg:
+        raise CnnkitError("folder source needs a path: folder:PATH")
+    root = Path(arg)
+    if not root.is_dir():
+        raise CnnkitError(f"{root}: no such directory")
+    if options.preprocess is None:
+        raise CnnkitError("folder data needs a preprocessing policy to decode images")
+    if (root / "train").is_dir():
+        names = _class_dirs(root / "train")
+        train, skipped = _decode_tree(root / "train", names, options)
+        test = None
+        if (root / "test").is_dir():
+            test, skipped_test = _decode_tree(root / "test", names, options)
+            skipped += skipped_test
+        return DataBundle(train=train, val=None, test=test, class_names=names, skipped=skipped)
+    names = _class_dirs(root)
+    data, skipped = _decode_tree(root, names, options)
+    if options.test_split:
+        keep, held = stratified_split(data.labels, fraction=options.test_split, seed=options.seed + 1)
+        return DataBundle(train=data.subset(keep), val=None, test=data.subset(held), class_names=names, skipped=skipped)
+    return DataBundle(train=data, val=None, test=None, class_names=names, skipped=skipped)
+
+
+def _class_dirs(root: Path) -> list[str]:
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(names) < 2:
+        raise CnnkitError(f"{root}: a classifier needs at least 2 class folders, found {len(names)}")
+    return names
+
+
+def _decode_tree(root: Path, names: list[str], options: SourceOptions) -> tuple[ArrayData, list[str]]:
+    files: list[tuple[Path, int]] = []
+    for label, name in enumerate(names):
+        class_dir = root / name
+        if not class_dir.is_dir():
+            raise CnnkitError(f"{root}: missing class folder {name!r}")
+        members = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not members:
+            raise CnnkitError(f"{class_dir}: class folder is empty")
+        files += [(path, label) for path in members]
+    preprocess = options.preprocess
+    assert preprocess is not None
+
+    def decode(path: Path) -> np.ndarray | str:
+        if not is_image_file(path):
+            return f"{path}: not an image file (extension {path.suffix or 'none'})"
+        try:
+            return preprocess.resize_image(open_rgb(path))
+        except ImageError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(options.workers, os.cpu_count() or 1))) as pool:
+        decoded = list(pool.map(decode, [path for path, _ in files]))
+    skipped = [item for item in decoded if isinstance(item, str)]
+    if skipped and options.strict:
+        raise CnnkitError(f"{len(skipped)} unusable file(s) under {root} (--strict): " + "; ".join(skipped))
+    good = [(arr, label) for arr, (_, label) in zip(decoded, files) if not isinstance(arr, str)]
+    for label, name in enumerate(names):
+        if not any(lab == label for _, lab in good):
+            raise CnnkitError(f"{root / name}: class folder has no readable images")
+    x = np.stack([arr for arr, _ in good])
+    y = np.array([label for _, label in good], dtype=np.int64)
+    return ArrayData.from_numpy(x, y, source=str(root)), skipped
+
+
+def dataset_stats(data: ArrayData, *, max_images: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of pixels in [0, 1], from up to `max_images` images."""
+    images = data.images[:max_images].float().div_(255)
+    mean = images.mean(dim=(0, 2, 3))
+    std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def decode_images(paths: list[Path], *, preprocess: Preprocess) -> torch.Tensor:
+    """Decode and resize image files into a uint8 [N, 3, S, S] batch; raises ImageError naming a bad file."""
+    arrays = [preprocess.resize_image(open_rgb(Path(p))) for p in paths]
+    return torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy())

@@ -1,0 +1,46 @@
+"""Figures, drawn with matplotlib's object API (no pyplot, so no global backend state is touched)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def learning_curves(history: list[dict[str, Any]], *, title: str = "") -> Figure:
+    """Loss and accuracy per epoch, training against validation."""
+    figure = Figure(figsize=(10, 4))
+    epochs = [row["epoch"] for row in history]
+    for ax, key in zip(figure.subplots(1, 2), ("loss", "accuracy")):
+        ax.plot(epochs, [row.get(key) for row in history], marker="o", label=f"train {key}")
+        if history and f"val_{key}" in history[0]:
+            ax.plot(epochs, [row.get(f"val_{key}") for row in history], marker="o", label=f"val {key}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def confusion_matrix_figure(matrix: list[list[int]], class_names: list[str]) -> Figure:
+    """Row-normalised confusion matrix with counts in the cells."""
+    counts = np.asarray(matrix)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = max(4.0, 0.6 * len(class_names) + 2)
+    figure = Figure(figsize=(side + 1, side))
+    ax = figure.subplots()
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=ax, fraction=0.046, label="fraction of true class")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(class_names) <= 20:
+        for i, j in np.ndindex(counts.shape):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    return figure

@@ -1,0 +1,84 @@
+"""The model registry: named architectures, and any timm model by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+from cnnkit.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a builder needs to know to build a network."""
+
+    num_classes: int = 10
+    in_chans: int = 3
+    input_size: int = 32
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[[ModelSpec], nn.Module]
+    input_size: int  # default square input side, pixels
+    description: str
+
+
+MODELS: Registry[ModelEntry] = Registry("model")
+TIMM_PREFIX = "timm/"
+
+
+def register_model(
+    name: str, *, input_size: int, description: str = ""
+) -> Callable[[Callable[[ModelSpec], nn.Module]], Callable[[ModelSpec], nn.Module]]:
+    """Decorator: register `builder(spec) -> nn.Module` under `name`."""
+
+    def wrap(builder: Callable[[ModelSpec], nn.Module]) -> Callable[[ModelSpec], nn.Module]:
+        MODELS.register(name, ModelEntry(name, builder, input_size, description or (builder.__doc__ or "")))
+        return builder
+
+    return wrap
+
+
+def default_input_size(name: str) -> int:
+    """The input side a model is usually trained at."""
+    if name.startswith(TIMM_PREFIX) or name not in MODELS:
+        return _timm_input_size(_timm_name(name))
+    return MODELS.get(name).input_size
+
+
+def create_model(name: str, *, num_classes: int, input_size: int | None = None, in_chans: int = 3) -> nn.Module:
+    """Build a registered model, or a timm model (``timm/NAME`` or a bare timm name), with random weights."""
+    if name in MODELS:
+        entry = MODELS.get(name)
+        spec = ModelSpec(num_classes=num_classes, in_chans=in_chans, input_size=input_size or entry.input_size)
+        try:
+            return entry.builder(spec)
+        except ValueError as exc:
+            raise CnnkitError(str(exc)) from None
+    import timm
+
+    timm_name = _timm_name(name)
+    if not timm.list_models(timm_name):
+        raise CnnkitError(
+            f"unknown model {name!r}; valid: {', '.join(MODELS)}, "
+            "or any timm model as timm/NAME (see `cnnkit models --timm`)"
+        )
+    return timm.create_model(timm_name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+
+
+def _timm_name(name: str) -> str:
+    return name[len(TIMM_PREFIX):] if name.startswith(TIMM_PREFIX) else name
+
+
+def _timm_input_size(timm_name: str) -> int:
+    import timm
+
+    if not timm.list_models(timm_name):
+        raise CnnkitError(f"unknown model {timm_name!r}; valid: {', '.join(MODELS)}, or any timm model")
+    cfg = timm.get_pretrained_cfg(timm_name)
+    return int(cfg.input_size[-1]) if cfg is not None else 224

@@ -1,0 +1,45 @@
+"""Well-known ImageNet architectures, built by torchvision or timm (random weights; see pretrained.py)."""
+
+from __future__ import annotations
+
+import timm
+import torchvision
+from torch import nn
+
+from cnnkit.models.registry import ModelSpec, register_model
+
+
+@register_model("alexnet", input_size=224, description="AlexNet (torchvision)")
+def alexnet(spec: ModelSpec) -> nn.Module:
+    model = torchvision.models.alexnet(weights=None, num_classes=spec.num_classes)
+    _set_in_chans(model.features, 0, spec.in_chans)
+    return model
+
+
+@register_model("vgg16", input_size=224, description="VGG-16 (torchvision)")
+def vgg16(spec: ModelSpec) -> nn.Module:
+    model = torchvision.models.vgg16(weights=None, num_classes=spec.num_classes)
+    _set_in_chans(model.features, 0, spec.in_chans)
+    return model
+
+
+@register_model("resnet50", input_size=224, description="ResNet-50 (timm)")
+def resnet50(spec: ModelSpec) -> nn.Module:
+    return timm.create_model("resnet50", num_classes=spec.num_classes, in_chans=spec.in_chans)
+
+
+@register_model("efficientnet_b0", input_size=224, description="EfficientNet-B0 (timm)")
+def efficientnet_b0(spec: ModelSpec) -> nn.Module:
+    return timm.create_model("efficientnet_b0", num_classes=spec.num_classes, in_chans=spec.in_chans)
+
+
+@register_model("efficientnet_lite0", input_size=224, description="EfficientNet-Lite0, TF-compatible (timm)")
+def efficientnet_lite0(spec: ModelSpec) -> nn.Module:
+    # The tf_ variant (TF "same" padding, BN eps 1e-3) is the one the published Lite0 weights match.
+    return timm.create_model("tf_efficientnet_lite0", num_classes=spec.num_classes, in_chans=spec.in_chans)
+
+
+def _set_in_chans(features: nn.Sequential, index: int, in_chans: int) -> None:
+    conv = features[index]
+    if in_chans != conv.in_channels:
+        features[index] = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)

@@ -1,0 +1,65 @@
+"""Resumable training state in one safetensors file: tensors as tensors, everything else as JSON metadata."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnkit.rundir import RunDir
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainingState:
+    """What a resumed run needs besides the model and optimizer tensors."""
+
+    epoch: int  # epochs completed
+    history: list[dict[str, Any]]
+    schedule: dict[str, Any]
+    tracker: dict[str, Any]
+    elapsed_s: float
+
+
+def save_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optim = optimizer.state_dict()
+    for index, slots in optim["state"].items():
+        for slot, value in slots.items():
+            tensors[f"optim.{index}.{slot}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    meta = {
+        "epoch": state.epoch,
+        "history": state.history,
+        "schedule": state.schedule,
+        "tracker": state.tracker,
+        "elapsed_s": state.elapsed_s,
+        "param_groups": optim["param_groups"],
+    }
+    run.write_tensors(CHECKPOINT, tensors, metadata={"cnnkit.state": json.dumps(meta)})
+
+
+def load_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainingState:
+    """Restore model, optimizer and RNG from the run's checkpoint; return the rest of the state."""
+    tensors, metadata = run.read_tensors(CHECKPOINT)
+    meta = json.loads(metadata["cnnkit.state"])
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, slot = key.split(".", 2)
+            slots.setdefault(int(index), {})[slot] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return TrainingState(
+        epoch=meta["epoch"], history=meta["history"], schedule=meta["schedule"], tracker=meta["tracker"],
+        elapsed_s=meta["elapsed_s"],
+    )

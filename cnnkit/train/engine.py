@@ -1,0 +1,141 @@
+"""The inner loops: one training epoch, and batched inference over a data set."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from cnnkit.data.datasets import ArrayData
+from cnnkit.data.loader import iterate, sequential_batches
+from cnnkit.data.preprocess import Preprocess
+from cnnkit.train.distributed import SINGLE_PROCESS, DistContext
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+PROGRESS_EVERY = 10  # batches between progress-bar refreshes (each one syncs the device)
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """How a batch is run: device, numeric precision and memory layout."""
+
+    device: torch.device
+    precision: str = "fp32"  # or "bf16": autocast matmuls and convolutions to bfloat16
+    channels_last: bool = True
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+class Totals:
+    """Running sums of loss, correct top-1 and top-k and sample count, kept on the device to avoid syncs."""
+
+    def __init__(self, device: torch.device, top_k: int) -> None:
+        self.top_k = top_k
+        self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, top1, topk, n
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
+        n = labels.shape[0]
+        k = min(self.top_k, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hits = top == labels[:, None]
+        self.sums += torch.stack([loss.detach().double() * n, hits[:, 0].sum(), hits.any(dim=1).sum(),
+                                  torch.tensor(n, device=labels.device)]).double()
+
+    def result(self, ctx: DistContext = SINGLE_PROCESS, prefix: str = "") -> dict[str, float]:
+        loss, top1, topk, n = ctx.all_reduce_sum(self.sums.clone()).tolist()
+        n = max(n, 1.0)
+        return {f"{prefix}loss": loss / n, f"{prefix}accuracy": top1 / n, f"{prefix}top{self.top_k}_accuracy": topk / n}
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: ArrayData,
+    batches: list[torch.Tensor],
+    *,
+    optimizer: torch.optim.Optimizer,
+    preprocess: Preprocess,
+    settings: StepSettings,
+    label_smoothing: float = 0.0,
+    augment: Augment | None = None,
+    generator: torch.Generator | None = None,
+    after_batch: Callable[[], None] = lambda: None,
+    top_k: int = 3,
+    ctx: DistContext = SINGLE_PROCESS,
+    description: str = "",
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Train over `batches` (index tensors into `data`); return loss, accuracy and top-k accuracy."""
+    model.train()
+    totals = Totals(settings.device, top_k)
+    bar = tqdm(total=len(batches), desc=description, unit="batch", leave=False, file=sys.stderr,
+               disable=not (show_progress and ctx.is_main and sys.stderr.isatty()), dynamic_ncols=True)
+    for step, (images, labels) in enumerate(iterate(data, batches, device=settings.device), start=1):
+        x = preprocess.to_unit(images)
+        if augment is not None:
+            x = augment(x, generator)
+        x = settings.prepare(preprocess.standardize(x))
+        with settings.autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        after_batch()
+        totals.add(logits.detach(), labels, loss)
+        bar.update(1)
+        if step % PROGRESS_EVERY == 0 and not bar.disable:
+            running = totals.result()
+            bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}")
+    bar.close()
+    return totals.result(ctx)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, data: ArrayData, *, preprocess: Preprocess, settings: StepSettings, batch_size: int = 256
+) -> torch.Tensor:
+    """Logits for every image of `data`, in order, as float32 on the CPU."""
+    model.eval()
+    outputs = []
+    for images, _ in iterate(data, sequential_batches(len(data), batch_size=batch_size), device=settings.device):
+        with settings.autocast():
+            outputs.append(model(settings.prepare(preprocess(images))).float().cpu())
+    if not outputs:
+        return torch.zeros(0, 0)
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def evaluate_data(
+    model: nn.Module,
+    data: ArrayData,
+    *,
+    preprocess: Preprocess,
+    settings: StepSettings,
+    top_k: int,
+    batch_size: int = 256,
+    ctx: DistContext = SINGLE_PROCESS,
+    prefix: str = "",
+) -> dict[str, float]:
+    """Loss, accuracy and top-k accuracy of `model` on `data` (each rank takes its share under DDP)."""
+    model.eval()
+    totals = Totals(settings.device, top_k)
+    own = torch.arange(ctx.rank, len(data), ctx.world_size)
+    batches = [own[i : i + batch_size] for i in range(0, len(own), batch_size)]
+    for images, labels in iterate(data, batches, device=settings.device):
+        with settings.autocast():
+            logits = model(settings.prepare(preprocess(images))).float()
+        totals.add(logits, labels, F.cross_entropy(logits, labels))
+    return totals.result(ctx, prefix=prefix)

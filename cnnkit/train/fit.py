@@ -1,0 +1,239 @@
+"""`train(config)`: data, model and run directory in; a trained, evaluated run directory out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnkit import __version__
+from cnnkit.config import TrainConfig
+from cnnkit.data.datasets import ArrayData, DataBundle
+from cnnkit.data.loader import epoch_order, shard_batches
+from cnnkit.data.preprocess import Preprocess
+from cnnkit.data.sources import SourceOptions, dataset_stats, load_data
+from cnnkit.errors import CnnkitError
+from cnnkit.evaluate.plots import learning_curves
+from cnnkit.evaluate.report import evaluate_model
+from cnnkit.models import count_params, create_model, default_input_size
+from cnnkit.rundir import RunDir
+from cnnkit.train.callbacks import BestTracker
+from cnnkit.train.checkpoint import CHECKPOINT, TrainingState, load_checkpoint, save_checkpoint
+from cnnkit.train.distributed import SINGLE_PROCESS, DistContext, resolve_device
+from cnnkit.train.engine import StepSettings, evaluate_data, train_one_epoch
+from cnnkit.train.schedules import Schedule, build_schedule
+
+WEIGHTS_BEST = "model.safetensors"
+WEIGHTS_LAST = "last.safetensors"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any]
+
+
+@dataclass
+class _Session:
+    """Everything one training run holds while it runs."""
+
+    config: TrainConfig
+    run: RunDir
+    data: DataBundle
+    preprocess: Preprocess
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    tracker: BestTracker
+    settings: StepSettings
+    ctx: DistContext
+    history: list[dict[str, Any]]
+    elapsed_s: float = 0.0
+
+    def log(self, message: str) -> None:
+        if self.ctx.is_main and not self.config.quiet:
+            print(message, flush=True)
+
+
+def train(config: TrainConfig, *, ctx: DistContext = SINGLE_PROCESS) -> TrainResult:
+    """Train `config.model` on `config.data`, writing the run directory `config.out`; return history and metrics."""
+    if config.resume:
+        config = _resumed_config(config)
+    session = _setup(config, ctx)
+    start_epoch = _restore(session) if config.resume else 0
+    if ctx.is_main and not config.resume:
+        _write_run_header(session)
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        _run_epoch(session, epoch)
+        if session.tracker.should_stop:
+            session.log(f"Early stopping: no improvement in {session.config.monitor_name()} for "
+                        f"{session.tracker.patience} epochs (best epoch {session.tracker.best_epoch})")
+            break
+    return _finish(session)
+
+
+def _resumed_config(config: TrainConfig) -> TrainConfig:
+    """The saved config of the run being resumed; only epochs and device may change."""
+    saved = TrainConfig.from_dict(RunDir.open(config.out).read_json("config.json"))
+    return replace(saved, resume=True, epochs=max(config.epochs, saved.epochs), device=config.device,
+                   quiet=config.quiet, overwrite=False)
+
+
+def _setup(config: TrainConfig, ctx: DistContext) -> _Session:
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device, local_rank=ctx.local_rank)
+    run = RunDir.open(config.out) if config.resume else _create_run(config, ctx)
+    preprocess = Preprocess(input_size=config.input_size or default_input_size(config.model), resize=config.resize)
+    data = load_data(config.data, options=SourceOptions(
+        data_dir=config.data_dir, preprocess=preprocess, val_split=config.val_split, test_split=config.test_split,
+        seed=config.seed, strict=config.strict, workers=config.workers))
+    if data.train is None or len(data.train) == 0:
+        raise CnnkitError(f"{config.data}: no training images")
+    preprocess = _normalization(config, preprocess, data.train)
+    model = create_model(config.model, num_classes=data.num_classes, input_size=preprocess.input_size)
+    settings = StepSettings(device=device, precision=config.precision, channels_last=config.channels_last)
+    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    optimizer = _optimizer(config, model)
+    steps = len(shard_batches(torch.arange(len(data.train)), batch_size=config.batch_size))
+    schedule = build_schedule(config.schedule, optimizer, lr=config.lr, epochs=config.epochs, steps_per_epoch=steps)
+    monitor = config.monitor_name() if data.val is not None else config.monitor_name().removeprefix("val_")
+    tracker = BestTracker(monitor=monitor, patience=config.early_stopping)
+    session = _Session(config, run, data, preprocess, model, optimizer, schedule, tracker, settings, ctx, history=[])
+    if data.skipped:
+        session.log(f"Skipped {len(data.skipped)} unusable file(s):\n  " + "\n  ".join(data.skipped))
+    return session
+
+
+def _create_run(config: TrainConfig, ctx: DistContext) -> RunDir:
+    if ctx.is_main:
+        return RunDir.create(config.out, overwrite=config.overwrite)
+    return RunDir(config.out)
+
+
+def _normalization(config: TrainConfig, preprocess: Preprocess, train: ArrayData) -> Preprocess:
+    mode = "dataset" if config.normalize == "auto" else config.normalize
+    if mode == "unit":
+        return preprocess
+    if mode == "imagenet":
+        from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+        return replace(preprocess, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    mean, std = dataset_stats(train)
+    return replace(preprocess, mean=mean, std=std)
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                               nesterov=config.momentum > 0)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _write_run_header(session: _Session) -> None:
+    config, run, data = session.config, session.run, session.data
+    run.write_json("config.json", {**config.to_dict(), "cnnkit_version": __version__, "torch_version": torch.__version__})
+    run.write_json("classes.json", data.class_names)
+    run.write_json("preprocess.json", session.preprocess.to_dict())
+    trainable, frozen = count_params(session.model)
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in (("train", data.train), ("val", data.val),
+                                                                ("test", data.test)) if split is not None)
+    session.log(f"Data: {config.data} ({data.num_classes} classes; {sizes})")
+    session.log(f"Model: {config.model} at {session.preprocess.input_size}px on {session.settings.device} "
+                f"(trainable params: {trainable:,}; non-trainable: {frozen:,})")
+
+
+def _restore(session: _Session) -> int:
+    if not session.run.exists(CHECKPOINT):
+        raise CnnkitError(f"{session.run.path}: no checkpoint to resume from")
+    state = load_checkpoint(session.run, model=session.model, optimizer=session.optimizer)
+    session.schedule.load_state_dict(state.schedule)
+    session.tracker.load_state_dict(state.tracker)
+    session.history, session.elapsed_s = state.history, state.elapsed_s
+    session.log(f"Resuming {session.run.path} after epoch {state.epoch} of {session.config.epochs}")
+    return state.epoch
+
+
+def _run_epoch(session: _Session, epoch: int) -> None:
+    config, data, ctx = session.config, session.data, session.ctx
+    assert data.train is not None
+    started = time.perf_counter()
+    order = epoch_order(len(data.train), seed=config.seed, epoch=epoch, shuffle=True)
+    batches = shard_batches(order, batch_size=config.batch_size, rank=ctx.rank, world_size=ctx.world_size)
+    lr = session.optimizer.param_groups[0]["lr"]
+    row: dict[str, Any] = {"epoch": epoch}
+    row |= train_one_epoch(
+        session.model, data.train, batches, optimizer=session.optimizer, preprocess=session.preprocess,
+        settings=session.settings, label_smoothing=config.label_smoothing, after_batch=session.schedule.after_batch,
+        top_k=config.top_k, ctx=ctx, description=f"Epoch {epoch}/{config.epochs}", show_progress=not config.quiet)
+    if data.val is not None:
+        row |= evaluate_data(session.model, data.val, preprocess=session.preprocess, settings=session.settings,
+                             top_k=config.top_k, ctx=ctx, prefix="val_")
+    row["lr"] = lr
+    row["time_s"] = round(time.perf_counter() - started, 3)
+    session.elapsed_s += row["time_s"]
+    session.history.append(row)
+    monitored = row.get(session.tracker.monitor)
+    if monitored is None:
+        raise CnnkitError(f"cannot monitor {session.tracker.monitor!r}; history has {', '.join(row)}")
+    improved = session.tracker.update(epoch, monitored)
+    session.schedule.after_epoch(monitored)
+    if ctx.is_main:
+        _save_epoch(session, epoch, improved)
+    session.log(_epoch_line(row, config.epochs, improved))
+
+
+def _save_epoch(session: _Session, epoch: int, improved: bool) -> None:
+    run, weights = session.run, _unwrap(session.model).state_dict()
+    meta = {"model": session.config.model, "epoch": str(epoch)}
+    if improved:
+        run.write_tensors(WEIGHTS_BEST, weights, metadata=meta)
+    run.write_tensors(WEIGHTS_LAST, weights, metadata=meta)
+    run.write_json("history.json", session.history)
+    run.write_csv("history.csv", session.history)
+    # The checkpoint goes last: if the process dies before it, resume repeats this epoch from the previous one.
+    state = TrainingState(epoch=epoch, history=session.history, schedule=session.schedule.state_dict(),
+                          tracker=session.tracker.state_dict(), elapsed_s=session.elapsed_s)
+    save_checkpoint(run, model=_unwrap(session.model), optimizer=session.optimizer, state=state)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
+    parts = [f"Epoch {row['epoch']}/{epochs}", f"{row['time_s']:.1f}s"]
+    parts += [f"{k}: {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "time_s")]
+    parts.append(f"lr: {row['lr']:.2e}")
+    return " - ".join(parts) + (" *" if improved else "")
+
+
+def _finish(session: _Session) -> TrainResult:
+    config, run, data = session.config, session.run, session.data
+    model = _unwrap(session.model)
+    if session.tracker.best_epoch and run.exists(WEIGHTS_BEST) and session.ctx.is_main:
+        weights, _ = run.read_tensors(WEIGHTS_BEST)
+        model.load_state_dict(weights)
+    metrics: dict[str, Any] = {}
+    if session.ctx.is_main:
+        final = session.history[-1] if session.history else {}
+        metrics = {"best_epoch": session.tracker.best_epoch, "train_time_s": round(session.elapsed_s, 2),
+                   "final_train_accuracy": final.get("accuracy")}
+        if data.test is not None and len(data.test):
+            metrics |= evaluate_model(model, data.test, run=run, class_names=data.class_names,
+                                      preprocess=session.preprocess, settings=session.settings, top_k=config.top_k)
+        run.write_json("metrics.json", metrics)
+        run.save_figure("learning_curves.png", learning_curves(session.history, title=config.model))
+        if "accuracy" in metrics:
+            session.log(f"Test accuracy: {metrics['accuracy']:.3f}")
+        if final:
+            session.log(f"Training accuracy: {final['accuracy']:.3f}")
+        session.log(f"Run directory: {run.path}")
+    return TrainResult(run_dir=run.path, history=session.history, metrics=metrics)

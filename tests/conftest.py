@@ -1,0 +1,28 @@
+"""Fixtures: small data sets the tests make themselves (see helpers.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import CLASSES, make_shapes, write_tree
+
+
+@pytest.fixture(scope="session")
+def shapes_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An .npz with x_train/y_train (3 x 80) and x_test/y_test (3 x 20) 32x32 images and class_names."""
+    x_train, y_train = make_shapes(80, seed=1)
+    x_test, y_test = make_shapes(20, seed=2)
+    path = tmp_path_factory.mktemp("data") / "shapes.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, class_names=np.array(CLASSES))
+    return path
+
+
+@pytest.fixture(scope="session")
+def shapes_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder tree with train/ (3 x 30 images) and test/ (3 x 10) subtrees."""
+    root = tmp_path_factory.mktemp("tree")
+    write_tree(root / "train", 30, seed=3)
+    write_tree(root / "test", 10, seed=4)
+    return root

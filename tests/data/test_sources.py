@@ -1,0 +1,127 @@
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnkit.data import Preprocess, SourceOptions, load_data
+from cnnkit.data.cifar10 import download_cifar10, find_or_download_cifar10
+from cnnkit.data.datasets import ArrayData, stratified_split
+from cnnkit.data.sources import SOURCES
+from cnnkit.errors import CnnkitError
+
+from helpers import CLASSES, write_tree
+
+PRE32 = Preprocess(input_size=32)
+
+
+def test_npz_with_train_and_test_and_a_stratified_validation_split(shapes_npz: Path) -> None:
+    bundle = load_data(f"npz:{shapes_npz}", options=SourceOptions(val_split=0.25, seed=0))
+    assert bundle.class_names == CLASSES
+    assert len(bundle.train) == 180 and len(bundle.val) == 60 and len(bundle.test) == 60
+    assert torch.bincount(bundle.val.labels).tolist() == [20, 20, 20]
+    assert bundle.train.images.dtype == torch.uint8 and bundle.train.images.shape[1:] == (3, 32, 32)
+    again = load_data(f"npz:{shapes_npz}", options=SourceOptions(val_split=0.25, seed=0))
+    assert torch.equal(again.val.labels, bundle.val.labels) and torch.equal(again.val.images, bundle.val.images)
+
+
+def test_stratified_split_is_disjoint_and_complete() -> None:
+    labels = torch.tensor([0] * 10 + [1] * 30)
+    keep, held = stratified_split(labels, fraction=0.1, seed=3)
+    assert sorted(keep.tolist() + held.tolist()) == list(range(40))
+    assert torch.bincount(labels[held]).tolist() == [1, 3]
+
+
+def test_npz_grayscale_and_float_arrays_are_converted(tmp_path: Path) -> None:
+    path = tmp_path / "gray.npz"
+    np.savez(path, x=np.random.rand(6, 28, 28).astype(np.float32), y=np.array([0, 1, 0, 1, 0, 1]))
+    bundle = load_data(str(path), options=SourceOptions())
+    assert bundle.train.images.shape == (6, 3, 28, 28) and bundle.class_names == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "message"),
+    [
+        (np.zeros((4, 32, 32, 5), np.uint8), np.zeros(4, int), "C in 1, 3, 4"),
+        (np.zeros((4, 32), np.uint8), np.zeros(4, int), "got shape"),
+        (np.zeros((4, 8, 8, 3), np.uint8), np.zeros(3, int), "4 images but 3 labels"),
+        (np.zeros((4, 8, 8, 3), np.int32), np.zeros(4, int), "uint8 or float"),
+        (np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4, int), "at least 2 classes"),
+    ],
+)
+def test_bad_npz_arrays_are_clear_errors(tmp_path: Path, x: np.ndarray, y: np.ndarray, message: str) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=x, y=y)
+    with pytest.raises(CnnkitError, match=message):
+        load_data(f"npz:{path}", options=SourceOptions())
+
+
+def test_folder_with_train_and_test_subtrees(shapes_tree: Path) -> None:
+    bundle = load_data(f"folder:{shapes_tree}", options=SourceOptions(preprocess=PRE32))
+    assert bundle.class_names == CLASSES
+    assert len(bundle.train) == 90 and len(bundle.test) == 30 and not bundle.skipped
+    assert bundle.train.images.shape[1:] == (3, 32, 32)
+
+
+def test_single_folder_tree_is_split_by_ratio(tmp_path: Path) -> None:
+    write_tree(tmp_path, 10)
+    bundle = load_data(str(tmp_path), options=SourceOptions(preprocess=PRE32, test_split=0.2))
+    assert len(bundle.train) == 24 and len(bundle.test) == 6
+
+
+def test_corrupt_files_are_skipped_and_reported_or_stop_with_strict(tmp_path: Path) -> None:
+    write_tree(tmp_path, 4)
+    (tmp_path / "circle" / "zero.png").write_bytes(b"")
+    (tmp_path / "square" / "notes.txt").write_text("not an image")
+    good = (tmp_path / "cross" / "000.png").read_bytes()
+    (tmp_path / "cross" / "truncated.png").write_bytes(good[: len(good) // 2])
+    bundle = load_data(str(tmp_path), options=SourceOptions(preprocess=PRE32, test_split=0))
+    assert len(bundle.train) == 12
+    assert len(bundle.skipped) == 3 and any("truncated.png" in s for s in bundle.skipped)
+    with pytest.raises(CnnkitError, match="3 unusable file"):
+        load_data(str(tmp_path), options=SourceOptions(preprocess=PRE32, strict=True))
+
+
+def test_empty_class_folder_and_single_class_are_errors(tmp_path: Path) -> None:
+    write_tree(tmp_path, 3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CnnkitError, match="empty.*class folder is empty"):
+        load_data(str(tmp_path), options=SourceOptions(preprocess=PRE32))
+    shutil.rmtree(tmp_path / "empty")
+    shutil.rmtree(tmp_path / "square")
+    shutil.rmtree(tmp_path / "cross")
+    with pytest.raises(CnnkitError, match="at least 2 class folders, found 1"):
+        load_data(str(tmp_path), options=SourceOptions(preprocess=PRE32))
+
+
+def test_unknown_source_lists_valid_ones() -> None:
+    with pytest.raises(CnnkitError, match="unknown data source 'mnist'; valid: cifar10, folder, npz"):
+        load_data("mnist", options=SourceOptions())
+    assert list(SOURCES) == ["cifar10", "folder", "npz"]
+
+
+def test_cifar10_is_read_from_a_local_folder(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).integers(0, 255, (20, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(20) % 10
+    for name in ("train", "test"):
+        np.savez(tmp_path / f"{name}.npz", x=x, y=y, class_names=np.array(["c%d" % i for i in range(10)]))
+    assert find_or_download_cifar10(tmp_path) == tmp_path
+    bundle = load_data("cifar10", options=SourceOptions(data_dir=tmp_path))
+    assert len(bundle.train) == 20 and bundle.class_names[0] == "c0"
+
+
+def test_cifar10_download_without_network_fails_fast_with_advice(tmp_path: Path) -> None:
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(CnnkitError, match="CNNKIT_DATA"):
+        download_cifar10(tmp_path, url="http://127.0.0.1:9/cifar-10-binary.tar.gz")  # port 9: nothing listens
+    assert time.monotonic() - started < 15
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*tmp"))
+
+
+def test_array_data_rejects_wrong_layout() -> None:
+    with pytest.raises(CnnkitError, match="uint8"):
+        ArrayData(torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long))

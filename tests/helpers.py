@@ -1,0 +1,56 @@
+"""Small data the tests make themselves: coloured shapes that a tiny CNN learns in a few epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLASSES = ["circle", "cross", "square"]  # sorted, as folder sources order them
+
+
+def draw_shape(kind: str, *, size: int, rng: np.random.Generator) -> np.ndarray:
+    """An RGB uint8 image of one shape at a random place, colour and scale on a noisy background."""
+    background = tuple(int(v) for v in rng.integers(0, 90, 3))
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    r = size * rng.uniform(0.22, 0.32)
+    cx, cy = rng.uniform(r, size - r, 2)
+    colour = tuple(int(v) for v in rng.integers(150, 256, 3))
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if kind == "circle":
+        draw.ellipse(box, fill=colour)
+    elif kind == "square":
+        draw.rectangle(box, fill=colour)
+    else:
+        width = max(2, int(r / 2))
+        draw.line((cx - r, cy, cx + r, cy), fill=colour, width=width)
+        draw.line((cx, cy - r, cx, cy + r), fill=colour, width=width)
+    noise = rng.integers(-12, 13, (size, size, 3))
+    return np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def make_shapes(n_per_class: int, *, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = np.stack([draw_shape(kind, size=size, rng=rng) for kind in CLASSES for _ in range(n_per_class)])
+    y = np.repeat(np.arange(len(CLASSES)), n_per_class)
+    order = rng.permutation(len(y))
+    return x[order], y[order]
+
+
+def write_tree(root: Path, n_per_class: int, *, size: int = 40, seed: int = 0) -> Path:
+    """One folder per class of PNG files (mixed modes and sizes, as real folders are)."""
+    rng = np.random.default_rng(seed)
+    for kind in CLASSES:
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            image = Image.fromarray(draw_shape(kind, size=size + int(rng.integers(0, 9)), rng=rng))
+            if i % 5 == 1:
+                image = image.convert("RGBA")
+            elif i % 5 == 2:
+                image = image.convert("P")
+            suffix = ".jpg" if i % 5 == 3 else ".png"
+            image.convert("RGB").save(root / kind / f"{i:03d}.jpg") if suffix == ".jpg" else image.save(
+                root / kind / f"{i:03d}{suffix}")
+    return root

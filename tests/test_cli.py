@@ -1,0 +1,94 @@
+"""The real command line, run as a user runs it: `python -m cnnkit ...` in a subprocess."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import CLASSES, make_shapes
+
+
+def cnnkit(*args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "cnnkit", *map(str, args)], capture_output=True, text=True,
+                            timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"cnnkit {args} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], message: str) -> None:
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cnnkit: error: ") and message in lines[0], lines
+
+
+@pytest.fixture(scope="module")
+def trained_run(shapes_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "shapes"
+    result = cnnkit("train", f"npz:{shapes_npz}", "--out", out, "--epochs", "5", "--batch-size", "32", "--lr", "3e-3",
+                    "--top-k", "2", "--device", "cpu")
+    assert "Test accuracy: " in result.stdout and "Training accuracy: " in result.stdout
+    assert "Epoch 5/5" in result.stdout
+    return out
+
+
+def test_train_evaluate_predict_round_trip(trained_run: Path, tmp_path: Path) -> None:
+    result = cnnkit("evaluate", trained_run)
+    assert "Accuracy: " in result.stdout and "Top-2 accuracy" in result.stdout
+    for name in CLASSES:
+        assert name in result.stdout
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["num_samples"] == 60 and len(metrics["confusion_matrix"]) == 3
+
+    x, y = make_shapes(2, size=57, seed=9)  # an odd size, and modes a user might hand over
+    paths = []
+    for i, (image, label) in enumerate(zip(x, y)):
+        mode = ["RGB", "RGBA", "L", "P", "RGB", "RGB"][i]
+        path = tmp_path / f"{i}_{CLASSES[label]}.{'jpg' if i == 4 else 'png'}"
+        Image.fromarray(image).convert(mode).save(path)
+        paths.append(path)
+    result = cnnkit("predict", trained_run, *paths, "--json", "--top-k", "2")
+    answers = json.loads(result.stdout)
+    assert [a["image"] for a in answers] == [str(p) for p in paths]
+    for answer in answers:
+        assert len(answer["top"]) == 2 and answer["top"][0]["label"] in CLASSES
+        probabilities = [t["probability"] for t in answer["top"]]
+        assert probabilities == sorted(probabilities, reverse=True) and 0 <= sum(probabilities) <= 1.0001
+    text = cnnkit("predict", trained_run, paths[0]).stdout
+    assert str(paths[0]) in text and "%" in text
+
+
+def test_models_and_summary_commands() -> None:
+    listing = cnnkit("models").stdout
+    assert "simple-cnn" in listing and "122,570" in listing and "resnet50" in listing
+    table = cnnkit("summary", "simple-cnn").stdout
+    assert "Total params: 122,570 (478.79 KB)" in table
+
+
+def test_bad_inputs_give_one_line_errors(trained_run: Path, shapes_npz: Path, tmp_path: Path) -> None:
+    assert_clean_error(cnnkit("predict", trained_run, tmp_path / "missing.png", check=False), "no such file")
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    assert_clean_error(cnnkit("predict", trained_run, tmp_path / "corrupt.jpg", check=False), "corrupt.jpg")
+    assert_clean_error(cnnkit("train", f"npz:{shapes_npz}", "--model", "nonet", "--out", tmp_path / "r1", check=False),
+                       "unknown model 'nonet'; valid: ")
+    assert_clean_error(cnnkit("train", "imagenet", "--out", tmp_path / "r2", check=False),
+                       "unknown data source 'imagenet'; valid: cifar10, folder, npz")
+    assert_clean_error(cnnkit("train", f"npz:{shapes_npz}", "--out", trained_run, check=False), "--overwrite")
+    one_class = tmp_path / "one"
+    (one_class / "only").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(one_class / "only" / "a.png")
+    assert_clean_error(cnnkit("train", one_class, "--out", tmp_path / "r3", check=False), "at least 2 class folders")
+    empty = tmp_path / "empty"
+    (empty / "a").mkdir(parents=True)
+    (empty / "b").mkdir()
+    Image.new("RGB", (8, 8)).save(empty / "a" / "a.png")
+    assert_clean_error(cnnkit("train", empty, "--out", tmp_path / "r4", check=False), "class folder is empty")
+    assert_clean_error(cnnkit("evaluate", tmp_path, check=False), "not a cnnkit run directory")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((3, 5), np.uint8), y=np.zeros(3, int))
+    assert_clean_error(cnnkit("train", f"npz:{bad}", "--out", tmp_path / "r5", check=False), "got shape [3, 5]")
