@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cnnkit import __version__
-from cnnkit.config import EvaluateConfig, PredictConfig, ScheduleConfig, TrainConfig
+from cnnkit.config import EvaluateConfig, PredictConfig, PreviewConfig, ScheduleConfig, TrainConfig
+from cnnkit.data.augment import parse_augment
 from cnnkit.errors import CnnkitError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnkit", description="Train, evaluate, export and serve CNN image classifiers.")
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_models, _add_summary, _add_train, _add_evaluate, _add_predict):
+    for add in (_add_models, _add_summary, _add_train, _add_evaluate, _add_predict, _add_compare,
+                _add_augment_preview):
         add(commands)
     return parser
 
@@ -101,6 +103,16 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
                      help="auto: dataset mean/std; unit: pixels/255 only")
     sub.add_argument("--resize", choices=("squash", "center-crop", "top-crop"), default="squash")
     sub.add_argument("--top-k", type=int, default=3)
+    sub.add_argument("--augment", default="none", metavar="POLICY",
+                     help="none | standard | screenshot | a spec like flip,rotate=0.1,zoom=0.1,contrast=0.1")
+    sub.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
+    sub.add_argument("--weights", type=Path, help="pretrained weights file (.safetensors or .pth state dict)")
+    sub.add_argument("--freeze-base", action="store_true", help="train a new head on the frozen pretrained base")
+    sub.add_argument("--head-hidden", type=int, default=128, help="units of the new head's hidden layer (0: none)")
+    sub.add_argument("--head-dropout", type=float, default=0.3)
+    sub.add_argument("--finetune-epochs", type=int, default=0, help="then train this many epochs with the base unfrozen")
+    sub.add_argument("--finetune-lr", type=float, default=1e-5)
+    sub.add_argument("--unfreeze", default="all", help="for fine-tuning: all | last-K (blocks of the base)")
     sub.add_argument("--scheduler", choices=("none", "plateau", "cosine", "onecycle"), default="none")
     sub.add_argument("--warmup-epochs", type=float, default=0.0)
     sub.add_argument("--monitor", default="val_loss", help="history key for best epoch, plateau, early stopping")
@@ -129,6 +141,11 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise CnnkitError(f"--{flag.replace('_', '-')} must be at least 1")
     if not 0.0 <= args.val_split < 1.0:
         raise CnnkitError("--val-split must be in [0, 1)")
+    parse_augment(args.augment)  # fail on a bad spec before any data is loaded
+    if args.finetune_epochs and not args.freeze_base:
+        raise CnnkitError("--finetune-epochs needs --freeze-base (a pretrained base with a new head)")
+    if args.freeze_base and not (args.pretrained or args.weights):
+        raise CnnkitError("--freeze-base needs --pretrained or --weights PATH")
     schedule = ScheduleConfig(name=args.scheduler, warmup_epochs=args.warmup_epochs, monitor=args.monitor,
                               factor=args.plateau_factor, patience=args.plateau_patience, min_lr=args.min_lr)
     return TrainConfig(
@@ -136,7 +153,10 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         optimizer=args.optimizer, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         val_split=args.val_split, test_split=args.test_split, input_size=args.input_size, normalize=args.normalize,
-        resize=args.resize, top_k=args.top_k, schedule=schedule, early_stopping=args.early_stopping, seed=args.seed,
+        resize=args.resize, top_k=args.top_k, augment=args.augment, pretrained=args.pretrained or bool(args.weights),
+        weights=args.weights, freeze_base=args.freeze_base, head_hidden=args.head_hidden,
+        head_dropout=args.head_dropout, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+        unfreeze=args.unfreeze, schedule=schedule, early_stopping=args.early_stopping, seed=args.seed,
         device=args.device, precision=args.precision, channels_last=args.channels_last, strict=args.strict,
         overwrite=args.overwrite, resume=args.resume, workers=args.workers, quiet=args.quiet,
     )
@@ -194,4 +214,41 @@ def _run_predict(args: argparse.Namespace) -> int:
         print(p.path)
         for label, score in p.top:
             print(f"  {label:<20} {score:7.2%}")
+    return 0
+
+
+# compare / augment-preview --------------------------------------------------------------------------------------
+def _add_compare(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "compare", _run_compare, "compare runs side by side (table and learning curves)")
+    sub.add_argument("runs", type=Path, nargs="+")
+    sub.add_argument("--out", type=Path, default=Path("compare.png"), help="PNG of the runs' learning curves")
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from cnnkit.evaluate.compare import compare_runs
+
+    print(compare_runs(runs=list(args.runs), plot_path=args.out))
+    print(f"Learning curves: {args.out}")
+    return 0
+
+
+def _add_augment_preview(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "augment-preview", _run_augment_preview, "draw originals beside augmented samples")
+    sub.add_argument("data")
+    sub.add_argument("--augment", default="standard", metavar="POLICY")
+    sub.add_argument("--data-dir", type=Path)
+    sub.add_argument("--input-size", type=int, default=None, help="pixels (default: the images' own for arrays, 128)")
+    sub.add_argument("--images", type=int, default=8, help="how many originals")
+    sub.add_argument("--samples", type=int, default=4, help="augmented samples per original")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--out", type=Path, default=Path("augment.png"))
+
+
+def _run_augment_preview(args: argparse.Namespace) -> int:
+    from cnnkit.data.preview import augment_preview
+
+    augment_preview(PreviewConfig(data=args.data, augment=args.augment, data_dir=args.data_dir,
+                                  input_size=args.input_size, images=args.images, samples=args.samples,
+                                  seed=args.seed, out=args.out))
+    print(f"Written: {args.out}")
     return 0

@@ -44,6 +44,15 @@ class TrainConfig:
     normalize: Normalize = "auto"
     resize: Literal["squash", "center-crop", "top-crop"] = "squash"
     top_k: int = 3
+    augment: str = "none"  # policy name or spec, see cnnkit.data.augment
+    pretrained: bool = False
+    weights: Path | None = None  # local pretrained weights (.safetensors, or .pth read with weights_only=True)
+    freeze_base: bool = False  # train a new head on the frozen pretrained base
+    head_hidden: int = 128  # the new head: GAP -> Dense(head_hidden, relu) -> Dropout -> Dense(N)
+    head_dropout: float = 0.3
+    finetune_epochs: int = 0  # after `epochs`, continue with the base unfrozen
+    finetune_lr: float = 1e-5
+    unfreeze: str = "all"  # all | last-K blocks of the base, for fine-tuning
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: int = 0  # patience in epochs; 0 = off
     seed: int = 0
@@ -59,6 +68,10 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
 
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.finetune_epochs
+
     def monitor_name(self) -> str:
         """The history key that picks the best epoch (and drives plateau and early stopping)."""
         return self.schedule.monitor
@@ -68,8 +81,9 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["out"] = Path(values["out"])
-        if values.get("data_dir"):
-            values["data_dir"] = Path(values["data_dir"])
+        for key in ("data_dir", "weights"):
+            if values.get(key):
+                values[key] = Path(values[key])
         values["schedule"] = ScheduleConfig(**values.get("schedule", {}))
         return cls(**values)
 
@@ -100,3 +114,15 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+@dataclass(frozen=True)
+class PreviewConfig:
+    data: str
+    out: Path
+    augment: str = "standard"
+    data_dir: Path | None = None
+    input_size: int | None = None  # default: array images' own size, else 128
+    images: int = 8
+    samples: int = 4
+    seed: int = 0

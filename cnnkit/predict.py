@@ -12,7 +12,7 @@ from cnnkit.config import PredictConfig, TrainConfig
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.data.sources import decode_images
 from cnnkit.errors import CnnkitError
-from cnnkit.models import create_model
+from cnnkit.models.network import NetworkConfig, build_network
 from cnnkit.rundir import RunDir
 from cnnkit.train.distributed import resolve_device
 from cnnkit.train.engine import StepSettings
@@ -44,7 +44,8 @@ def load_classifier(run_dir: Path, *, device: str = "auto", weights: str = "mode
     preprocess = Preprocess.from_dict(run.read_json("preprocess.json"))
     if not run.exists(weights):
         raise CnnkitError(f"{run.path}: no {weights}; did training finish an epoch?")
-    model = create_model(config.model, num_classes=len(class_names), input_size=preprocess.input_size)
+    network = NetworkConfig.of(config, len(class_names), preprocess.input_size)
+    model, _ = build_network(network, load_weights=False)
     state, _ = run.read_tensors(weights)
     model.load_state_dict(state)
     target = resolve_device(device)

@@ -56,13 +56,13 @@ class Preprocess:
         resample = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
         width, height = image.size
         if self.resize == "squash":
-            return np.asarray(image.resize((size, size), resample), dtype=np.uint8)
+            return np.array(image.resize((size, size), resample), dtype=np.uint8)
         if self.resize == "center-crop":
             scale = size / min(width, height)
             new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
             image = image.resize((new_w, new_h), resample)
             left, top = (new_w - size) // 2, (new_h - size) // 2
-            return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+            return np.array(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
         new_h = max(1, round(height * size / width))
         image = image.resize((size, new_h), resample)
         out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)

@@ -26,6 +26,7 @@ class ModelEntry:
     builder: Callable[[ModelSpec], nn.Module]
     input_size: int  # default square input side, pixels
     description: str
+    weights: tuple[str, str] | None = None  # (library, name) whose pretrained weights fit this architecture
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -33,12 +34,12 @@ TIMM_PREFIX = "timm/"
 
 
 def register_model(
-    name: str, *, input_size: int, description: str = ""
+    name: str, *, input_size: int, description: str = "", weights: tuple[str, str] | None = None
 ) -> Callable[[Callable[[ModelSpec], nn.Module]], Callable[[ModelSpec], nn.Module]]:
-    """Decorator: register `builder(spec) -> nn.Module` under `name`."""
+    """Decorator: register `builder(spec) -> nn.Module` under `name`; `weights` names its pretrained weights."""
 
     def wrap(builder: Callable[[ModelSpec], nn.Module]) -> Callable[[ModelSpec], nn.Module]:
-        MODELS.register(name, ModelEntry(name, builder, input_size, description or (builder.__doc__ or "")))
+        MODELS.register(name, ModelEntry(name, builder, input_size, description or (builder.__doc__ or ""), weights))
         return builder
 
     return wrap
@@ -69,6 +70,16 @@ def create_model(name: str, *, num_classes: int, input_size: int | None = None, 
             "or any timm model as timm/NAME (see `cnnkit models --timm`)"
         )
     return timm.create_model(timm_name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+
+
+def weights_source(name: str) -> tuple[str, str]:
+    """(library, name) of the pretrained weights for a model, or a clear error when it has none."""
+    if name in MODELS:
+        entry = MODELS.get(name)
+        if entry.weights is None:
+            raise CnnkitError(f"{name} has no pretrained weights; use --weights PATH or another model")
+        return entry.weights
+    return "timm", _timm_name(name)
 
 
 def _timm_name(name: str) -> str:

@@ -45,6 +45,12 @@ def save_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Opt
     run.write_tensors(CHECKPOINT, tensors, metadata={"cnnkit.state": json.dumps(meta)})
 
 
+def checkpoint_epoch(run: RunDir) -> int:
+    """How many epochs the run's checkpoint has completed."""
+    _, metadata = run.read_tensors(CHECKPOINT)
+    return int(json.loads(metadata["cnnkit.state"])["epoch"])
+
+
 def load_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainingState:
     """Restore model, optimizer and RNG from the run's checkpoint; return the rest of the state."""
     tensors, metadata = run.read_tensors(CHECKPOINT)

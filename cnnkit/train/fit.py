@@ -12,6 +12,7 @@ from torch import nn
 
 from cnnkit import __version__
 from cnnkit.config import TrainConfig
+from cnnkit.data.augment import Augmenter, build_augmenter
 from cnnkit.data.datasets import ArrayData, DataBundle
 from cnnkit.data.loader import epoch_order, shard_batches
 from cnnkit.data.preprocess import Preprocess
@@ -19,10 +20,13 @@ from cnnkit.data.sources import SourceOptions, dataset_stats, load_data
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.plots import learning_curves
 from cnnkit.evaluate.report import evaluate_model
-from cnnkit.models import count_params, create_model, default_input_size
+from cnnkit.models import count_params, default_input_size
+from cnnkit.models.network import NetworkConfig, build_network
+from cnnkit.models.pretrained import WeightsInfo
+from cnnkit.models.transfer import TransferNet, set_base_trainable
 from cnnkit.rundir import RunDir
 from cnnkit.train.callbacks import BestTracker
-from cnnkit.train.checkpoint import CHECKPOINT, TrainingState, load_checkpoint, save_checkpoint
+from cnnkit.train.checkpoint import CHECKPOINT, TrainingState, checkpoint_epoch, load_checkpoint, save_checkpoint
 from cnnkit.train.distributed import SINGLE_PROCESS, DistContext, resolve_device
 from cnnkit.train.engine import StepSettings, evaluate_data, train_one_epoch
 from cnnkit.train.schedules import Schedule, build_schedule
@@ -53,6 +57,9 @@ class _Session:
     settings: StepSettings
     ctx: DistContext
     history: list[dict[str, Any]]
+    augment: Augmenter | None
+    weights: WeightsInfo | None
+    phase: str = "train"  # "train", or "head" then "finetune" for transfer learning
     elapsed_s: float = 0.0
 
     def log(self, message: str) -> None:
@@ -68,7 +75,9 @@ def train(config: TrainConfig, *, ctx: DistContext = SINGLE_PROCESS) -> TrainRes
     start_epoch = _restore(session) if config.resume else 0
     if ctx.is_main and not config.resume:
         _write_run_header(session)
-    for epoch in range(start_epoch + 1, config.epochs + 1):
+    for epoch in range(start_epoch + 1, config.total_epochs + 1):
+        if epoch == config.epochs + 1:
+            _start_finetune(session)
         _run_epoch(session, epoch)
         if session.tracker.should_stop:
             session.log(f"Early stopping: no improvement in {session.config.monitor_name()} for "
@@ -94,16 +103,18 @@ def _setup(config: TrainConfig, ctx: DistContext) -> _Session:
         seed=config.seed, strict=config.strict, workers=config.workers))
     if data.train is None or len(data.train) == 0:
         raise CnnkitError(f"{config.data}: no training images")
-    preprocess = _normalization(config, preprocess, data.train)
-    model = create_model(config.model, num_classes=data.num_classes, input_size=preprocess.input_size)
+    model, weights = build_network(NetworkConfig.of(config, data.num_classes, preprocess.input_size),
+                                   load_weights=True)
+    preprocess = _normalization(config, preprocess, data.train, weights)
     settings = StepSettings(device=device, precision=config.precision, channels_last=config.channels_last)
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
-    optimizer = _optimizer(config, model)
-    steps = len(shard_batches(torch.arange(len(data.train)), batch_size=config.batch_size))
-    schedule = build_schedule(config.schedule, optimizer, lr=config.lr, epochs=config.epochs, steps_per_epoch=steps)
+    optimizer = _optimizer(config, model, lr=config.lr)
+    schedule = _schedule(config, optimizer, data.train, lr=config.lr, epochs=config.epochs)
     monitor = config.monitor_name() if data.val is not None else config.monitor_name().removeprefix("val_")
     tracker = BestTracker(monitor=monitor, patience=config.early_stopping)
-    session = _Session(config, run, data, preprocess, model, optimizer, schedule, tracker, settings, ctx, history=[])
+    session = _Session(config, run, data, preprocess, model, optimizer, schedule, tracker, settings, ctx, history=[],
+                       augment=build_augmenter(config.augment), weights=weights,
+                       phase="head" if config.freeze_base else "train")
     if data.skipped:
         session.log(f"Skipped {len(data.skipped)} unusable file(s):\n  " + "\n  ".join(data.skipped))
     return session
@@ -115,7 +126,12 @@ def _create_run(config: TrainConfig, ctx: DistContext) -> RunDir:
     return RunDir(config.out)
 
 
-def _normalization(config: TrainConfig, preprocess: Preprocess, train: ArrayData) -> Preprocess:
+def _normalization(
+    config: TrainConfig, preprocess: Preprocess, train: ArrayData, weights: WeightsInfo | None
+) -> Preprocess:
+    """Pretrained weights dictate mean, std and interpolation; from scratch, the training images' statistics."""
+    if weights is not None and config.normalize == "auto":
+        return replace(preprocess, mean=weights.mean, std=weights.std, interpolation=weights.interpolation)
     mode = "dataset" if config.normalize == "auto" else config.normalize
     if mode == "unit":
         return preprocess
@@ -127,37 +143,63 @@ def _normalization(config: TrainConfig, preprocess: Preprocess, train: ArrayData
     return replace(preprocess, mean=mean, std=std)
 
 
-def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def _optimizer(config: TrainConfig, model: nn.Module, *, lr: float) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay,
                                nesterov=config.momentum > 0)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+
+
+def _schedule(config: TrainConfig, optimizer: torch.optim.Optimizer, train: ArrayData, *, lr: float,
+              epochs: int) -> Schedule:
+    steps = len(shard_batches(torch.arange(len(train)), batch_size=config.batch_size))
+    return build_schedule(config.schedule, optimizer, lr=lr, epochs=max(epochs, 1), steps_per_epoch=steps)
+
+
+def _start_finetune(session: _Session) -> None:
+    """Unfreeze the base (all or its last K blocks) and continue with a fresh optimizer at the fine-tuning LR."""
+    config = session.config
+    model = _unwrap(session.model)
+    if not isinstance(model, TransferNet):
+        raise CnnkitError("--finetune-epochs needs --freeze-base (a pretrained base with a new head)")
+    set_base_trainable(model, config.unfreeze)
+    session.optimizer = _optimizer(config, session.model, lr=config.finetune_lr)
+    session.schedule = _schedule(config, session.optimizer, session.data.train, lr=config.finetune_lr,
+                                 epochs=config.finetune_epochs)
+    session.phase = "finetune"
+    trainable, frozen = count_params(model)
+    session.log(f"Fine-tuning (unfreeze {config.unfreeze}, lr {config.finetune_lr:g}): "
+                f"trainable params: {trainable:,}; non-trainable: {frozen:,}")
 
 
 def _write_run_header(session: _Session) -> None:
     config, run, data = session.config, session.run, session.data
-    run.write_json("config.json", {**config.to_dict(), "cnnkit_version": __version__, "torch_version": torch.__version__})
+    run.write_json("config.json", {**config.to_dict(), "cnnkit_version": __version__, "torch_version": torch.__version__,
+                                   "weights_source": session.weights.source if session.weights else None})
     run.write_json("classes.json", data.class_names)
     run.write_json("preprocess.json", session.preprocess.to_dict())
     trainable, frozen = count_params(session.model)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in (("train", data.train), ("val", data.val),
                                                                 ("test", data.test)) if split is not None)
     session.log(f"Data: {config.data} ({data.num_classes} classes; {sizes})")
-    session.log(f"Model: {config.model} at {session.preprocess.input_size}px on {session.settings.device} "
+    source = f", weights {session.weights.source}" if session.weights else ""
+    session.log(f"Model: {config.model} at {session.preprocess.input_size}px on {session.settings.device}{source} "
                 f"(trainable params: {trainable:,}; non-trainable: {frozen:,})")
 
 
 def _restore(session: _Session) -> int:
     if not session.run.exists(CHECKPOINT):
         raise CnnkitError(f"{session.run.path}: no checkpoint to resume from")
+    if session.config.finetune_epochs and checkpoint_epoch(session.run) >= session.config.epochs:
+        _start_finetune(session)  # the checkpoint's optimizer belongs to the fine-tuning phase
     state = load_checkpoint(session.run, model=session.model, optimizer=session.optimizer)
     session.schedule.load_state_dict(state.schedule)
     session.tracker.load_state_dict(state.tracker)
     session.history, session.elapsed_s = state.history, state.elapsed_s
-    session.log(f"Resuming {session.run.path} after epoch {state.epoch} of {session.config.epochs}")
+    session.log(f"Resuming {session.run.path} after epoch {state.epoch} of {session.config.total_epochs}")
     return state.epoch
 
 
@@ -168,11 +210,14 @@ def _run_epoch(session: _Session, epoch: int) -> None:
     order = epoch_order(len(data.train), seed=config.seed, epoch=epoch, shuffle=True)
     batches = shard_batches(order, batch_size=config.batch_size, rank=ctx.rank, world_size=ctx.world_size)
     lr = session.optimizer.param_groups[0]["lr"]
-    row: dict[str, Any] = {"epoch": epoch}
+    # Augmentation draws depend only on (seed, epoch): a resumed run augments exactly as an uninterrupted one.
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch + 7)
+    row: dict[str, Any] = {"epoch": epoch, "phase": session.phase}
     row |= train_one_epoch(
         session.model, data.train, batches, optimizer=session.optimizer, preprocess=session.preprocess,
-        settings=session.settings, label_smoothing=config.label_smoothing, after_batch=session.schedule.after_batch,
-        top_k=config.top_k, ctx=ctx, description=f"Epoch {epoch}/{config.epochs}", show_progress=not config.quiet)
+        settings=session.settings, label_smoothing=config.label_smoothing, augment=session.augment,
+        generator=generator, after_batch=session.schedule.after_batch, top_k=config.top_k, ctx=ctx,
+        description=f"Epoch {epoch}/{config.total_epochs}", show_progress=not config.quiet)
     if data.val is not None:
         row |= evaluate_data(session.model, data.val, preprocess=session.preprocess, settings=session.settings,
                              top_k=config.top_k, ctx=ctx, prefix="val_")
@@ -187,7 +232,7 @@ def _run_epoch(session: _Session, epoch: int) -> None:
     session.schedule.after_epoch(monitored)
     if ctx.is_main:
         _save_epoch(session, epoch, improved)
-    session.log(_epoch_line(row, config.epochs, improved))
+    session.log(_epoch_line(row, config.total_epochs, improved))
 
 
 def _save_epoch(session: _Session, epoch: int, improved: bool) -> None:
@@ -210,7 +255,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
     parts = [f"Epoch {row['epoch']}/{epochs}", f"{row['time_s']:.1f}s"]
-    parts += [f"{k}: {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "time_s")]
+    parts += [f"{k}: {v:.4f}" for k, v in row.items() if k not in ("epoch", "phase", "lr", "time_s")]
     parts.append(f"lr: {row['lr']:.2e}")
     return " - ".join(parts) + (" *" if improved else "")
 
@@ -224,8 +269,10 @@ def _finish(session: _Session) -> TrainResult:
     metrics: dict[str, Any] = {}
     if session.ctx.is_main:
         final = session.history[-1] if session.history else {}
+        trainable, frozen = count_params(model)
         metrics = {"best_epoch": session.tracker.best_epoch, "train_time_s": round(session.elapsed_s, 2),
-                   "final_train_accuracy": final.get("accuracy")}
+                   "final_train_accuracy": final.get("accuracy"), "params": trainable + frozen,
+                   "trainable_params": trainable}
         if data.test is not None and len(data.test):
             metrics |= evaluate_model(model, data.test, run=run, class_names=data.class_names,
                                       preprocess=session.preprocess, settings=session.settings, top_k=config.top_k)

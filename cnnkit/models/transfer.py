@@ -1,0 +1,85 @@
+"""Transfer learning: a pretrained base without its classifier, a new head, and what is frozen."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+
+UNFREEZE_HELP = "all, none or last-K (the last K blocks of the base)"
+
+
+class TransferNet(nn.Module):
+    """base (image -> pooled features) followed by head (features -> logits).
+
+    While `base_frozen`, or with `bn_frozen`, the base's BatchNorm layers stay in inference mode during training:
+    their running statistics are ImageNet's and a small data set would only disturb them (Keras does the same
+    with `base_model(x, training=False)`).
+    """
+
+    def __init__(self, base: nn.Module, head: nn.Module, *, bn_frozen: bool = True) -> None:
+        super().__init__()
+        self.base = base
+        self.head = head
+        self.bn_frozen = bn_frozen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.base(x))
+
+    def train(self, mode: bool = True) -> TransferNet:
+        super().train(mode)
+        if mode and self.bn_frozen:
+            for module in self.base.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+
+def new_head(num_features: int, num_classes: int, *, hidden: int = 128, dropout: float = 0.3) -> nn.Sequential:
+    """The tutorial's head on pooled features: Dense(hidden, relu) -> Dropout -> Dense(N); hidden 0 = linear."""
+    if hidden <= 0:
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
+    return nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                         nn.Linear(hidden, num_classes))
+
+
+def split_base(model: nn.Module) -> tuple[nn.Module, int]:
+    """The model without its classifier, as a module from images to globally average-pooled features."""
+    if hasattr(model, "reset_classifier") and hasattr(model, "num_features"):  # timm
+        model.reset_classifier(0, "avg")
+        return model, int(model.num_features)
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential):  # torchvision AlexNet, VGG
+        channels = [m.out_channels for m in features.modules() if isinstance(m, nn.Conv2d)][-1]
+        return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten()), channels
+    raise CnnkitError(f"{type(model).__name__} has no pretrained base to freeze; use a timm or torchvision model")
+
+
+def base_units(base: nn.Module) -> list[nn.Module]:
+    """The base's blocks in forward order: top-level layers, with stage containers opened one level."""
+    units: list[nn.Module] = []
+    for child in base.children():
+        if isinstance(child, (nn.Sequential, nn.ModuleList)):
+            units += [c for c in child.children() if any(True for _ in c.parameters())]
+        elif any(True for _ in child.parameters()):
+            units.append(child)
+    return units
+
+
+def set_base_trainable(net: TransferNet, unfreeze: str) -> None:
+    """Freeze the base, then unfreeze `all`, `none` or `last-K` of its blocks; the head always trains."""
+    net.base.requires_grad_(False)
+    net.head.requires_grad_(True)
+    if unfreeze == "none":
+        return
+    if unfreeze == "all":
+        net.base.requires_grad_(True)
+        return
+    match = re.fullmatch(r"last-(\d+)", unfreeze)
+    if not match or int(match[1]) < 1:
+        raise CnnkitError(f"--unfreeze {unfreeze!r}: expected {UNFREEZE_HELP}")
+    for unit in base_units(net.base)[-int(match[1]):]:
+        unit.requires_grad_(True)

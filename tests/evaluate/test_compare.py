@@ -1,0 +1,20 @@
+from pathlib import Path
+
+from cnnkit.config import TrainConfig
+from cnnkit.evaluate.compare import compare_runs
+from cnnkit.train.fit import train
+
+
+def test_compare_two_tiny_runs(shapes_npz: Path, tmp_path: Path) -> None:
+    base = dict(data=f"npz:{shapes_npz}", epochs=2, batch_size=32, quiet=True, device="cpu", top_k=2)
+    train(TrainConfig(out=tmp_path / "simple", model="simple-cnn", **base))
+    train(TrainConfig(out=tmp_path / "lenet", model="lenet5", augment="standard", **base))
+    table = compare_runs(runs=[tmp_path / "simple", tmp_path / "lenet"], plot_path=tmp_path / "curves.png")
+    lines = table.splitlines()
+    assert lines[0].split() == ["run", "model", "params", "trainable", "epochs", "wall_s", "best_val_acc",
+                                "test_top1", "test_top2"]
+    simple, lenet = lines[2].split(), lines[3].split()
+    assert simple[:5] == ["simple", "simple-cnn", "122,115", "122,115", "2"]  # parameters with 3 classes
+    assert lenet[:5] == ["lenet", "lenet5", "61,411", "61,411", "2"]
+    assert all(0.0 <= float(v) <= 1.0 for v in simple[6:] + lenet[6:])
+    assert (tmp_path / "curves.png").stat().st_size > 10_000

