@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cnnkit import __version__
-from cnnkit.config import EvaluateConfig, PredictConfig, PreviewConfig, ScheduleConfig, TrainConfig
+from cnnkit.config import (
+    EvaluateConfig,
+    ExportConfig,
+    PredictConfig,
+    PreviewConfig,
+    ScheduleConfig,
+    ServeConfig,
+    TrainConfig,
+)
 from cnnkit.data.augment import parse_augment
 from cnnkit.errors import CnnkitError
 
@@ -34,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_models, _add_summary, _add_train, _add_evaluate, _add_predict, _add_compare,
-                _add_augment_preview):
+                _add_augment_preview, _add_export, _add_serve):
         add(commands)
     return parser
 
@@ -251,4 +260,68 @@ def _run_augment_preview(args: argparse.Namespace) -> int:
                                   input_size=args.input_size, images=args.images, samples=args.samples,
                                   seed=args.seed, out=args.out))
     print(f"Written: {args.out}")
+    return 0
+
+
+# export / serve -------------------------------------------------------------------------------------------------
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "export", _run_export, "export a run to ONNX, checked against PyTorch")
+    sub.add_argument("run", type=Path)
+    sub.add_argument("--format", choices=("onnx",), default="onnx")
+    sub.add_argument("--out", type=Path, help="export directory (default: RUN/export)")
+    sub.add_argument("--opset", type=int, default=18)
+    sub.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed probability difference")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from cnnkit.export.onnx import export_run
+
+    result = export_run(ExportConfig(run=args.run, out=args.out, format=args.format, opset=args.opset,
+                                     tolerance=args.tolerance))
+    print(f"Exported {result.path} in {result.seconds:.1f}s; "
+          f"largest difference from PyTorch: {result.max_abs_diff:.2e} (tolerance {args.tolerance:g})")
+    return 0
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "serve", _run_serve, "serve models over the TensorFlow Serving REST API")
+    sub.add_argument("paths", type=Path, nargs="*", help="run dirs, export dirs, or NAME/ dirs of VERSION/ subdirs")
+    sub.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="serve PATH as NAME")
+    sub.add_argument("--label", action="append", default=[], metavar="NAME:LABEL=VERSION",
+                     help="point a version label at a version")
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    sub.add_argument("--port", type=int, default=8501)
+    sub.add_argument("--max-batch", type=int, default=32, help="images per ONNX Runtime call")
+    sub.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a request may wait for a batch")
+    sub.add_argument("--max-queue", type=int, default=1024, help="waiting requests before answering 429")
+    sub.add_argument("--max-body-mb", type=float, default=16.0)
+    sub.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: one per core)")
+    sub.add_argument("--top-k", type=int, default=5, help="classes in a :classify answer")
+
+
+def serve_config_from_args(args: argparse.Namespace) -> ServeConfig:
+    named = []
+    for item in args.model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CnnkitError(f"--model {item!r}: expected NAME=PATH")
+        named.append((name, Path(path)))
+    labels = []
+    for item in args.label:
+        match = re.fullmatch(r"([^:=]+):([^:=]+)=(\d+)", item)
+        if not match:
+            raise CnnkitError(f"--label {item!r}: expected NAME:LABEL=VERSION")
+        labels.append((match[1], match[2], int(match[3])))
+    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_queue < 1:
+        raise CnnkitError("--max-batch and --max-queue must be at least 1, --max-wait-ms at least 0")
+    return ServeConfig(paths=tuple(args.paths), named=tuple(named), labels=tuple(labels), host=args.host,
+                       port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                       max_queue=args.max_queue, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                       threads=args.threads, top_k=args.top_k)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from cnnkit.serve.main import serve
+
+    serve(serve_config_from_args(args))
     return 0

@@ -126,3 +126,29 @@ class PreviewConfig:
     images: int = 8
     samples: int = 4
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    run: Path
+    out: Path | None = None  # default: RUN/export
+    format: Literal["onnx"] = "onnx"
+    opset: int = 18
+    tolerance: float = 1e-4  # largest allowed |ONNX - PyTorch| difference of a class probability
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What `cnnkit serve` serves and how."""
+
+    paths: tuple[Path, ...] = ()  # run dirs, export dirs, or TF-Serving-style NAME/VERSION/ trees
+    named: tuple[tuple[str, Path], ...] = ()  # --model NAME=PATH
+    labels: tuple[tuple[str, str, int], ...] = ()  # --label NAME:LABEL=VERSION
+    host: str = "127.0.0.1"
+    port: int = 8501
+    max_batch: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 1024  # requests waiting for a batch before the server answers 429
+    max_body_bytes: int = 16 * 1024 * 1024
+    threads: int = 0  # ONNX Runtime intra-op threads; 0 = one per core
+    top_k: int = 5  # :classify answers with this many classes

@@ -26,3 +26,16 @@ def shapes_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_tree(root / "train", 30, seed=3)
     write_tree(root / "test", 10, seed=4)
     return root
+
+
+@pytest.fixture(scope="session")
+def exported_run(shapes_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small simple-cnn run on the shapes data, trained ten epochs and exported to ONNX."""
+    from cnnkit.config import ExportConfig, TrainConfig
+    from cnnkit.export.onnx import export_run
+    from cnnkit.train.fit import train
+
+    out = tmp_path_factory.mktemp("served") / "shapes"
+    train(TrainConfig(data=f"npz:{shapes_npz}", out=out, epochs=10, batch_size=32, lr=3e-3, quiet=True, device="cpu"))
+    export_run(ExportConfig(run=out))
+    return out

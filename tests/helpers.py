@@ -54,3 +54,41 @@ def write_tree(root: Path, n_per_class: int, *, size: int = 40, seed: int = 0) -
             image.convert("RGB").save(root / kind / f"{i:03d}.jpg") if suffix == ".jpg" else image.save(
                 root / kind / f"{i:03d}{suffix}")
     return root
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(*args: str, port: int, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
+    """`python -m cnnkit serve ARGS --port PORT` as a real process; returns it once /healthz answers."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    process = subprocess.Popen([sys.executable, "-m", "cnnkit", "serve", *args, "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.stdout.read() if process.stdout else ''}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+def stop_server(process) -> None:  # type: ignore[no-untyped-def]
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except Exception:  # noqa: BLE001
+        process.kill()

@@ -1,0 +1,118 @@
+"""`cnnkit export --format onnx`: a self-contained ONNX model, checked against PyTorch before it is kept.
+
+The exported graph takes what a TensorFlow Serving client sends, images as float32 [N, H, W, 3] with pixel values
+0-255 (RGB, already resized to the input size), and returns class probabilities [N, C]: the run's normalisation
+and the softmax are inside the graph, so a server needs nothing but the graph and the class names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.config import ExportConfig
+from cnnkit.errors import CnnkitError
+from cnnkit.files import sha256_file, write_bytes, write_json
+from cnnkit.predict import load_classifier
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+EXPORT_FILES = ("model.onnx", "classes.json", "preprocess.json", "export.json")
+
+
+class ServingModel(nn.Module):
+    """images [N, H, W, 3] in 0..255 -> probabilities [N, C]."""
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.permute(0, 3, 1, 2) - self.mean) / self.std
+        return self.model(x).softmax(dim=-1)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    max_abs_diff: float
+    seconds: float
+
+
+def export_run(config: ExportConfig) -> ExportResult:
+    """Export a run's best weights to ONNX in `config.out` (default RUN/export) and verify parity."""
+    classifier = load_classifier(config.run, device="cpu")
+    pre = classifier.preprocess
+    serving = ServingModel(classifier.model.float().to(memory_format=torch.contiguous_format), pre.mean, pre.std)
+    serving.eval()
+    out = config.out or Path(config.run) / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    onnx_bytes = _to_onnx(serving, input_size=pre.input_size, opset=config.opset)
+    max_diff = check_parity(serving, onnx_bytes, input_size=pre.input_size)
+    if not max_diff <= config.tolerance:
+        raise CnnkitError(f"ONNX output differs from PyTorch by {max_diff:.3g} (> {config.tolerance:g}); "
+                          "the export is not kept")
+    write_bytes(out / "model.onnx", onnx_bytes)
+    write_json(out / "classes.json", classifier.class_names)
+    write_json(out / "preprocess.json", pre.to_dict())
+    write_json(out / "export.json", {
+        "format": "onnx", "opset": config.opset, "source_run": str(Path(config.run).resolve().name),
+        "model": classifier.config.model, "input": {"name": INPUT_NAME, "dtype": "float32",
+                                                     "shape": [-1, pre.input_size, pre.input_size, 3],
+                                                     "range": "0-255, RGB"},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, len(classifier.class_names)]},
+        "parity_max_abs_diff": max_diff, "tolerance": config.tolerance,
+        "sha256": {"model.onnx": sha256_file(out / "model.onnx")},
+        "threshold": _stored_threshold(Path(config.run)),
+    })
+    return ExportResult(out / "model.onnx", max_diff, time.perf_counter() - started)
+
+
+def _to_onnx(model: nn.Module, *, input_size: int, opset: int) -> bytes:
+    example = torch.rand(2, input_size, input_size, 3) * 255
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # The exporter reports its progress on stdout; keep the command's output to our own lines.
+    with contextlib.redirect_stdout(io.StringIO()):
+        program = torch.onnx.export(model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                    dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True,
+                                    external_data=False)
+    buffer = io.BytesIO()
+    program.save(buffer)
+    return buffer.getvalue()
+
+
+def check_parity(model: nn.Module, onnx_bytes: bytes, *, input_size: int, batch: int = 8, seed: int = 0) -> float:
+    """Largest |ONNX Runtime - PyTorch| difference of the probabilities on random images (two batch sizes)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for n in (1, batch):
+        images = torch.rand(n, input_size, input_size, 3, generator=generator) * 255
+        with torch.no_grad():
+            expected = model(images).numpy()
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def _stored_threshold(run: Path) -> Any:
+    """A binary run's decision threshold (chosen at evaluation), if any."""
+    metrics = run / "threshold.json"
+    if metrics.is_file():
+        import json
+
+        return json.loads(metrics.read_text())
+    return None

@@ -1,0 +1,1 @@
+"""Serving exported models over the TensorFlow Serving REST API, with ONNX Runtime."""

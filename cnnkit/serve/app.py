@@ -1,0 +1,178 @@
+"""The HTTP server: a FastAPI app speaking the TensorFlow Serving REST API over ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from cnnkit.config import ServeConfig
+from cnnkit.serve.batching import MicroBatcher, Overloaded
+from cnnkit.serve.runtime import ModelRepository, ServedVersion
+from cnnkit.serve.tfserving import (
+    RequestError,
+    classify_results,
+    metadata,
+    parse_classify,
+    parse_predict,
+    parse_url,
+    resolve,
+    version_status,
+)
+
+log = logging.getLogger("cnnkit.serve")
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Prometheus metrics in a registry of the app's own (no process-global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("cnnkit_requests_total", "HTTP requests by model, verb and status code",
+                                ["model", "verb", "code"], registry=self.registry)
+        self.latency = Histogram("cnnkit_request_latency_seconds", "Request latency in seconds", ["verb"],
+                                 buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.batch = Histogram("cnnkit_batch_size", "Images per ONNX Runtime call",
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
+
+
+class Server:
+    """Models, their batchers and the metrics; the routes below are thin wrappers around it."""
+
+    def __init__(self, repository: ModelRepository, config: ServeConfig) -> None:
+        self.repository = repository
+        self.config = config
+        self.metrics = Metrics()
+        self.batchers: dict[tuple[str, int], MicroBatcher] = {}
+
+    def batcher(self, served: ServedVersion) -> MicroBatcher:
+        key = (served.name, served.version)
+        if key not in self.batchers:
+            self.batchers[key] = MicroBatcher(served.run, max_batch=self.config.max_batch,
+                                              max_wait_ms=self.config.max_wait_ms, max_queue=self.config.max_queue,
+                                              on_batch=self.metrics.batch.observe)
+        return self.batchers[key]
+
+    async def infer(self, served: ServedVersion, images: Any) -> Any:
+        try:
+            return await self.batcher(served).submit(images)
+        except Overloaded as exc:
+            raise RequestError(429, str(exc)) from None
+
+    async def close(self) -> None:
+        for batcher in self.batchers.values():
+            await batcher.close()
+
+
+def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
+    """The ASGI app serving `repository`."""
+    server = Server(repository, config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        await server.close()
+
+    app = FastAPI(title="cnnkit model server", version="1", lifespan=lifespan)
+    app.state.server = server
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> str:
+        return resources.files("cnnkit.serve.web").joinpath("index.html").read_text()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "models": {name: sorted(m.versions) for name, m in repository.models.items()}}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models/{path:path}")
+    async def get_model(path: str) -> JSONResponse:
+        verb = "metadata" if path.endswith("/metadata") else "status"
+        return await _answer(server, path, verb, lambda: _status(server, path))
+
+    @app.post("/v1/models/{path:path}")
+    async def post_model(path: str, request: Request) -> JSONResponse:
+        verb = path.rsplit(":", 1)[-1] if ":" in path else "post"
+        return await _answer(server, path, verb if verb in ("predict", "classify") else "other",
+                             lambda: _infer(server, path, request))
+
+    return app
+
+
+async def _answer(server: Server, path: str, verb: str, handler: Any) -> JSONResponse:
+    """Run a handler; map RequestError to its status and anything unexpected to 500, and record metrics."""
+    started = time.perf_counter()
+    name = path.split("/", 1)[0].split(":", 1)[0]
+    model = name if name in server.repository.models else "-"  # bounded label values: served names only
+    try:
+        payload = await handler()
+        status = 200
+    except RequestError as exc:
+        status, payload = exc.status, {"error": str(exc)}
+    except Exception:  # noqa: BLE001 - a bug must not take the server down; it is logged and counted
+        log.exception("internal error")
+        status, payload = 500, {"error": "internal server error"}
+    server.metrics.requests.labels(model=model, verb=verb, code=str(status)).inc()
+    server.metrics.latency.labels(verb=verb).observe(time.perf_counter() - started)
+    return JSONResponse(payload, status_code=status)
+
+
+async def _status(server: Server, path: str) -> dict[str, Any]:
+    target = parse_url(path)
+    if target.verb is not None:
+        raise RequestError(405, f":{target.verb} needs POST")
+    model = _model(server, target.name)
+    if target.metadata:
+        return metadata(resolve(model, target))
+    return version_status(model, target)
+
+
+async def _infer(server: Server, path: str, request: Request) -> dict[str, Any]:
+    target = parse_url(path)
+    if target.verb not in ("predict", "classify"):
+        raise RequestError(404 if target.verb is None else 400,
+                           f"unsupported method {target.verb!r}; use :predict or :classify")
+    model = _model(server, target.name)
+    served = resolve(model, target)
+    body = await _read_json(request, limit=server.config.max_body_bytes)
+    if target.verb == "predict":
+        images, columnar = parse_predict(body, served)
+        probs = await server.infer(served, images)
+        return {"outputs" if columnar else "predictions": probs.tolist()}
+    images = parse_classify(body, served)
+    probs = await server.infer(served, images)
+    return {"results": classify_results(probs, served, top_k=server.config.top_k)}
+
+
+def _model(server: Server, name: str) -> Any:
+    try:
+        return server.repository.get(name)
+    except KeyError as exc:
+        raise RequestError(404, str(exc.args[0])) from None
+
+
+async def _read_json(request: Request, *, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"request body over the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body over the {limit}-byte limit")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RequestError(400, f"malformed JSON: {exc}") from None

@@ -1,0 +1,94 @@
+"""Dynamic micro-batching: concurrent requests for one model version share one ONNX Runtime call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class Overloaded(Exception):
+    """The queue is full: answer 429 and let the client retry."""
+
+
+@dataclass
+class _Job:
+    images: np.ndarray
+    future: asyncio.Future[np.ndarray]
+
+
+class MicroBatcher:
+    """Collects requests for up to `max_wait_ms` or until `max_batch` images, then runs them together.
+
+    One worker task per batcher feeds ONNX Runtime from a thread, so the event loop keeps accepting requests while
+    a batch runs, and the next batch fills meanwhile.
+    """
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, max_batch: int, max_wait_ms: float,
+                 max_queue: int, on_batch: Callable[[int], None] = lambda n: None) -> None:
+        self._run = run
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_queue)
+        self._on_batch = on_batch
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities for `images` [n, H, W, 3]; raises Overloaded when the queue is full."""
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._serve())
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Job(images, future))
+        except asyncio.QueueFull:
+            raise Overloaded("server overloaded: too many requests waiting; retry later") from None
+        return await future
+
+    async def _serve(self) -> None:
+        while True:
+            jobs = [await self._queue.get()]
+            size = len(jobs[0].images)
+            deadline = asyncio.get_running_loop().time() + self.max_wait_s
+            while size < self.max_batch:
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0 and self._queue.empty():
+                    break
+                try:
+                    job = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(
+                        self._queue.get(), timeout)
+                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                    break
+                if size + len(job.images) > self.max_batch and size > 0:
+                    await self._execute(jobs)  # this one would overflow: run what we have, start anew
+                    jobs, size = [], 0
+                jobs.append(job)
+                size += len(job.images)
+            await self._execute(jobs)
+
+    async def _execute(self, jobs: list[_Job]) -> None:
+        if not jobs:
+            return
+        batch = np.concatenate([job.images for job in jobs]) if len(jobs) > 1 else jobs[0].images
+        self._on_batch(len(batch))
+        try:
+            outputs = await asyncio.to_thread(self._run, batch)
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting request, never lost
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        start = 0
+        for job in jobs:
+            n = len(job.images)
+            if not job.future.done():
+                job.future.set_result(outputs[start : start + n])
+            start += n
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker

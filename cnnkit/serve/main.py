@@ -1,0 +1,38 @@
+"""`cnnkit serve`: load the models, then run uvicorn."""
+
+from __future__ import annotations
+
+from cnnkit.config import ServeConfig
+from cnnkit.errors import CnnkitError
+from cnnkit.serve.runtime import ModelRepository
+
+
+def build_repository(config: ServeConfig) -> ModelRepository:
+    """Load every configured model version and label, failing before the server starts if any is wrong."""
+    if not config.paths and not config.named:
+        raise CnnkitError("nothing to serve: give run or export directories, or --model NAME=PATH")
+    repository = ModelRepository(threads=config.threads)
+    for path in config.paths:
+        repository.add_path(path)
+    for name, path in config.named:
+        repository.add_path(path, name=name)
+    for name, label, version in config.labels:
+        repository.add_label(name, label, version)
+    return repository
+
+
+def serve(config: ServeConfig) -> None:
+    """Serve until interrupted."""
+    import uvicorn
+    from PIL import Image
+
+    from cnnkit.data.images import MAX_IMAGE_PIXELS
+    from cnnkit.serve.app import create_app
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's decompression-bomb guard stays on
+    repository = build_repository(config)
+    app = create_app(repository, config)
+    for name, model in repository.models.items():
+        print(f"Serving {name} versions {sorted(model.versions)} at http://{config.host}:{config.port}/v1/models/{name}",
+              flush=True)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)

@@ -1,0 +1,130 @@
+"""Served models: ONNX Runtime sessions, laid out and addressed as TensorFlow Serving does (NAME/VERSION)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.data.preprocess import Preprocess
+from cnnkit.errors import CnnkitError
+from cnnkit.files import sha256_file
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass
+class ServedVersion:
+    """One loaded version of a model: an ONNX Runtime session plus what the export says about it."""
+
+    name: str
+    version: int
+    path: Path
+    session: Any  # onnxruntime.InferenceSession
+    class_names: list[str]
+    preprocess: Preprocess
+    input_name: str
+    output_name: str
+    threshold: dict[str, Any] | None = None  # binary tasks: {"positive": label, "threshold": t, ...}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        size = self.preprocess.input_size
+        return size, size, 3
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """float32 [N, H, W, 3] in 0..255 -> probabilities [N, C]."""
+        return self.session.run([self.output_name], {self.input_name: images})[0]
+
+
+@dataclass
+class ServedModel:
+    name: str
+    versions: dict[int, ServedVersion] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def resolve(self, *, version: int | None = None, label: str | None = None) -> ServedVersion:
+        """The requested version, the labelled one, or the highest; KeyError with a message when absent."""
+        if label is not None:
+            if label not in self.labels:
+                raise KeyError(f"model {self.name!r} has no version label {label!r}")
+            version = self.labels[label]
+        if version is None:
+            version = max(self.versions)
+        if version not in self.versions:
+            raise KeyError(f"model {self.name!r} has no version {version}")
+        return self.versions[version]
+
+
+class ModelRepository:
+    """Models loaded once at start-up from configured paths; requests only ever look names up in memory."""
+
+    def __init__(self, *, threads: int = 0) -> None:
+        self.models: dict[str, ServedModel] = {}
+        self.threads = threads or (os.cpu_count() or 1)
+
+    def add_path(self, path: Path, *, name: str | None = None) -> None:
+        """A run dir, an export dir, or a TF-Serving-style base dir NAME/ with numbered version subdirs."""
+        path = Path(path)
+        if not path.is_dir():
+            raise CnnkitError(f"{path}: no such directory")
+        versions = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+        if versions and _export_dir(path) is None:
+            for version in versions:
+                self.add_version(name or path.name, version, path / str(version))
+        else:
+            self.add_version(name or path.resolve().name, 1, path)
+
+    def add_version(self, name: str, version: int, path: Path) -> None:
+        if not NAME_PATTERN.match(name):
+            raise CnnkitError(f"model name {name!r}: use letters, digits, '.', '_' and '-'")
+        export = _export_dir(path)
+        if export is None:
+            raise CnnkitError(f"{path}: no model.onnx (run `cnnkit export {path}` first)")
+        model = self.models.setdefault(name, ServedModel(name))
+        if version in model.versions:
+            raise CnnkitError(f"model {name!r} version {version} is given twice")
+        model.versions[version] = self._load(name, version, export)
+
+    def add_label(self, name: str, label: str, version: int) -> None:
+        if name not in self.models or version not in self.models[name].versions:
+            raise CnnkitError(f"label {name}:{label}={version}: no such model version")
+        if not NAME_PATTERN.match(label):
+            raise CnnkitError(f"label {label!r}: use letters, digits, '.', '_' and '-'")
+        self.models[name].labels[label] = version
+
+    def get(self, name: str) -> ServedModel:
+        if name not in self.models:
+            raise KeyError(f"no model named {name!r}")
+        return self.models[name]
+
+    def _load(self, name: str, version: int, export: Path) -> ServedVersion:
+        import onnxruntime as ort
+
+        info = json.loads((export / "export.json").read_text())
+        expected = info.get("sha256", {}).get("model.onnx")
+        if expected and sha256_file(export / "model.onnx") != expected:
+            raise CnnkitError(f"{export / 'model.onnx'}: checksum does not match export.json; refusing to serve it")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(export / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        return ServedVersion(
+            name=name, version=version, path=export, session=session,
+            class_names=json.loads((export / "classes.json").read_text()),
+            preprocess=Preprocess.from_dict(json.loads((export / "preprocess.json").read_text())),
+            input_name=info["input"]["name"], output_name=info["output"]["name"], threshold=info.get("threshold"),
+        )
+
+
+def _export_dir(path: Path) -> Path | None:
+    for candidate in (path, path / "export"):
+        if all((candidate / f).is_file() for f in ("model.onnx", "classes.json", "preprocess.json", "export.json")):
+            return candidate
+    return None

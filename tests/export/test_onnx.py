@@ -1,0 +1,34 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from cnnkit.config import ExportConfig
+from cnnkit.errors import CnnkitError
+from cnnkit.export.onnx import export_run
+from cnnkit.predict import load_classifier
+
+
+def test_export_matches_pytorch_with_a_dynamic_batch(exported_run: Path) -> None:
+    export = exported_run / "export"
+    info = json.loads((export / "export.json").read_text())
+    assert info["parity_max_abs_diff"] <= 1e-4
+    assert info["input"]["shape"] == [-1, 32, 32, 3]
+    session = ort.InferenceSession(str(export / "model.onnx"))
+    classifier = load_classifier(exported_run, device="cpu")
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    expected = classifier.probabilities(images).numpy()
+    for n in (1, 5):
+        hwc = images[:n].permute(0, 2, 3, 1).float().numpy()
+        got = session.run(None, {"images": hwc})[0]
+        np.testing.assert_allclose(got, expected[:n], atol=1e-5)
+    assert json.loads((export / "classes.json").read_text()) == ["circle", "cross", "square"]
+
+
+def test_export_fails_loudly_when_parity_is_off(exported_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="differs from PyTorch"):
+        export_run(ExportConfig(run=exported_run, out=tmp_path / "strict", tolerance=-1.0))
+    assert not (tmp_path / "strict" / "model.onnx").exists()
