@@ -31,3 +31,37 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
+
+
+def imagenet_run(model: str, out: Path) -> Path:
+    """A run directory holding a pretrained ImageNet classifier as it is (no training), ready to export."""
+    from timm.data import ImageNetInfo
+
+    from cnnkit.config import TrainConfig
+    from cnnkit.models.network import NetworkConfig, build_network
+    from cnnkit.models.registry import default_input_size
+    from cnnkit.data.preprocess import Preprocess
+    from cnnkit.rundir import RunDir
+
+    size = default_input_size(model)
+    network, info = build_network(NetworkConfig(model, 1000, size, pretrained=True), load_weights=True)
+    assert info is not None
+    run = RunDir.create(out, overwrite=True)
+    config = TrainConfig(data="imagenet", out=out, model=model, input_size=size, pretrained=True, epochs=0)
+    run.write_json("config.json", config.to_dict())
+    info_names = ImageNetInfo()
+    run.write_json("classes.json", [info_names.index_to_description(i) for i in range(1000)])
+    preprocess = Preprocess(input_size=size, mean=info.mean, std=info.std, interpolation=info.interpolation,
+                            resize="center-crop")
+    run.write_json("preprocess.json", preprocess.to_dict())
+    run.write_tensors("model.safetensors", network.state_dict())
+    return out
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process, in MiB (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")

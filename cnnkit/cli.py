@@ -292,7 +292,8 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     sub.add_argument("--port", type=int, default=8501)
     sub.add_argument("--max-batch", type=int, default=32, help="images per ONNX Runtime call")
-    sub.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a request may wait for a batch")
+    sub.add_argument("--max-wait-ms", type=float, default=0.0,
+                     help="extra wait for a fuller batch (0: run what is queued at once; batches form under load)")
     sub.add_argument("--max-queue", type=int, default=1024, help="waiting requests before answering 429")
     sub.add_argument("--max-body-mb", type=float, default=16.0)
     sub.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: one per core)")

@@ -147,7 +147,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8501
     max_batch: int = 32
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0  # extra wait for a fuller batch; 0 = run whatever is queued at once
     max_queue: int = 1024  # requests waiting for a batch before the server answers 429
     max_body_bytes: int = 16 * 1024 * 1024
     threads: int = 0  # ONNX Runtime intra-op threads; 0 = one per core

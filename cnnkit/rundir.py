@@ -55,6 +55,13 @@ class RunDir:
             raise CnnkitError(f"{path}: not a cnnkit run directory (no config.json)")
         return cls(path)
 
+    def remove_temporaries(self) -> list[Path]:
+        """Delete half-written files that a killed writer left (they were never renamed into place)."""
+        stale = list(self.path.glob(".*.tmp"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 

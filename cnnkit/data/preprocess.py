@@ -55,6 +55,8 @@ class Preprocess:
         size = self.input_size
         resample = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
         width, height = image.size
+        if (width, height) == (size, size):
+            return np.array(image, dtype=np.uint8)  # every mode is the identity at the target size
         if self.resize == "squash":
             return np.array(image.resize((size, size), resample), dtype=np.uint8)
         if self.resize == "center-crop":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -145,12 +146,13 @@ async def _infer(server: Server, path: str, request: Request) -> dict[str, Any]:
                            f"unsupported method {target.verb!r}; use :predict or :classify")
     model = _model(server, target.name)
     served = resolve(model, target)
-    body = await _read_json(request, limit=server.config.max_body_bytes)
+    raw = await _read_body(request, limit=server.config.max_body_bytes)
+    # JSON parsing and image decoding run in a worker thread, so the event loop keeps serving other requests.
     if target.verb == "predict":
-        images, columnar = parse_predict(body, served)
+        images, columnar = await asyncio.to_thread(lambda: parse_predict(_parse_json(raw), served))
         probs = await server.infer(served, images)
         return {"outputs" if columnar else "predictions": probs.tolist()}
-    images = parse_classify(body, served)
+    images = await asyncio.to_thread(lambda: parse_classify(_parse_json(raw), served))
     probs = await server.infer(served, images)
     return {"results": classify_results(probs, served, top_k=server.config.top_k)}
 
@@ -162,7 +164,7 @@ def _model(server: Server, name: str) -> Any:
         raise RequestError(404, str(exc.args[0])) from None
 
 
-async def _read_json(request: Request, *, limit: int) -> Any:
+async def _read_body(request: Request, *, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"request body over the {limit}-byte limit")
@@ -172,7 +174,11 @@ async def _read_json(request: Request, *, limit: int) -> Any:
         if size > limit:
             raise RequestError(413, f"request body over the {limit}-byte limit")
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise RequestError(400, f"malformed JSON: {exc}") from None

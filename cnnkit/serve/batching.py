@@ -48,22 +48,32 @@ class MicroBatcher:
         return await future
 
     async def _serve(self) -> None:
+        """Take whatever is queued (up to max_batch images) and run it; while it runs, the next batch queues up.
+
+        Under light load a request runs at once (no added latency); under heavy load batches fill by themselves.
+        With max_wait_ms > 0 a batch that is not full also waits that long for company.
+        """
+        loop = asyncio.get_running_loop()
+        carry: _Job | None = None
         while True:
-            jobs = [await self._queue.get()]
+            jobs = [carry if carry is not None else await self._queue.get()]
+            carry = None
             size = len(jobs[0].images)
-            deadline = asyncio.get_running_loop().time() + self.max_wait_s
+            deadline = loop.time() + self.max_wait_s
             while size < self.max_batch:
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout <= 0 and self._queue.empty():
-                    break
                 try:
-                    job = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(
-                        self._queue.get(), timeout)
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                    job = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    timeout = deadline - loop.time()
+                    if timeout <= 0:
+                        break
+                    try:
+                        job = await asyncio.wait_for(self._queue.get(), timeout)
+                    except asyncio.TimeoutError:
+                        break
+                if size + len(job.images) > self.max_batch:
+                    carry = job  # would overflow this batch: it opens the next one
                     break
-                if size + len(job.images) > self.max_batch and size > 0:
-                    await self._execute(jobs)  # this one would overflow: run what we have, start anew
-                    jobs, size = [], 0
                 jobs.append(job)
                 size += len(job.images)
             await self._execute(jobs)

