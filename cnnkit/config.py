@@ -96,6 +96,8 @@ class EvaluateConfig:
     top_k: int | None = None
     batch_size: int = 256
     device: Device = "auto"
+    target_fpr: float | None = None  # binary runs: choose the threshold on validation data for this FPR
+    positive: str | None = None  # binary runs: the positive class (default: "phishing" or the second class)
 
 
 @dataclass(frozen=True)
@@ -152,3 +154,33 @@ class ServeConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     threads: int = 0  # ONNX Runtime intra-op threads; 0 = one per core
     top_k: int = 5  # :classify answers with this many classes
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    run: Path
+    image: Path
+    out: Path
+    label: str | None = None  # explain this class instead of the predicted one
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: Path
+    count: int = 200  # screenshots in all, half of them phishing
+    width: int = 1280
+    height: int = 800
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    urls: Path  # a text file: one URL per line; blank lines and # comments are skipped
+    out: Path
+    label: str | None = None  # screenshots go to OUT/LABEL/ (a folder data set) or OUT/ without one
+    width: int = 1280
+    height: int = 800
+    timeout_s: float = 20.0  # per page load
+    full_page: bool = False
+    browser: Path = Path("/usr/bin/chromium")
+    driver: Path = Path("/usr/bin/chromedriver")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -17,23 +18,34 @@ def epoch_order(n: int, *, seed: int, epoch: int, shuffle: bool) -> torch.Tensor
     return torch.randperm(n, generator=generator)
 
 
-def shard_batches(order: torch.Tensor, *, batch_size: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
+@dataclass(frozen=True)
+class Batch:
+    """This rank's share of one global batch, and the global batch's size (for the loss scale)."""
+
+    index: torch.Tensor
+    global_size: int
+
+
+def shard_batches(order: torch.Tensor, *, batch_size: int, rank: int = 0, world_size: int = 1) -> list[Batch]:
     """Cut `order` into global batches of `batch_size` and keep this rank's share of each.
 
     Every rank gets the same number of batches, and batch i of every rank together is global batch i, so
-    data-parallel training sees exactly the batches a single process would.
+    data-parallel training sees exactly the batches a single process would. A last batch too small to give every
+    rank a sample is dropped under data parallelism.
     """
     batches = []
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        batches.append(batch[rank::world_size])
+        if len(batch) < world_size:
+            break
+        batches.append(Batch(batch[rank::world_size], len(batch)))
     return batches
 
 
 def iterate(
     data: ArrayData, batches: list[torch.Tensor], *, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images, labels) on `device` for each index batch."""
+    """Yield (uint8 images, labels) on `device` for each index tensor."""
     non_blocking = device.type == "cuda"
     for index in batches:
         images, labels = data.images[index], data.labels[index]
@@ -43,4 +55,4 @@ def iterate(
 
 
 def sequential_batches(n: int, *, batch_size: int) -> list[torch.Tensor]:
-    return shard_batches(torch.arange(n), batch_size=batch_size)
+    return [b.index for b in shard_batches(torch.arange(n), batch_size=batch_size)]

@@ -44,4 +44,15 @@ def format_table(metrics: dict[str, Any], *, top_k: int) -> str:
                  f"{metrics['macro_f1']:>10.3f}{metrics['num_samples']:>10d}")
     lines.append("")
     lines.append(f"Accuracy: {metrics['accuracy']:.4f}   Top-{top_k} accuracy: {metrics[f'top{top_k}_accuracy']:.4f}")
+    binary = metrics.get("binary")
+    if binary:
+        lines.append("")
+        lines.append(f"Positive class: {binary['positive']}")
+        if "roc_auc" in binary:
+            lines.append(f"ROC AUC: {binary['roc_auc']:.4f}   PR AUC: {binary['pr_auc']:.4f}   "
+                         f"TPR at 1% FPR: {binary['tpr_at_fpr_0.01']:.4f}   "
+                         f"TPR at 0.1% FPR: {binary['tpr_at_fpr_0.001']:.4f}")
+        c = binary["confusion_at_threshold"]
+        lines.append(f"At threshold {binary['threshold']:.4f}: TPR {binary['tpr_at_threshold']:.4f}, "
+                     f"FPR {binary['fpr_at_threshold']:.4f} (tp {c['tp']}, fp {c['fp']}, tn {c['tn']}, fn {c['fn']})")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from cnnkit.config import EvaluateConfig
@@ -11,11 +12,14 @@ from cnnkit.data.datasets import ArrayData
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.data.sources import SourceOptions, load_data
 from cnnkit.errors import CnnkitError
+from cnnkit.evaluate.binary import Threshold, binary_metrics, choose_threshold, positive_index, roc_pr_figure
 from cnnkit.evaluate.metrics import classification_metrics
 from cnnkit.evaluate.plots import confusion_matrix_figure
-from cnnkit.predict import load_classifier
+from cnnkit.predict import Classifier, load_classifier
 from cnnkit.rundir import RunDir
 from cnnkit.train.engine import StepSettings, predict_logits
+
+THRESHOLD_FILE = "threshold.json"
 
 
 def evaluate_model(
@@ -30,12 +34,40 @@ def evaluate_model(
     batch_size: int = 256,
 ) -> dict[str, Any]:
     """Metrics of `model` on `data`; writes confusion_matrix.json and .png into `run` and returns the metrics."""
-    logits = predict_logits(model, data, preprocess=preprocess, settings=settings, batch_size=batch_size)
-    probs = logits.softmax(dim=1).numpy()
-    metrics = classification_metrics(probs, data.labels.numpy(), class_names=class_names, top_k=top_k)
+    probs = predict_logits(model, data, preprocess=preprocess, settings=settings, batch_size=batch_size).softmax(
+        dim=1).numpy()
+    labels = data.labels.numpy()
+    metrics = classification_metrics(probs, labels, class_names=class_names, top_k=top_k)
     run.write_json("confusion_matrix.json", {"classes": class_names, "matrix": metrics["confusion_matrix"]})
     run.save_figure("confusion_matrix.png", confusion_matrix_figure(metrics["confusion_matrix"], class_names))
+    if len(class_names) == 2:
+        metrics["binary"] = _binary_report(run, probs, labels, class_names)
     return metrics
+
+
+def _binary_report(run: RunDir, probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """Binary metrics at the run's stored threshold (or 0.5), and the ROC/PR figure."""
+    stored = run.read_json(THRESHOLD_FILE) if run.exists(THRESHOLD_FILE) else None
+    positive = positive_index(class_names, stored["positive"] if stored else None)
+    scores, positives = probs[:, positive], labels == positive
+    threshold = stored["threshold"] if stored else 0.5
+    report = {"positive": class_names[positive], **binary_metrics(scores, positives, threshold=threshold)}
+    if positives.any() and not positives.all():
+        run.save_figure("roc_pr.png", roc_pr_figure(scores, positives, threshold=threshold))
+    return report
+
+
+def choose_run_threshold(
+    classifier: Classifier, val: ArrayData, *, run: RunDir, target_fpr: float, positive: str | None
+) -> Threshold:
+    """Pick the threshold for `target_fpr` on validation data and store it in the run (threshold.json)."""
+    index = positive_index(classifier.class_names, positive)
+    probs = predict_logits(classifier.model, val, preprocess=classifier.preprocess,
+                           settings=classifier.settings).softmax(dim=1).numpy()
+    chosen = choose_threshold(probs[:, index], val.labels.numpy() == index, target_fpr=target_fpr,
+                              positive=classifier.class_names[index])
+    run.write_json(THRESHOLD_FILE, chosen.to_dict())
+    return chosen
 
 
 def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
@@ -45,13 +77,19 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     spec = config.data or train_config.data
     bundle = load_data(spec, options=SourceOptions(
         data_dir=config.data_dir or train_config.data_dir, preprocess=classifier.preprocess,
-        test_split=train_config.test_split, seed=train_config.seed, workers=train_config.workers))
+        val_split=train_config.val_split if config.target_fpr else 0.0, test_split=train_config.test_split,
+        seed=train_config.seed, workers=train_config.workers))
     data = bundle.test if bundle.test is not None else bundle.train
     if data is None or len(data) == 0:
         raise CnnkitError(f"{spec}: no images to evaluate on")
     if bundle.class_names != classifier.class_names:
         raise CnnkitError(f"{spec}: classes {bundle.class_names} differ from the run's {classifier.class_names}")
     run = RunDir.open(config.run)
+    if config.target_fpr is not None:
+        if bundle.val is None or len(bundle.val) == 0:
+            raise CnnkitError("--target-fpr needs validation data: train with --val-split > 0")
+        choose_run_threshold(classifier, bundle.val, run=run, target_fpr=config.target_fpr,
+                             positive=config.positive)
     top_k = config.top_k or train_config.top_k
     metrics = evaluate_model(classifier.model, data, run=run, class_names=classifier.class_names,
                              preprocess=classifier.preprocess, settings=classifier.settings, top_k=top_k,

@@ -25,6 +25,7 @@ from cnnkit.serve.tfserving import (
     parse_predict,
     parse_url,
     resolve,
+    threshold_decisions,
     version_status,
 )
 
@@ -154,7 +155,11 @@ async def _infer(server: Server, path: str, request: Request) -> dict[str, Any]:
         return {"outputs" if columnar else "predictions": probs.tolist()}
     images = await asyncio.to_thread(lambda: parse_classify(_parse_json(raw), served))
     probs = await server.infer(served, images)
-    return {"results": classify_results(probs, served, top_k=server.config.top_k)}
+    answer: dict[str, Any] = {"results": classify_results(probs, served, top_k=server.config.top_k)}
+    decisions = threshold_decisions(probs, served)
+    if decisions is not None:
+        answer["decisions"] = decisions
+    return answer
 
 
 def _model(server: Server, name: str) -> Any:

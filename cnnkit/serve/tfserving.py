@@ -145,6 +145,22 @@ def classify_results(probs: np.ndarray, served: ServedVersion, *, top_k: int) ->
     return [[[served.class_names[j], float(row[j])] for j in idx] for row, idx in zip(probs, order)]
 
 
+def threshold_decisions(probs: np.ndarray, served: ServedVersion) -> list[dict[str, Any]] | None:
+    """For a binary model with a stored threshold: per example the decided label, the positive score, the threshold.
+
+    An addition to TF Serving's classify answer (clients that do not know it ignore the extra key).
+    """
+    stored = served.threshold
+    if not stored or len(served.class_names) != 2 or stored.get("positive") not in served.class_names:
+        return None
+    positive = served.class_names.index(stored["positive"])
+    negative = served.class_names[1 - positive]
+    threshold = float(stored["threshold"])
+    return [{"label": stored["positive"] if row[positive] >= threshold else negative,
+             "score": float(row[positive]), "threshold": threshold, "flagged": bool(row[positive] >= threshold)}
+            for row in probs]
+
+
 def _check_signature(body: dict[str, Any]) -> None:
     signature = body.get("signature_name", SIGNATURE)
     if signature not in (SIGNATURE, ""):

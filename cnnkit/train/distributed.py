@@ -1,11 +1,19 @@
-"""Process-group context: one process by default; data-parallel under torchrun."""
+"""Data-parallel training under torchrun: process-group set-up and tear-down, and the launcher for --nproc."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from cnnkit.errors import CnnkitError
 
 
 @dataclass(frozen=True)
@@ -28,20 +36,57 @@ class DistContext:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
 
 SINGLE_PROCESS = DistContext()
 
 
 def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
     """'auto' picks CUDA when present; 'cuda' without a GPU is an error, not a silent fallback."""
-    from cnnkit.errors import CnnkitError
-
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
             raise CnnkitError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+        torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     if name != "cpu":
         raise CnnkitError(f"unknown device {name!r}; valid: auto, cpu, cuda")
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[DistContext]:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1); else one process.
+
+    gloo on CPU, NCCL on CUDA. On the way out every rank meets at a barrier before the group is destroyed: a rank
+    that exits while another still talks to it can abort with "terminate called without an active exception".
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        yield SINGLE_PROCESS
+        return
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    ctx = DistContext(rank=rank, world_size=world, local_rank=local_rank)
+    try:
+        yield ctx
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def launch_torchrun(argv: Sequence[str], *, nproc: int) -> int:
+    """Re-run `cnnkit ARGV` under torchrun with `nproc` processes on this machine; return its exit code."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise CnnkitError("--nproc is for launching; under torchrun already, leave it out")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "cnnkit", *argv]
+    return subprocess.run(command, check=False).returncode

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnkit.data.datasets import ArrayData
-from cnnkit.data.loader import iterate, sequential_batches
+from cnnkit.data.loader import Batch, iterate, sequential_batches
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.train.distributed import SINGLE_PROCESS, DistContext
 
@@ -62,7 +62,7 @@ class Totals:
 def train_one_epoch(
     model: nn.Module,
     data: ArrayData,
-    batches: list[torch.Tensor],
+    batches: list[Batch],
     *,
     optimizer: torch.optim.Optimizer,
     preprocess: Preprocess,
@@ -76,21 +76,25 @@ def train_one_epoch(
     description: str = "",
     show_progress: bool = True,
 ) -> dict[str, float]:
-    """Train over `batches` (index tensors into `data`); return loss, accuracy and top-k accuracy."""
+    """Train over `batches` (this rank's indices into `data`); return loss, accuracy and top-k accuracy."""
     model.train()
     totals = Totals(settings.device, top_k)
     bar = tqdm(total=len(batches), desc=description, unit="batch", leave=False, file=sys.stderr,
                disable=not (show_progress and ctx.is_main and sys.stderr.isatty()), dynamic_ncols=True)
-    for step, (images, labels) in enumerate(iterate(data, batches, device=settings.device), start=1):
+    loaded = iterate(data, [b.index for b in batches], device=settings.device)
+    for step, (batch, (images, labels)) in enumerate(zip(batches, loaded), start=1):
         x = preprocess.to_unit(images)
         if augment is not None:
             x = augment(x, generator)
         x = settings.prepare(preprocess.standardize(x))
         with settings.autocast():
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+            total = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction="sum")
+        loss = total / labels.shape[0]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages gradients over ranks; scaling each rank's sum by world/global_size makes that average the
+        # mean over the whole global batch, exactly as one process computes it.
+        (total * (ctx.world_size / batch.global_size)).backward()
         optimizer.step()
         after_batch()
         totals.add(logits.detach(), labels, loss)

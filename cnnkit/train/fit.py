@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from cnnkit import __version__
 from cnnkit.config import TrainConfig
@@ -27,7 +28,7 @@ from cnnkit.models.transfer import TransferNet, set_base_trainable
 from cnnkit.rundir import RunDir
 from cnnkit.train.callbacks import BestTracker
 from cnnkit.train.checkpoint import CHECKPOINT, TrainingState, checkpoint_epoch, load_checkpoint, save_checkpoint
-from cnnkit.train.distributed import SINGLE_PROCESS, DistContext, resolve_device
+from cnnkit.train.distributed import DistContext, process_group, resolve_device
 from cnnkit.train.engine import StepSettings, evaluate_data, train_one_epoch
 from cnnkit.train.schedules import Schedule, build_schedule
 
@@ -67,8 +68,16 @@ class _Session:
             print(message, flush=True)
 
 
-def train(config: TrainConfig, *, ctx: DistContext = SINGLE_PROCESS) -> TrainResult:
-    """Train `config.model` on `config.data`, writing the run directory `config.out`; return history and metrics."""
+def train(config: TrainConfig) -> TrainResult:
+    """Train `config.model` on `config.data`, writing the run directory `config.out`; return history and metrics.
+
+    Under torchrun the same call trains data-parallel: every rank runs it, rank 0 alone prints and writes.
+    """
+    with process_group(config.device) as ctx:
+        return _train(config, ctx)
+
+
+def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
     if config.resume:
         config = _resumed_config(config)
     session = _setup(config, ctx)
@@ -108,6 +117,7 @@ def _setup(config: TrainConfig, ctx: DistContext) -> _Session:
     preprocess = _normalization(config, preprocess, data.train, weights)
     settings = StepSettings(device=device, precision=config.precision, channels_last=config.channels_last)
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    model = _distribute(model, ctx, device)
     optimizer = _optimizer(config, model, lr=config.lr)
     schedule = _schedule(config, optimizer, data.train, lr=config.lr, epochs=config.epochs)
     monitor = config.monitor_name() if data.val is not None else config.monitor_name().removeprefix("val_")
@@ -121,9 +131,19 @@ def _setup(config: TrainConfig, ctx: DistContext) -> _Session:
 
 
 def _create_run(config: TrainConfig, ctx: DistContext) -> RunDir:
-    if ctx.is_main:
-        return RunDir.create(config.out, overwrite=config.overwrite)
-    return RunDir(config.out)
+    run = RunDir.create(config.out, overwrite=config.overwrite) if ctx.is_main else RunDir(config.out)
+    ctx.barrier()  # no rank goes on while rank 0 may still be clearing an old run
+    return run
+
+
+def _distribute(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+    """Wrap in DistributedDataParallel under torchrun (BatchNorm synchronised across GPUs)."""
+    if not ctx.enabled:
+        return model
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DistributedDataParallel(model, device_ids=[device.index])
+    return DistributedDataParallel(model)
 
 
 def _normalization(
@@ -166,6 +186,8 @@ def _start_finetune(session: _Session) -> None:
     if not isinstance(model, TransferNet):
         raise CnnkitError("--finetune-epochs needs --freeze-base (a pretrained base with a new head)")
     set_base_trainable(model, config.unfreeze)
+    # DDP fixes the set of trainable parameters when it wraps a model: wrap the unfrozen model anew.
+    session.model = _distribute(model, session.ctx, session.settings.device)
     session.optimizer = _optimizer(config, session.model, lr=config.finetune_lr)
     session.schedule = _schedule(config, session.optimizer, session.data.train, lr=config.finetune_lr,
                                  epochs=config.finetune_epochs)
@@ -253,7 +275,7 @@ def _save_epoch(session: _Session, epoch: int, improved: bool) -> None:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:

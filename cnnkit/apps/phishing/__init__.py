@@ -1,0 +1,1 @@
+"""Phishing-screenshot detection: what is specific to the flagship application (capture, demo data)."""

@@ -1,0 +1,116 @@
+"""Two-class evaluation: ROC and PR curves, TPR at low FPR, and a decision threshold chosen for a target FPR.
+
+Security users care about catching the positive class (e.g. phishing) at a very low false-positive rate, so the
+threshold is chosen on validation data for a target FPR rather than left at 0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+from cnnkit.errors import CnnkitError
+
+REPORTED_FPRS = (0.01, 0.001)
+POSITIVE_NAMES = ("phishing", "positive", "malicious", "fraud", "1", "yes", "true")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Predict `positive` when its probability >= `threshold`."""
+
+    positive: str
+    threshold: float
+    target_fpr: float
+    val_fpr: float
+    val_tpr: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def positive_index(class_names: list[str], positive: str | None = None) -> int:
+    """Index of the positive class: the one named, else a conventional name, else the second class."""
+    if len(class_names) != 2:
+        raise CnnkitError(f"binary evaluation needs 2 classes, this run has {len(class_names)}")
+    if positive is not None:
+        if positive not in class_names:
+            raise CnnkitError(f"--positive {positive!r} is not a class; classes: {', '.join(class_names)}")
+        return class_names.index(positive)
+    for index, name in enumerate(class_names):
+        if name.lower() in POSITIVE_NAMES:
+            return index
+    return 1
+
+
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
+    """The best true-positive rate reachable with a false-positive rate at most `target`."""
+    allowed = fpr <= target + 1e-12
+    return float(tpr[allowed].max()) if allowed.any() else 0.0
+
+
+def choose_threshold(scores: np.ndarray, positives: np.ndarray, *, target_fpr: float, positive: str) -> Threshold:
+    """The lowest threshold (highest TPR) whose FPR on these scores stays within `target_fpr`."""
+    if positives.all() or not positives.any():
+        raise CnnkitError("choosing a threshold needs validation data with both classes")
+    fpr, tpr, thresholds = roc_curve(positives, scores)
+    allowed = np.flatnonzero(fpr <= target_fpr + 1e-12)
+    best = allowed[np.argmax(tpr[allowed])]
+    threshold = float(min(thresholds[best], 1.0))  # roc_curve's first threshold is +inf: nothing flagged
+    return Threshold(positive=positive, threshold=threshold, target_fpr=target_fpr, val_fpr=float(fpr[best]),
+                     val_tpr=float(tpr[best]))
+
+
+def binary_metrics(scores: np.ndarray, positives: np.ndarray, *, threshold: float = 0.5) -> dict[str, Any]:
+    """AUCs, TPR at 1% and 0.1% FPR, and the confusion counts at `threshold`."""
+    both = positives.any() and not positives.all()
+    predicted = scores >= threshold
+    tp = int((predicted & positives).sum())
+    fp = int((predicted & ~positives).sum())
+    tn = int((~predicted & ~positives).sum())
+    fn = int((~predicted & positives).sum())
+    result: dict[str, Any] = {
+        "threshold": threshold,
+        "confusion_at_threshold": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
+        "tpr_at_threshold": tp / max(tp + fn, 1),
+        "fpr_at_threshold": fp / max(fp + tn, 1),
+    }
+    if both:
+        fpr, tpr, _ = roc_curve(positives, scores)
+        result["roc_auc"] = float(roc_auc_score(positives, scores))
+        result["pr_auc"] = float(average_precision_score(positives, scores))
+        for target in REPORTED_FPRS:
+            result[f"tpr_at_fpr_{target:g}"] = tpr_at_fpr(fpr, tpr, target)
+    return result
+
+
+def roc_pr_figure(scores: np.ndarray, positives: np.ndarray, *, threshold: float | None = None) -> Figure:
+    """ROC (log-scaled FPR, where the low-FPR region is readable) beside the precision-recall curve."""
+    figure = Figure(figsize=(10, 4))
+    roc_ax, pr_ax = figure.subplots(1, 2)
+    fpr, tpr, thresholds = roc_curve(positives, scores)
+    roc_ax.plot(np.maximum(fpr, 1e-4), tpr, label=f"AUC {roc_auc_score(positives, scores):.4f}")
+    roc_ax.set_xscale("log")
+    roc_ax.set_xlim(1e-4, 1)
+    for target in REPORTED_FPRS:
+        roc_ax.axvline(target, color="grey", linestyle=":", linewidth=1)
+    if threshold is not None:
+        index = np.argmin(np.abs(np.minimum(thresholds, 1.0) - threshold))
+        roc_ax.plot(max(fpr[index], 1e-4), tpr[index], "o", color="red", label=f"threshold {threshold:.3f}")
+    roc_ax.set_xlabel("false-positive rate (log)")
+    roc_ax.set_ylabel("true-positive rate")
+    roc_ax.set_title("ROC")
+    roc_ax.legend(loc="lower right")
+    precision, recall, _ = precision_recall_curve(positives, scores)
+    pr_ax.plot(recall, precision, label=f"AP {average_precision_score(positives, scores):.4f}")
+    pr_ax.set_xlabel("recall")
+    pr_ax.set_ylabel("precision")
+    pr_ax.set_title("Precision-recall")
+    pr_ax.legend(loc="lower left")
+    for ax in (roc_ax, pr_ax):
+        ax.grid(alpha=0.3)
+    return figure

@@ -1,0 +1,88 @@
+"""`cnnkit explain`: a Grad-CAM heatmap of what drove a prediction (Selvaraju et al., 2017)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from PIL import Image
+from torch import nn
+
+from cnnkit.config import ExplainConfig
+from cnnkit.data.images import open_rgb
+from cnnkit.errors import CnnkitError
+from cnnkit.files import write_atomic
+from cnnkit.predict import load_classifier
+
+OVERLAY_ALPHA = 0.45  # weight of the heatmap over the image
+
+
+@dataclass(frozen=True)
+class Explanation:
+    label: str
+    probability: float
+    heatmap: np.ndarray  # [H, W] in [0, 1], at the model's input size
+
+
+def last_conv(model: nn.Module) -> nn.Conv2d:
+    """The last convolution in forward order: its feature maps are the finest that still keep space."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise CnnkitError("Grad-CAM needs a convolutional layer; this model has none")
+    return convs[-1]
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, *, target: int | None = None) -> tuple[np.ndarray, int, float]:
+    """Heatmap [H, W] for one normalised input [1, 3, H, W]; returns (heatmap, class index, probability)."""
+    layer = last_conv(model)
+    saved: dict[str, torch.Tensor] = {}
+
+    def keep(_: nn.Module, __: object, output: torch.Tensor) -> None:
+        saved["activation"] = output
+        output.register_hook(lambda grad: saved.__setitem__("gradient", grad))
+
+    handle = layer.register_forward_hook(keep)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = x.clone().requires_grad_(True)  # gradients flow even where the weights are frozen
+            logits = model(x)
+            index = int(logits.argmax(dim=1)) if target is None else target
+            logits[0, index].backward()
+    finally:
+        handle.remove()
+        model.train(was_training)
+    weights = saved["gradient"].mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * saved["activation"]).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    cam = cam / cam.max() if cam.max() > 0 else cam
+    probability = float(logits.detach().softmax(dim=1)[0, index])
+    return cam.detach().cpu().numpy(), index, probability
+
+
+def explain(config: ExplainConfig) -> Explanation:
+    """Write the image with its Grad-CAM heatmap beside it to `config.out`; return the explained prediction."""
+    classifier = load_classifier(config.run, device="cpu")
+    pixels = classifier.preprocess.resize_image(open_rgb(config.image))
+    batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+    x = classifier.settings.prepare(classifier.preprocess(batch))
+    target = None
+    if config.label is not None:
+        if config.label not in classifier.class_names:
+            raise CnnkitError(f"--label {config.label!r} is not a class; classes: {', '.join(classifier.class_names)}")
+        target = classifier.class_names.index(config.label)
+    heatmap, index, probability = grad_cam(classifier.model, x, target=target)
+    picture = _side_by_side(pixels, heatmap)
+    write_atomic(config.out, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"))
+    return Explanation(classifier.class_names[index], probability, heatmap)
+
+
+def _side_by_side(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    colours = (colormaps["jet"](heatmap)[..., :3] * 255).astype(np.float32)
+    overlay = (1 - OVERLAY_ALPHA) * pixels.astype(np.float32) + OVERLAY_ALPHA * colours
+    gap = np.full((pixels.shape[0], 8, 3), 255, np.uint8)
+    return np.concatenate([pixels, gap, overlay.clip(0, 255).astype(np.uint8)], axis=1)

@@ -1,0 +1,50 @@
+"""Two gloo processes with global batch B train exactly as one process with batch B."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnnkit.rundir import RunDir
+from helpers import CLASSES, make_shapes
+
+
+@pytest.fixture(scope="module")
+def even_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 training images: with val split 0.2 that is 96 = 6 batches of 16, so every batch splits evenly."""
+    x, y = make_shapes(40, seed=7)
+    xt, yt = make_shapes(6, seed=8)
+    path = tmp_path_factory.mktemp("ddp") / "even.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt, class_names=np.array(CLASSES))
+    return path
+
+
+def train(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "cnnkit", "train", f"npz:{data}", "--out", str(out), "--epochs", "3",
+               "--batch-size", "16", "--lr", "3e-3", "--val-split", "0.2", "--device", "cpu", "--seed", "3", *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_two_processes_match_one(even_npz: Path, tmp_path: Path) -> None:
+    single = train(even_npz, tmp_path / "single")
+    assert single.returncode == 0, single.stderr
+    double = train(even_npz, tmp_path / "double", "--nproc", "2")
+    assert double.returncode == 0, double.stdout + double.stderr
+    assert double.stdout.count("Epoch 3/3") == 1, "only rank 0 prints"
+    one = json.loads((tmp_path / "single" / "history.json").read_text())
+    two = json.loads((tmp_path / "double" / "history.json").read_text())
+    for a, b in zip(one, two, strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (key, a, b)
+    w1, _ = RunDir.open(tmp_path / "single").read_tensors("last.safetensors")
+    w2, _ = RunDir.open(tmp_path / "double").read_tensors("last.safetensors")
+    for key in w1:
+        assert torch.allclose(w1[key], w2[key], atol=1e-5), key
+    metrics = json.loads((tmp_path / "double" / "metrics.json").read_text())
+    assert metrics["num_samples"] == 18
