@@ -104,7 +104,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--out", type=Path, help="run directory (default: runs/MODEL)")
     sub.add_argument("--model", default="simple-cnn")
     sub.add_argument("--data-dir", type=Path, help="where the data source's files are (cifar10: train.npz, test.npz)")
-    sub.add_argument("--epochs", type=int, default=10)
+    sub.add_argument("--epochs", type=int, help="default 10; with --resume: the saved run's, or more to extend it")
     sub.add_argument("--batch-size", type=int, default=64)
     sub.add_argument("--lr", type=float, default=1e-3)
     sub.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
@@ -143,6 +143,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     sub.add_argument("--quiet", action="store_true")
+    sub.add_argument("--test-every-epoch", action="store_true",
+                     help="also evaluate the test split each epoch (reported only; weights are picked on validation)")
     sub.add_argument("--nproc", type=int, default=1,
                      help="data-parallel processes on this machine (launches torchrun); see README for multi-node")
 
@@ -152,7 +154,10 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise CnnkitError("--resume needs --out RUN")
     if not args.resume and not args.data:
         raise CnnkitError("no data source given (cifar10, folder:PATH or npz:PATH)")
-    for flag in ("epochs", "batch_size", "top_k"):
+    epochs = args.epochs if args.epochs is not None else (0 if args.resume else 10)
+    if args.epochs is not None and args.epochs < 1:
+        raise CnnkitError("--epochs must be at least 1")
+    for flag in ("batch_size", "top_k"):
         if getattr(args, flag) < 1:
             raise CnnkitError(f"--{flag.replace('_', '-')} must be at least 1")
     if not 0.0 <= args.val_split < 1.0:
@@ -166,7 +171,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
                               factor=args.plateau_factor, patience=args.plateau_patience, min_lr=args.min_lr)
     return TrainConfig(
         data=args.data or "", out=args.out or Path("runs") / args.model.replace("/", "_"), model=args.model,
-        data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        data_dir=args.data_dir, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
         optimizer=args.optimizer, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         val_split=args.val_split, test_split=args.test_split, input_size=args.input_size, normalize=args.normalize,
         resize=args.resize, top_k=args.top_k, augment=args.augment, pretrained=args.pretrained or bool(args.weights),
@@ -175,6 +180,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         unfreeze=args.unfreeze, schedule=schedule, early_stopping=args.early_stopping, seed=args.seed,
         device=args.device, precision=args.precision, channels_last=args.channels_last, strict=args.strict,
         overwrite=args.overwrite, resume=args.resume, workers=args.workers, quiet=args.quiet,
+        test_every_epoch=args.test_every_epoch,
     )
 
 

@@ -64,6 +64,7 @@ class TrainConfig:
     resume: bool = False
     workers: int = 4
     quiet: bool = False
+    test_every_epoch: bool = False  # also report test metrics each epoch (never used to pick weights)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))

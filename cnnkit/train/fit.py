@@ -96,9 +96,9 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
 
 
 def _resumed_config(config: TrainConfig) -> TrainConfig:
-    """The saved config of the run being resumed; only epochs and device may change."""
+    """The saved config of the run being resumed; only the epoch count (0: keep it), device and quiet may change."""
     saved = TrainConfig.from_dict(RunDir.open(config.out).read_json("config.json"))
-    return replace(saved, resume=True, epochs=max(config.epochs, saved.epochs), device=config.device,
+    return replace(saved, resume=True, epochs=config.epochs or saved.epochs, device=config.device,
                    quiet=config.quiet, overwrite=False)
 
 
@@ -248,6 +248,10 @@ def _run_epoch(session: _Session, epoch: int) -> None:
                              top_k=config.top_k, ctx=ctx, prefix="val_")
     row["lr"] = lr
     row["time_s"] = round(time.perf_counter() - started, 3)
+    if config.test_every_epoch and data.test is not None:
+        # Reported for learning curves and time-to-accuracy; the best epoch is still chosen on validation data.
+        row |= evaluate_data(session.model, data.test, preprocess=session.preprocess, settings=session.settings,
+                             top_k=config.top_k, ctx=ctx, prefix="test_")
     session.elapsed_s += row["time_s"]
     session.history.append(row)
     monitored = row.get(session.tracker.monitor)

@@ -1,0 +1,121 @@
+"""cnnkit against the tutorial's Keras code on the same CIFAR-10 arrays, in one run.
+
+    pip install -e '.[bench]'        # TensorFlow/Keras, for this benchmark only
+    python bench/vs_keras.py [--epochs 10]
+
+Runs (1) the tutorial's Keras model as written (Conv 32-64-64 + Dense 64, Adam, batch 64, 10 epochs,
+validation_split 0.1, pixels / 255) and (2) `cnnkit train --model simple-cnn` with the same epochs and batch size,
+fp32 and bf16, each in its own process; prints training images/s, the wall time of fit, test accuracy, and the
+ratios. Then (3) time to the tutorial's 71.2% test accuracy: cnnkit with a faster recipe (one-cycle schedule, larger
+batch, bf16), evaluated on the test set after every epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import cifar10_dir, table  # noqa: E402
+
+TUTORIAL_ACCURACY = 0.712
+
+KERAS_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+import tensorflow as tf
+from tensorflow.keras import layers, models
+
+data = sys.argv[1]; epochs = int(sys.argv[2])
+train, test = np.load(f"{data}/train.npz"), np.load(f"{data}/test.npz")
+train_images, train_labels = train["x"] / 255.0, train["y"].astype("int64")
+test_images, test_labels = test["x"] / 255.0, test["y"].astype("int64")
+
+model = models.Sequential()
+model.add(layers.Input(shape=(32, 32, 3)))
+model.add(layers.Conv2D(32, (3, 3), activation="relu"))
+model.add(layers.MaxPooling2D((2, 2)))
+model.add(layers.Conv2D(64, (3, 3), activation="relu"))
+model.add(layers.MaxPooling2D((2, 2)))
+model.add(layers.Conv2D(64, (3, 3), activation="relu"))
+model.add(layers.Flatten())
+model.add(layers.Dense(64, activation="relu"))
+model.add(layers.Dense(10))
+model.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              metrics=["accuracy"])
+started = time.perf_counter()
+history = model.fit(train_images, train_labels, epochs=epochs, batch_size=64, validation_split=0.1, verbose=0)
+fit_s = time.perf_counter() - started
+test_loss, test_acc = model.evaluate(test_images, test_labels, verbose=0)
+print(json.dumps({"fit_s": fit_s, "test_accuracy": float(test_acc),
+                  "train_accuracy": float(history.history["accuracy"][-1])}))
+"""
+
+
+def keras(data: Path, epochs: int) -> dict[str, float]:
+    output = subprocess.run([sys.executable, "-c", KERAS_SCRIPT, str(data), str(epochs)], capture_output=True,
+                            text=True, check=True)
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def cnnkit_run(data: Path, out: Path, *flags: str) -> dict[str, float]:
+    command = [sys.executable, "-m", "cnnkit", "train", "cifar10", "--data-dir", str(data), "--model", "simple-cnn",
+               "--out", str(out), "--overwrite", "--device", "cpu", "--quiet", *flags]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - started
+    history = json.loads((out / "history.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {"fit_s": sum(row["time_s"] for row in history), "test_accuracy": metrics["accuracy"],
+            "train_accuracy": history[-1]["accuracy"], "process_wall_s": wall}
+
+
+def time_to_accuracy(data: Path, out: Path, epochs: int) -> tuple[list[dict[str, float]], float | None]:
+    """The fast recipe with a test evaluation after every epoch; fit seconds until 71.2% test accuracy."""
+    cnnkit_run(data, out, "--epochs", str(epochs), "--batch-size", "128", "--lr", "4e-3", "--scheduler", "onecycle",
+               "--precision", "bf16", "--val-split", "0.1", "--test-every-epoch")
+    history = json.loads((out / "history.json").read_text())
+    elapsed, reached, rows = 0.0, None, []
+    for row in history:
+        elapsed += row["time_s"]  # training and validation only; the extra test pass is timed apart
+        rows.append({"epoch": row["epoch"], "fit_s": elapsed, "test_accuracy": row["test_accuracy"]})
+        if reached is None and row["test_accuracy"] >= TUTORIAL_ACCURACY:
+            reached = elapsed
+    return rows, reached
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--fast-epochs", type=int, default=8, help="length of the time-to-accuracy recipe")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-vs-keras"))
+    args = parser.parse_args()
+    data = cifar10_dir()
+    results = {"keras (tutorial code)": keras(data, args.epochs)}
+    common = ["--epochs", str(args.epochs), "--batch-size", "64", "--lr", "1e-3", "--val-split", "0.1"]
+    results["cnnkit fp32"] = cnnkit_run(data, args.out / "fp32", *common)
+    results["cnnkit bf16"] = cnnkit_run(data, args.out / "bf16", *common, "--precision", "bf16")
+    images = 45_000 * args.epochs
+    base = results["keras (tutorial code)"]
+    rows = [{"run": name, "train_images_per_s": images / r["fit_s"], "fit_s": r["fit_s"],
+             "test_accuracy": r["test_accuracy"], "speed_vs_keras": base["fit_s"] / r["fit_s"],
+             "accuracy_vs_keras": r["test_accuracy"] - base["test_accuracy"]} for name, r in results.items()]
+    print(table(rows))
+    curve, reached = time_to_accuracy(data, args.out / "fast", epochs=args.fast_epochs)
+    print()
+    print(table(curve))
+    keras_s = base["fit_s"]
+    if reached is None:
+        print(f"\nthe fast recipe did not reach {TUTORIAL_ACCURACY:.1%} in {args.fast_epochs} epochs")
+    else:
+        print(f"\ntime to {TUTORIAL_ACCURACY:.1%} test accuracy: cnnkit {reached:.1f} s against {keras_s:.1f} s for the "
+              f"Keras code's {args.epochs} epochs ({reached / keras_s:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from cnnkit.errors import CnnkitError
+from cnnkit.evaluate.binary import binary_metrics, choose_threshold, positive_index
+
+
+def scores_and_labels(seed: int = 0, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    positives = rng.random(n) < 0.4
+    scores = np.clip(np.where(positives, rng.normal(0.75, 0.15, n), rng.normal(0.3, 0.15, n)), 0, 1)
+    return scores, positives
+
+
+def test_threshold_meets_the_target_fpr_with_the_best_tpr() -> None:
+    scores, positives = scores_and_labels()
+    for target in (0.1, 0.01, 0.001):
+        chosen = choose_threshold(scores, positives, target_fpr=target, positive="phishing")
+        flagged = scores >= chosen.threshold
+        fpr = (flagged & ~positives).sum() / (~positives).sum()
+        tpr = (flagged & positives).sum() / positives.sum()
+        assert fpr <= target and tpr == pytest.approx(chosen.val_tpr)
+        # no threshold at all does better: within the target FPR, none reaches a higher TPR
+        for t in np.unique(scores):
+            at = scores >= t
+            if (at & ~positives).sum() / (~positives).sum() <= target:
+                assert (at & positives).sum() / positives.sum() <= tpr + 1e-12
+
+
+def test_binary_metrics_report_aucs_and_low_fpr_tpr() -> None:
+    scores, positives = scores_and_labels(1)
+    metrics = binary_metrics(scores, positives, threshold=0.5)
+    assert 0.9 < metrics["roc_auc"] <= 1.0 and 0.8 < metrics["pr_auc"] <= 1.0
+    assert metrics["tpr_at_fpr_0.001"] <= metrics["tpr_at_fpr_0.01"] <= 1.0
+    c = metrics["confusion_at_threshold"]
+    assert c["tp"] + c["fp"] + c["tn"] + c["fn"] == len(scores)
+    perfect = binary_metrics(np.array([0.1, 0.2, 0.8, 0.9]), np.array([False, False, True, True]))
+    assert perfect["roc_auc"] == 1.0 and perfect["tpr_at_fpr_0.001"] == 1.0
+
+
+def test_positive_class_resolution() -> None:
+    assert positive_index(["legitimate", "phishing"]) == 1
+    assert positive_index(["phishing", "zzz"]) == 0
+    assert positive_index(["cat", "dog"]) == 1
+    assert positive_index(["cat", "dog"], "cat") == 0
+    with pytest.raises(CnnkitError, match="not a class"):
+        positive_index(["cat", "dog"], "bird")
+    with pytest.raises(CnnkitError, match="needs 2 classes"):
+        positive_index(["a", "b", "c"])
+    with pytest.raises(CnnkitError, match="both classes"):
+        choose_threshold(np.array([0.2, 0.4]), np.array([False, False]), target_fpr=0.01, positive="x")
