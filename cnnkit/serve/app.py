@@ -11,7 +11,9 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from cnnkit.config import ServeConfig
@@ -85,6 +87,15 @@ def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
 
     app = FastAPI(title="cnnkit model server", version="1", lifespan=lifespan)
     app.state.server = server
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Requests that match no route (e.g. a path with a newline) get the same {"error": ...} shape as the rest.
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": f"invalid request: {exc.errors()[:3]}"}, status_code=400)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:

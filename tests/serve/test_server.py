@@ -134,6 +134,21 @@ def test_malformed_json_nan_and_oversized_bodies(server: str) -> None:
     assert code == 413 and "limit" in answer["error"]
 
 
+def test_unrouted_paths_and_methods_answer_in_the_same_error_shape(server: str) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server)
+    for method, path in (("POST", "/v1/models/a%0Ab:predict"), ("GET", "/nowhere"), ("DELETE", "/v1/models/shapes"),
+                         ("GET", "/v1/models/shapes:predict"), ("POST", "/v1/models/..%2F..%2Fetc%2Fpasswd:predict")):
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+        connection.request(method, path, body=b"{}" if method == "POST" else None)
+        response = connection.getresponse()
+        payload = json.loads(response.read())
+        connection.close()
+        assert 400 <= response.status < 500 and isinstance(payload.get("error"), str), (method, path, payload)
+
+
 def test_decompression_bomb_is_refused(server: str) -> None:
     buffer = io.BytesIO()
     Image.new("1", (20_000, 20_000)).save(buffer, format="PNG")  # 400 megapixels in a few kilobytes
