@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from cnnkit import __version__
 from cnnkit.config import (
+    RECIPES,
     CaptureConfig,
     DemoConfig,
     EvaluateConfig,
@@ -143,6 +145,10 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     sub.add_argument("--quiet", action="store_true")
+    sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset for the flags left at their defaults")
+    sub.add_argument("--ema-decay", type=float, default=0.0, help="keep a moving average of the weights (per step)")
+    sub.add_argument("--tta", action="store_true", help="flip test-time augmentation when evaluating")
+    sub.set_defaults(parser=sub)
     sub.add_argument("--test-every-epoch", action="store_true",
                      help="also evaluate the test split each epoch (reported only; weights are picked on validation)")
     sub.add_argument("--nproc", type=int, default=1,
@@ -169,7 +175,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise CnnkitError("--freeze-base needs --pretrained or --weights PATH")
     schedule = ScheduleConfig(name=args.scheduler, warmup_epochs=args.warmup_epochs, monitor=args.monitor,
                               factor=args.plateau_factor, patience=args.plateau_patience, min_lr=args.min_lr)
-    return TrainConfig(
+    config = TrainConfig(
         data=args.data or "", out=args.out or Path("runs") / args.model.replace("/", "_"), model=args.model,
         data_dir=args.data_dir, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
         optimizer=args.optimizer, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
@@ -180,8 +186,23 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         unfreeze=args.unfreeze, schedule=schedule, early_stopping=args.early_stopping, seed=args.seed,
         device=args.device, precision=args.precision, channels_last=args.channels_last, strict=args.strict,
         overwrite=args.overwrite, resume=args.resume, workers=args.workers, quiet=args.quiet,
-        test_every_epoch=args.test_every_epoch,
+        test_every_epoch=args.test_every_epoch, ema_decay=args.ema_decay, tta=args.tta,
     )
+    return _apply_recipe(config, args) if args.recipe else config
+
+
+def _apply_recipe(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    """The recipe's values for every setting the user left at its default; explicit flags win."""
+    recipe = dict(RECIPES[args.recipe])
+    flags = {"schedule": ("scheduler", "warmup_epochs", "monitor")}
+    changes = {}
+    for field, value in recipe.items():
+        dests = flags.get(field, (field,))
+        if all(getattr(args, d, None) == args.parser.get_default(d) for d in dests):
+            changes[field] = value
+    if "model" in changes and args.out is None:
+        changes["out"] = Path("runs") / changes["model"]
+    return replace(config, **changes)
 
 
 def _run_train(args: argparse.Namespace) -> int:

@@ -65,6 +65,8 @@ class TrainConfig:
     workers: int = 4
     quiet: bool = False
     test_every_epoch: bool = False  # also report test metrics each epoch (never used to pick weights)
+    ema_decay: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights (per step)
+    tta: bool = False  # flip test-time augmentation in evaluation, prediction and export
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -87,6 +89,19 @@ class TrainConfig:
                 values[key] = Path(values[key])
         values["schedule"] = ScheduleConfig(**values.get("schedule", {}))
         return cls(**values)
+
+
+# Named presets for `cnnkit train --recipe NAME`: values for the flags the user leaves at their defaults.
+RECIPES: dict[str, dict[str, Any]] = {
+    # A fast CIFAR-10 recipe: BN net, large batch, SGD with a one-cycle schedule, label smoothing, flips and
+    # 2-pixel translations, weight averaging and flip TTA, bf16 autocast.
+    "cifar-fast": {
+        "model": "cifar-fast-net", "epochs": 16, "batch_size": 512, "lr": 0.2, "optimizer": "sgd",
+        "weight_decay": 5e-4, "label_smoothing": 0.2, "augment": "flip,translate=0.0625",
+        "schedule": ScheduleConfig(name="onecycle", warmup_epochs=3, monitor="val_accuracy"),
+        "precision": "bf16", "ema_decay": 0.99, "tta": True, "val_split": 0.02,
+    },
+}
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ class Classifier:
         """uint8 [N, 3, H, W] images -> class probabilities [N, C] on the CPU."""
         self.model.eval()
         x = self.settings.prepare(self.preprocess(images.to(self.settings.device)))
-        return self.model(x).float().softmax(dim=1).cpu()
+        return self.settings.infer(self.model, x).softmax(dim=1).cpu()
 
 
 def load_classifier(run_dir: Path, *, device: str = "auto", weights: str = "model.safetensors") -> Classifier:
@@ -49,7 +49,7 @@ def load_classifier(run_dir: Path, *, device: str = "auto", weights: str = "mode
     state, _ = run.read_tensors(weights)
     model.load_state_dict(state)
     target = resolve_device(device)
-    settings = StepSettings(device=target, channels_last=config.channels_last)
+    settings = StepSettings(device=target, channels_last=config.channels_last, tta=config.tta)
     model = model.to(target, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     return Classifier(model.eval(), preprocess, class_names, config, settings)
 

@@ -31,15 +31,19 @@ EXPORT_FILES = ("model.onnx", "classes.json", "preprocess.json", "export.json")
 class ServingModel(nn.Module):
     """images [N, H, W, 3] in 0..255 -> probabilities [N, C]."""
 
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], *, tta: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.tta = tta  # flip test-time augmentation, as the run evaluates
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.permute(0, 3, 1, 2) - self.mean) / self.std
-        return self.model(x).softmax(dim=-1)
+        logits = self.model(x)
+        if self.tta:
+            logits = (logits + self.model(x.flip(-1))) / 2
+        return logits.softmax(dim=-1)
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,8 @@ def export_run(config: ExportConfig) -> ExportResult:
     """Export a run's best weights to ONNX in `config.out` (default RUN/export) and verify parity."""
     classifier = load_classifier(config.run, device="cpu")
     pre = classifier.preprocess
-    serving = ServingModel(classifier.model.float().to(memory_format=torch.contiguous_format), pre.mean, pre.std)
+    serving = ServingModel(classifier.model.float().to(memory_format=torch.contiguous_format), pre.mean, pre.std,
+                           tta=classifier.settings.tta)
     serving.eval()
     out = config.out or Path(config.run) / "export"
     out.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,11 @@ class TrainingState:
     elapsed_s: float
 
 
-def save_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState) -> None:
+def save_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState,
+                    ema: nn.Module | None = None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
     optim = optimizer.state_dict()
     for index, slots in optim["state"].items():
         for slot, value in slots.items():
@@ -51,11 +54,14 @@ def checkpoint_epoch(run: RunDir) -> int:
     return int(json.loads(metadata["cnnkit.state"])["epoch"])
 
 
-def load_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainingState:
-    """Restore model, optimizer and RNG from the run's checkpoint; return the rest of the state."""
+def load_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    ema: nn.Module | None = None) -> TrainingState:
+    """Restore model, optimizer, weight average and RNG from the run's checkpoint; return the rest of the state."""
     tensors, metadata = run.read_tensors(CHECKPOINT)
     meta = json.loads(metadata["cnnkit.state"])
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

@@ -28,6 +28,15 @@ class StepSettings:
     device: torch.device
     precision: str = "fp32"  # or "bf16": autocast matmuls and convolutions to bfloat16
     channels_last: bool = True
+    tta: bool = False  # evaluation averages the logits of each image and its mirror image
+
+    def infer(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation-time logits (float32), with flip test-time augmentation when `tta`."""
+        with self.autocast():
+            logits = model(x).float()
+            if self.tta:
+                logits = (logits + model(x.flip(-1)).float()) / 2
+        return logits
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.precision == "bf16":
@@ -114,8 +123,7 @@ def predict_logits(
     model.eval()
     outputs = []
     for images, _ in iterate(data, sequential_batches(len(data), batch_size=batch_size), device=settings.device):
-        with settings.autocast():
-            outputs.append(model(settings.prepare(preprocess(images))).float().cpu())
+        outputs.append(settings.infer(model, settings.prepare(preprocess(images))).cpu())
     if not outputs:
         return torch.zeros(0, 0)
     return torch.cat(outputs)
@@ -139,7 +147,6 @@ def evaluate_data(
     own = torch.arange(ctx.rank, len(data), ctx.world_size)
     batches = [own[i : i + batch_size] for i in range(0, len(own), batch_size)]
     for images, labels in iterate(data, batches, device=settings.device):
-        with settings.autocast():
-            logits = model(settings.prepare(preprocess(images))).float()
+        logits = settings.infer(model, settings.prepare(preprocess(images)))
         totals.add(logits, labels, F.cross_entropy(logits, labels))
     return totals.result(ctx, prefix=prefix)

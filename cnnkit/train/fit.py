@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnnkit import __version__
 from cnnkit.config import TrainConfig
@@ -60,12 +61,23 @@ class _Session:
     history: list[dict[str, Any]]
     augment: Augmenter | None
     weights: WeightsInfo | None
+    ema: AveragedModel | None = None  # weight averaging: what is evaluated and saved when enabled
     phase: str = "train"  # "train", or "head" then "finetune" for transfer learning
     elapsed_s: float = 0.0
 
     def log(self, message: str) -> None:
         if self.ctx.is_main and not self.config.quiet:
             print(message, flush=True)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated, tested and saved: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else _unwrap(self.model)
+
+    def after_batch(self) -> None:
+        self.schedule.after_batch()
+        if self.ema is not None:
+            self.ema.update_parameters(_unwrap(self.model))
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -98,6 +110,9 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
 def _resumed_config(config: TrainConfig) -> TrainConfig:
     """The saved config of the run being resumed; only the epoch count (0: keep it), device and quiet may change."""
     saved = TrainConfig.from_dict(RunDir.open(config.out).read_json("config.json"))
+    if config.epochs > saved.epochs and saved.schedule.name == "onecycle":
+        raise CnnkitError(f"a one-cycle schedule ends after its {saved.epochs} epochs and cannot be extended; "
+                          "start a new run (or use --scheduler cosine or plateau)")
     return replace(saved, resume=True, epochs=config.epochs or saved.epochs, device=config.device,
                    quiet=config.quiet, overwrite=False)
 
@@ -115,7 +130,8 @@ def _setup(config: TrainConfig, ctx: DistContext) -> _Session:
     model, weights = build_network(NetworkConfig.of(config, data.num_classes, preprocess.input_size),
                                    load_weights=True)
     preprocess = _normalization(config, preprocess, data.train, weights)
-    settings = StepSettings(device=device, precision=config.precision, channels_last=config.channels_last)
+    settings = StepSettings(device=device, precision=config.precision, channels_last=config.channels_last,
+                            tta=config.tta)
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     model = _distribute(model, ctx, device)
     optimizer = _optimizer(config, model, lr=config.lr)
@@ -124,7 +140,7 @@ def _setup(config: TrainConfig, ctx: DistContext) -> _Session:
     tracker = BestTracker(monitor=monitor, patience=config.early_stopping)
     session = _Session(config, run, data, preprocess, model, optimizer, schedule, tracker, settings, ctx, history=[],
                        augment=build_augmenter(config.augment), weights=weights,
-                       phase="head" if config.freeze_base else "train")
+                       phase="head" if config.freeze_base else "train", ema=_ema(model, config.ema_decay))
     if data.skipped:
         session.log(f"Skipped {len(data.skipped)} unusable file(s):\n  " + "\n  ".join(data.skipped))
     return session
@@ -134,6 +150,13 @@ def _create_run(config: TrainConfig, ctx: DistContext) -> RunDir:
     run = RunDir.create(config.out, overwrite=config.overwrite) if ctx.is_main else RunDir(config.out)
     ctx.barrier()  # no rank goes on while rank 0 may still be clearing an old run
     return run
+
+
+def _ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of the weights and BatchNorm statistics, updated after every step."""
+    if decay <= 0:
+        return None
+    return AveragedModel(_unwrap(model), multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _distribute(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
@@ -220,7 +243,7 @@ def _restore(session: _Session) -> int:
         return 0
     if session.config.finetune_epochs and checkpoint_epoch(session.run) > session.config.epochs:
         _start_finetune(session)  # the checkpoint's optimizer belongs to the fine-tuning phase
-    state = load_checkpoint(session.run, model=session.model, optimizer=session.optimizer)
+    state = load_checkpoint(session.run, model=_unwrap(session.model), optimizer=session.optimizer, ema=session.ema)
     session.schedule.load_state_dict(state.schedule)
     session.tracker.load_state_dict(state.tracker)
     session.history, session.elapsed_s = state.history, state.elapsed_s
@@ -241,16 +264,16 @@ def _run_epoch(session: _Session, epoch: int) -> None:
     row |= train_one_epoch(
         session.model, data.train, batches, optimizer=session.optimizer, preprocess=session.preprocess,
         settings=session.settings, label_smoothing=config.label_smoothing, augment=session.augment,
-        generator=generator, after_batch=session.schedule.after_batch, top_k=config.top_k, ctx=ctx,
+        generator=generator, after_batch=session.after_batch, top_k=config.top_k, ctx=ctx,
         description=f"Epoch {epoch}/{config.total_epochs}", show_progress=not config.quiet)
     if data.val is not None:
-        row |= evaluate_data(session.model, data.val, preprocess=session.preprocess, settings=session.settings,
+        row |= evaluate_data(session.eval_model, data.val, preprocess=session.preprocess, settings=session.settings,
                              top_k=config.top_k, ctx=ctx, prefix="val_")
     row["lr"] = lr
     row["time_s"] = round(time.perf_counter() - started, 3)
     if config.test_every_epoch and data.test is not None:
         # Reported for learning curves and time-to-accuracy; the best epoch is still chosen on validation data.
-        row |= evaluate_data(session.model, data.test, preprocess=session.preprocess, settings=session.settings,
+        row |= evaluate_data(session.eval_model, data.test, preprocess=session.preprocess, settings=session.settings,
                              top_k=config.top_k, ctx=ctx, prefix="test_")
     session.elapsed_s += row["time_s"]
     session.history.append(row)
@@ -265,7 +288,7 @@ def _run_epoch(session: _Session, epoch: int) -> None:
 
 
 def _save_epoch(session: _Session, epoch: int, improved: bool) -> None:
-    run, weights = session.run, _unwrap(session.model).state_dict()
+    run, weights = session.run, session.eval_model.state_dict()
     meta = {"model": session.config.model, "epoch": str(epoch)}
     if improved:
         run.write_tensors(WEIGHTS_BEST, weights, metadata=meta)
@@ -275,7 +298,7 @@ def _save_epoch(session: _Session, epoch: int, improved: bool) -> None:
     # The checkpoint goes last: if the process dies before it, resume repeats this epoch from the previous one.
     state = TrainingState(epoch=epoch, history=session.history, schedule=session.schedule.state_dict(),
                           tracker=session.tracker.state_dict(), elapsed_s=session.elapsed_s)
-    save_checkpoint(run, model=_unwrap(session.model), optimizer=session.optimizer, state=state)
+    save_checkpoint(run, model=_unwrap(session.model), optimizer=session.optimizer, state=state, ema=session.ema)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -100,3 +100,34 @@ def test_best_tracker_modes() -> None:
     assert not loss.should_stop
     loss.update(4, 0.9), loss.update(5, 0.9)
     assert loss.should_stop
+
+
+def test_weight_averaging_is_what_gets_saved_and_resumed(shapes_npz: Path, tmp_path: Path) -> None:
+    config = small_config(shapes_npz, tmp_path / "run", epochs=2, ema_decay=0.9, tta=True)
+    train(config)
+    run = RunDir.open(tmp_path / "run")
+    saved, _ = run.read_tensors("last.safetensors")
+    checkpoint, _ = run.read_tensors("checkpoint.safetensors")
+    raw = {k[len("model."):]: v for k, v in checkpoint.items() if k.startswith("model.")}
+    averaged = {k[len("ema.module."):]: v for k, v in checkpoint.items() if k.startswith("ema.module.")}
+    assert set(saved) == set(raw) == set(averaged)
+    assert all(torch.equal(saved[k], averaged[k]) for k in saved)
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved if saved[k].is_floating_point())
+    resumed = train(small_config(shapes_npz, tmp_path / "run", epochs=3, resume=True))
+    full = train(replace(config, out=tmp_path / "full", epochs=3))
+    assert resumed.history[-1]["val_loss"] == pytest.approx(full.history[-1]["val_loss"], rel=1e-5)
+
+
+def test_recipe_fills_defaults_and_explicit_flags_win() -> None:
+    from cnnkit.cli import build_parser, train_config_from_args
+
+    parse = build_parser().parse_args
+    config = train_config_from_args(parse(["train", "cifar10", "--recipe", "cifar-fast", "--epochs", "3"]))
+    assert (config.model, config.epochs, config.batch_size, config.optimizer) == ("cifar-fast-net", 3, 512, "sgd")
+    assert config.tta and config.ema_decay > 0 and config.schedule.name == "onecycle"
+    plain = train_config_from_args(parse(["train", "cifar10"]))
+    assert (plain.model, plain.epochs, plain.batch_size, plain.tta, plain.ema_decay) == ("simple-cnn", 10, 64,
+                                                                                         False, 0.0)
+    mine = train_config_from_args(parse(["train", "cifar10", "--recipe", "cifar-fast", "--batch-size", "256",
+                                         "--scheduler", "cosine"]))
+    assert mine.batch_size == 256 and mine.schedule.name == "cosine" and mine.lr == 0.2
