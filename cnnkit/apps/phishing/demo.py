@@ -88,89 +88,107 @@ def _misspell(name: str, rng: np.random.Generator) -> str:
     return "".join(letters)
 
 
+@dataclass
+class _Canvas:
+    """The image being drawn, its drawing context, the pixel scale and the next free row."""
+
+    image: Image.Image
+    draw: ImageDraw.ImageDraw
+    scale: float
+    y: int = 0
+
+    def px(self, value: float) -> int:
+        return int(value * self.scale)
+
+
 def render(page: Page, *, width: int, height: int, rng: np.random.Generator) -> Image.Image:
-    """Draw one browser screenshot: address bar, brand header, login card, footer."""
+    """Draw one browser screenshot: address bar, brand header, banner, login card, footer."""
     tell = set(page.telltales)
     colour = page.colour
     if "off_colour" in tell:
         colour = tuple(int(np.clip(c + rng.integers(35, 70) * rng.choice([-1, 1]), 0, 255)) for c in colour)
     name = _misspell(page.brand, rng) if "misspelled" in tell else page.brand
     image = Image.new("RGB", (width, height), (246, 247, 249) if rng.random() < 0.7 else (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    scale = width / 1280
+    canvas = _Canvas(image, ImageDraw.Draw(image), width / 1280)
+    _address_bar(canvas, page, tell, rng)
+    _header(canvas, name, colour, tell, rng)
+    _banner(canvas, page, tell, rng)
+    _login_card(canvas, page, name, colour, tell, rng)
+    if not page.phishing or rng.random() < 0.4:
+        canvas.draw.text((canvas.px(40), height - canvas.px(40)), f"© 2026 {page.brand} Inc.   Privacy   Terms   Help",
+                         fill=(120, 120, 120), font=_font(canvas.px(16)))
+    if "blurry" in tell:
+        return image.filter(ImageFilter.GaussianBlur(radius=1.2 * canvas.scale))
+    return image
 
-    # browser chrome and address bar
-    draw.rectangle((0, 0, width, int(64 * scale)), fill=(222, 225, 230))
-    draw.rounded_rectangle((int(120 * scale), int(14 * scale), int(1160 * scale), int(50 * scale)),
-                           radius=int(18 * scale), fill=(255, 255, 255))
+
+def _address_bar(canvas: _Canvas, page: Page, tell: set[str], rng: np.random.Generator) -> None:
+    draw, px = canvas.draw, canvas.px
+    draw.rectangle((0, 0, canvas.image.width, px(64)), fill=(222, 225, 230))
+    draw.rounded_rectangle((px(120), px(14), px(1160), px(50)), radius=px(18), fill=(255, 255, 255))
     domain = page.brand.lower() + ".com"
     if "lookalike_domain" in tell:
         domain = rng.choice([f"{page.brand.lower()}-secure-login.top", f"{page.brand.lower()}.account-verify.xyz",
                              f"login-{page.brand.lower()}.support-id.info"])
     scheme = "http://" if "http" in tell else "https://"
     lock = (200, 40, 40) if "http" in tell else (60, 140, 60)
-    draw.ellipse((int(136 * scale), int(24 * scale), int(152 * scale), int(40 * scale)), fill=lock)
-    draw.text((int(166 * scale), int(20 * scale)), f"{scheme}{domain}/signin", fill=(60, 60, 60), font=_font(int(20 * scale)))
+    draw.ellipse((px(136), px(24), px(152), px(40)), fill=lock)
+    draw.text((px(166), px(20)), f"{scheme}{domain}/signin", fill=(60, 60, 60), font=_font(px(20)))
+    canvas.y = px(64)
 
-    # brand header
-    top = int(64 * scale)
-    header = int(rng.integers(70, 100) * scale)
-    draw.rectangle((0, top, width, top + header), fill=colour)
-    shift = int(rng.integers(25, 60) * scale) if "shifted_logo" in tell else 0
-    logo_x, logo_y = int(60 * scale) + shift, top + header // 2
-    r = int(22 * scale)
+
+def _header(canvas: _Canvas, name: str, colour: tuple[int, ...], tell: set[str], rng: np.random.Generator) -> None:
+    draw, px, top = canvas.draw, canvas.px, canvas.y
+    header = px(rng.integers(70, 100))
+    draw.rectangle((0, top, canvas.image.width, top + header), fill=colour)
+    shift = px(rng.integers(25, 60)) if "shifted_logo" in tell else 0
+    logo_x, logo_y, r = px(60) + shift, top + header // 2, px(22)
     draw.ellipse((logo_x - r, logo_y - r + shift // 3, logo_x + r, logo_y + r + shift // 3), fill=(255, 255, 255))
-    draw.text((logo_x + r + int(14 * scale), logo_y - int(16 * scale)), name, fill=(255, 255, 255),
-              font=_font(int(32 * scale)))
-    y = top + header
+    draw.text((logo_x + r + px(14), logo_y - px(16)), name, fill=(255, 255, 255), font=_font(px(32)))
+    canvas.y = top + header
 
-    # banners
+
+def _banner(canvas: _Canvas, page: Page, tell: set[str], rng: np.random.Generator) -> None:
+    draw, px, y = canvas.draw, canvas.px, canvas.y
     if "urgent_banner" in tell:
-        banner = int(56 * scale)
-        draw.rectangle((0, y, width, y + banner), fill=(205, 30, 30))
         text = rng.choice(["Your account has been suspended! Verify your identity within 24 hours",
                            "Unusual sign-in activity detected. Confirm your details now to avoid closure"])
-        draw.text((int(40 * scale), y + int(14 * scale)), text, fill=(255, 255, 255), font=_font(int(24 * scale)))
-        y += banner
+        draw.rectangle((0, y, canvas.image.width, y + px(56)), fill=(205, 30, 30))
+        draw.text((px(40), y + px(14)), text, fill=(255, 255, 255), font=_font(px(24)))
+        canvas.y = y + px(56)
     elif not page.phishing or rng.random() < 0.3:
         text = SAFE_BANNERS[rng.integers(len(SAFE_BANNERS))]
         if text:
-            banner = int(44 * scale)
-            draw.rectangle((0, y, width, y + banner), fill=(232, 240, 252) if "passkeys" in text else (255, 248, 220))
-            draw.text((int(40 * scale), y + int(10 * scale)), text, fill=(60, 60, 80), font=_font(int(20 * scale)))
-            y += banner
+            fill = (232, 240, 252) if "passkeys" in text else (255, 248, 220)
+            draw.rectangle((0, y, canvas.image.width, y + px(44)), fill=fill)
+            draw.text((px(40), y + px(10)), text, fill=(60, 60, 80), font=_font(px(20)))
+            canvas.y = y + px(44)
 
-    # login card
+
+def _login_card(canvas: _Canvas, page: Page, name: str, colour: tuple[int, ...], tell: set[str],
+                rng: np.random.Generator) -> None:
+    draw, px = canvas.draw, canvas.px
     fields = ["Email address", "Password"]
     if "extra_fields" in tell:
         fields += list(rng.choice(["Card number", "Expiry (MM/YY)", "CVV", "Date of birth", "Social security number",
                                    "Mother's maiden name"], size=int(rng.integers(2, 4)), replace=False))
-    card_w = int(rng.integers(420, 520) * scale)
-    card_x = (width - card_w) // 2 + int(rng.integers(-40, 40) * scale)
-    card_y = y + int(rng.integers(30, 60) * scale)
-    field_h, gap = int(44 * scale), int(16 * scale)
-    card_h = int(120 * scale) + len(fields) * (field_h + gap + int(24 * scale)) + int(90 * scale)
-    draw.rounded_rectangle((card_x, card_y, card_x + card_w, card_y + card_h), radius=int(12 * scale),
-                           fill=(255, 255, 255), outline=(220, 222, 226), width=max(1, int(2 * scale)))
+    card_w = px(rng.integers(420, 520))
+    card_x = (canvas.image.width - card_w) // 2 + px(rng.integers(-40, 40))
+    card_y = canvas.y + px(rng.integers(30, 60))
+    field_h, gap = px(44), px(16)
+    card_h = px(120) + len(fields) * (field_h + gap + px(24)) + px(90)
+    draw.rounded_rectangle((card_x, card_y, card_x + card_w, card_y + card_h), radius=px(12), fill=(255, 255, 255),
+                           outline=(220, 222, 226), width=max(1, px(2)))
     title = f"Sign in to {name}" if not page.phishing or rng.random() < 0.5 else f"Verify your {name} account"
-    draw.text((card_x + int(32 * scale), card_y + int(32 * scale)), title, fill=(30, 30, 30), font=_font(int(30 * scale)))
-    fy = card_y + int(100 * scale)
+    draw.text((card_x + px(32), card_y + px(32)), title, fill=(30, 30, 30), font=_font(px(30)))
+    fy = card_y + px(100)
     for field in fields:
-        draw.text((card_x + int(32 * scale), fy), field, fill=(90, 90, 90), font=_font(int(18 * scale)))
-        fy += int(24 * scale)
-        draw.rounded_rectangle((card_x + int(32 * scale), fy, card_x + card_w - int(32 * scale), fy + field_h),
-                               radius=int(6 * scale), outline=(190, 192, 198), width=max(1, int(2 * scale)))
+        draw.text((card_x + px(32), fy), field, fill=(90, 90, 90), font=_font(px(18)))
+        fy += px(24)
+        draw.rounded_rectangle((card_x + px(32), fy, card_x + card_w - px(32), fy + field_h), radius=px(6),
+                               outline=(190, 192, 198), width=max(1, px(2)))
         fy += field_h + gap
     button = "Continue" if not page.phishing else rng.choice(["Verify now", "Confirm identity", "Continue"])
-    draw.rounded_rectangle((card_x + int(32 * scale), fy + int(8 * scale), card_x + card_w - int(32 * scale),
-                            fy + int(8 * scale) + field_h), radius=int(6 * scale), fill=colour)
-    draw.text((card_x + card_w // 2 - int(50 * scale), fy + int(18 * scale)), button, fill=(255, 255, 255),
-              font=_font(int(20 * scale)))
-
-    # footer
-    if not page.phishing or rng.random() < 0.4:
-        draw.text((int(40 * scale), height - int(40 * scale)),
-                  f"© 2026 {page.brand} Inc.   Privacy   Terms   Help", fill=(120, 120, 120), font=_font(int(16 * scale)))
-    if "blurry" in tell:
-        image = image.filter(ImageFilter.GaussianBlur(radius=1.2 * scale))
-    return image
+    draw.rounded_rectangle((card_x + px(32), fy + px(8), card_x + card_w - px(32), fy + px(8) + field_h),
+                           radius=px(6), fill=colour)
+    draw.text((card_x + card_w // 2 - px(50), fy + px(18)), button, fill=(255, 255, 255), font=_font(px(20)))
