@@ -97,7 +97,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # 2-pixel translations, weight averaging and flip TTA, bf16 autocast.
     "cifar-fast": {
         "model": "cifar-fast-net", "epochs": 16, "batch_size": 512, "lr": 0.2, "optimizer": "sgd",
-        "weight_decay": 5e-4, "label_smoothing": 0.2, "augment": "flip,translate=0.0625",
+        "weight_decay": 5e-4, "label_smoothing": 0.2, "augment": "flip,shift=2",
         "schedule": ScheduleConfig(name="onecycle", warmup_epochs=3, monitor="val_accuracy"),
         "precision": "bf16", "ema_decay": 0.99, "tta": True, "val_split": 0.02,
     },

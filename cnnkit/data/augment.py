@@ -25,7 +25,8 @@ class AugmentSpec:
     rotate: float = 0.0  # fraction of a full turn, as Keras RandomRotation: 0.1 = up to +-36 degrees
     zoom: float = 0.0  # +- relative scale, as Keras RandomZoom
     crop: float = 0.0  # random crop keeping at least this fraction of the area (0.9), resized back to full size
-    translate: float = 0.0  # +- fraction of width and height
+    translate: float = 0.0  # +- fraction of width and height (sub-pixel, interpolated)
+    shift: int = 0  # +- whole pixels, reflect-padded: translation without any interpolation blur
     contrast: float = 0.0  # +- relative contrast around each image's mean
     brightness: float = 0.0  # +- added brightness, as a fraction of full scale
     jpeg: float = 0.0  # probability of re-encoding an image as JPEG (quality 40-90), as screenshots get shared
@@ -41,7 +42,7 @@ POLICIES: dict[str, AugmentSpec] = {
     # Text and page layouts are not mirror-symmetric: no flips or rotations for screenshots.
     "screenshot": AugmentSpec(crop=0.85, zoom=0.05, translate=0.03, brightness=0.1, contrast=0.15, jpeg=0.3),
 }
-LIMITS = {"rotate": (0.0, 0.5), "zoom": (0.0, 0.9), "crop": (0.1, 1.0), "translate": (0.0, 0.5),
+LIMITS = {"shift": (0, 64), "rotate": (0.0, 0.5), "zoom": (0.0, 0.9), "crop": (0.1, 1.0), "translate": (0.0, 0.5),
           "contrast": (0.0, 1.0), "brightness": (0.0, 1.0), "jpeg": (0.0, 1.0)}
 
 
@@ -64,9 +65,10 @@ def parse_augment(text: str) -> AugmentSpec:
         except ValueError:
             raise CnnkitError(f"--augment: {key} needs a number, as {key}=0.1") from None
         low, high = LIMITS[key]
-        if not low <= value <= high:
-            raise CnnkitError(f"--augment: {key}={value} is out of range [{low}, {high}]")
-        values[key] = value
+        if not low <= value <= high or (key == "shift" and value != int(value)):
+            raise CnnkitError(f"--augment: {key}={raw} is out of range [{low}, {high}]"
+                              + (" (whole pixels)" if key == "shift" else ""))
+        values[key] = int(value) if key == "shift" else value
     if not values:
         raise CnnkitError(f"--augment: empty spec; valid: {valid}")
     return AugmentSpec(**values)  # type: ignore[arg-type]
@@ -80,8 +82,13 @@ class Augmenter:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         spec = self.spec
-        if spec.flip or spec.rotate or spec.zoom or spec.crop or spec.translate:
+        if spec.rotate or spec.zoom or spec.crop or spec.translate:
             x = self._warp(x, generator)
+        elif spec.flip:  # exact mirror images, no resampling
+            mirrored = torch.rand(x.shape[0], generator=generator) < 0.5
+            x = torch.where(mirrored.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+        if spec.shift:
+            x = _shift(x, spec.shift, generator)
         n = x.shape[0]
         if spec.contrast:
             factor = 1 + _uniform(n, spec.contrast, generator).to(x.device).view(n, 1, 1, 1)
@@ -116,6 +123,19 @@ class Augmenter:
         grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
         # Reflection fills the corners that rotation uncovers, as Keras's default fill_mode does.
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by whole pixels in [-pixels, pixels], filling the border by reflection."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pixels,) * 4, mode="reflect")
+    offsets = torch.randint(0, 2 * pixels + 1, (n, 2), generator=generator)
+    out = torch.empty_like(x)
+    # One slice per distinct offset pair: at most (2p+1)^2 batched copies instead of one per image.
+    for dy, dx in torch.unique(offsets, dim=0).tolist():
+        chosen = torch.nonzero((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).flatten().to(x.device)
+        out[chosen] = padded[chosen, :, dy : dy + h, dx : dx + w]
+    return out
 
 
 def _uniform(n: int, spread: float, generator: torch.Generator) -> torch.Tensor:

@@ -13,7 +13,7 @@ def batch() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("policy", ["standard", "screenshot", "flip", "rotate=0.1", "zoom=0.2", "crop=0.8",
-                                    "contrast=0.3", "brightness=0.2", "translate=0.1", "jpeg=1"])
+                                    "contrast=0.3", "brightness=0.2", "translate=0.1", "jpeg=1", "shift=2", "flip,shift=3"])
 def test_each_policy_changes_images_keeps_shape_and_range(policy: str) -> None:
     augment = build_augmenter(policy)
     assert augment is not None
@@ -34,6 +34,15 @@ def test_none_is_no_augmenter_and_flip_mirrors_exactly() -> None:
         assert torch.allclose(flipped, original, atol=1e-5) or torch.allclose(flipped, original.flip(-1), atol=1e-5)
 
 
+def test_shift_moves_whole_pixels_without_blur() -> None:
+    x = batch()
+    out = Augmenter(AugmentSpec(shift=2))(x, torch.Generator().manual_seed(0))
+    for original, moved in zip(x, out):
+        # every shifted image equals the original at some integer offset (on the part that stayed inside)
+        assert any(torch.equal(moved[:, 2:-2, 2:-2], original[:, 2 - dy : 30 - dy, 2 - dx : 30 - dx])
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+
+
 def test_screenshot_policy_never_flips_or_rotates() -> None:
     spec = POLICIES["screenshot"]
     assert not spec.flip and spec.rotate == 0 and spec.crop and spec.jpeg
@@ -44,8 +53,10 @@ def test_spec_parsing_and_errors() -> None:
     assert spec == AugmentSpec(flip=True, rotate=0.1, zoom=0.1, contrast=0.1, brightness=0.2, crop=0.9)
     with pytest.raises(CnnkitError, match="unknown part 'blur'"):
         parse_augment("flip,blur=2")
-    with pytest.raises(CnnkitError, match="rotate=3.0 is out of range"):
+    with pytest.raises(CnnkitError, match="rotate=3 is out of range"):
         parse_augment("rotate=3")
+    with pytest.raises(CnnkitError, match="whole pixels"):
+        parse_augment("shift=1.5")
     with pytest.raises(CnnkitError, match="needs a number"):
         parse_augment("zoom=big")
 
