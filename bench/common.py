@@ -38,9 +38,9 @@ def imagenet_run(model: str, out: Path) -> Path:
     from timm.data import ImageNetInfo
 
     from cnnkit.config import TrainConfig
+    from cnnkit.data.preprocess import Preprocess
     from cnnkit.models.network import NetworkConfig, build_network
     from cnnkit.models.registry import default_input_size
-    from cnnkit.data.preprocess import Preprocess
     from cnnkit.rundir import RunDir
 
     size = default_input_size(model)

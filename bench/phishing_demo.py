@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,13 @@ from helpers import free_port, start_server, stop_server  # noqa: E402
 from loadgen import drive  # noqa: E402
 
 from cnnkit.apps.phishing.demo import make_demo_screenshots  # noqa: E402
-from cnnkit.config import DemoConfig, EvaluateConfig, ExportConfig, ScheduleConfig, TrainConfig  # noqa: E402
+from cnnkit.config import (  # noqa: E402
+    DemoConfig,
+    EvaluateConfig,
+    ExportConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
 from cnnkit.evaluate.report import evaluate_run  # noqa: E402
 from cnnkit.export.onnx import export_run  # noqa: E402
 from cnnkit.train.fit import train  # noqa: E402

@@ -113,8 +113,8 @@ def main() -> None:
     if reached is None:
         print(f"\nthe fast recipe did not reach {TUTORIAL_ACCURACY:.1%} in {args.fast_epochs} epochs")
     else:
-        print(f"\ntime to {TUTORIAL_ACCURACY:.1%} test accuracy: cnnkit {reached:.1f} s against {keras_s:.1f} s for the "
-              f"Keras code's {args.epochs} epochs ({reached / keras_s:.2f}x)")
+        print(f"\ntime to {TUTORIAL_ACCURACY:.1%} test accuracy: cnnkit {reached:.1f} s against {keras_s:.1f} s "
+              f"for the Keras code's {args.epochs} epochs ({reached / keras_s:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from cnnkit import __version__
@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnkit", description="Train, evaluate, export and serve CNN image classifiers.")
+    parser = argparse.ArgumentParser(prog="cnnkit",
+                                     description="Train, evaluate, export and serve CNN image classifiers.")
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_models, _add_summary, _add_train, _add_evaluate, _add_predict, _add_compare,
@@ -126,7 +127,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--freeze-base", action="store_true", help="train a new head on the frozen pretrained base")
     sub.add_argument("--head-hidden", type=int, default=128, help="units of the new head's hidden layer (0: none)")
     sub.add_argument("--head-dropout", type=float, default=0.3)
-    sub.add_argument("--finetune-epochs", type=int, default=0, help="then train this many epochs with the base unfrozen")
+    sub.add_argument("--finetune-epochs", type=int, default=0,
+                     help="then train this many epochs with the base unfrozen")
     sub.add_argument("--finetune-lr", type=float, default=1e-5)
     sub.add_argument("--unfreeze", default="all", help="for fine-tuning: all | last-K (blocks of the base)")
     sub.add_argument("--scheduler", choices=("none", "plateau", "cosine", "onecycle"), default="none")
@@ -274,7 +276,8 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     predictions = predict(PredictConfig(run=args.run, images=tuple(args.images), top_k=args.top_k, device=args.device))
     if args.json:
-        print(json.dumps([{"image": p.path, "top": [{"label": l, "probability": round(s, 6)} for l, s in p.top]}
+        print(json.dumps([{"image": p.path, "top": [{"label": label, "probability": round(score, 6)}
+                                                    for label, score in p.top]}
                           for p in predictions], indent=2))
         return 0
     for p in predictions:

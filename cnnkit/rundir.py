@@ -42,7 +42,8 @@ class RunDir:
             if not any((path / m).exists() for m in RUN_MARKERS):
                 raise CnnkitError(f"{path}: exists, is not empty and is not a cnnkit run; choose another --out")
             if not overwrite:
-                raise CnnkitError(f"{path}: already holds a run; pass --overwrite to replace it or --resume to continue")
+                raise CnnkitError(f"{path}: already holds a run; "
+                                  "pass --overwrite to replace it or --resume to continue")
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         return cls(path)
@@ -85,7 +86,9 @@ class RunDir:
         writer.writerows(rows)
         self.write_bytes(name, buffer.getvalue().encode())
 
-    def write_tensors(self, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    def write_tensors(
+        self, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+    ) -> None:
         """Save tensors as safetensors (contiguous CPU copies), atomically."""
         cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         self.write_bytes(name, save_safetensors_bytes(cpu, metadata=metadata))

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import CLASSES, make_shapes
+from PIL import Image
 
 
 def cnnkit(*args: object, check: bool = True) -> subprocess.CompletedProcess[str]:

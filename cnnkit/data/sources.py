@@ -124,7 +124,9 @@ def _read_npz_splits(path: Path) -> tuple[ArrayData, list[str] | None, ArrayData
     names = [str(n) for n in data["class_names"]] if "class_names" in data else None
     if "x_train" in data:
         train = ArrayData.from_numpy(data["x_train"], data["y_train"], source=f"{path} (train)")
-        test = ArrayData.from_numpy(data["x_test"], data["y_test"], source=f"{path} (test)") if "x_test" in data else None
+        test = None
+        if "x_test" in data:
+            test = ArrayData.from_numpy(data["x_test"], data["y_test"], source=f"{path} (test)")
         return train, names, test
     train, names = _read_npz(path)
     return train, names, None

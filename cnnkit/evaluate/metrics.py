@@ -8,7 +8,9 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, *, class_names: list[str], top_k: int) -> dict[str, Any]:
+def classification_metrics(
+    probs: np.ndarray, labels: np.ndarray, *, class_names: list[str], top_k: int
+) -> dict[str, Any]:
     """Top-1 and top-k accuracy, per-class precision/recall/F1/support, macro averages and the confusion matrix."""
     n_classes = len(class_names)
     predicted = probs.argmax(axis=1)

@@ -12,7 +12,13 @@ from cnnkit.data.datasets import ArrayData
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.data.sources import SourceOptions, load_data
 from cnnkit.errors import CnnkitError
-from cnnkit.evaluate.binary import Threshold, binary_metrics, choose_threshold, positive_index, roc_pr_figure
+from cnnkit.evaluate.binary import (
+    Threshold,
+    binary_metrics,
+    choose_threshold,
+    positive_index,
+    roc_pr_figure,
+)
 from cnnkit.evaluate.metrics import classification_metrics
 from cnnkit.evaluate.plots import confusion_matrix_figure
 from cnnkit.predict import Classifier, load_classifier

@@ -8,7 +8,6 @@ from pathlib import Path
 from torch import nn
 
 from cnnkit.config import TrainConfig
-
 from cnnkit.models.pretrained import WeightsInfo, load_pretrained
 from cnnkit.models.registry import create_model, weights_source
 from cnnkit.models.transfer import TransferNet, new_head, set_base_trainable, split_base

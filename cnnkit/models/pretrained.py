@@ -94,7 +94,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) 
     head = set(skipped)
     missing = [k for k in missing if k not in head]
     if missing or unexpected:
-        raise CnnkitError(f"{source}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise CnnkitError(f"{source}: weights do not fit the model "
+                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
 
 
 def fetch_hub_weights(model: nn.Module, *, library: str, name: str) -> None:

@@ -28,7 +28,13 @@ from cnnkit.models.pretrained import WeightsInfo
 from cnnkit.models.transfer import TransferNet, set_base_trainable
 from cnnkit.rundir import RunDir
 from cnnkit.train.callbacks import BestTracker
-from cnnkit.train.checkpoint import CHECKPOINT, TrainingState, checkpoint_epoch, load_checkpoint, save_checkpoint
+from cnnkit.train.checkpoint import (
+    CHECKPOINT,
+    TrainingState,
+    checkpoint_epoch,
+    load_checkpoint,
+    save_checkpoint,
+)
 from cnnkit.train.distributed import DistContext, process_group, resolve_device
 from cnnkit.train.engine import StepSettings, evaluate_data, train_one_epoch
 from cnnkit.train.schedules import Schedule, build_schedule
@@ -222,8 +228,10 @@ def _start_finetune(session: _Session) -> None:
 
 def _write_run_header(session: _Session) -> None:
     config, run, data = session.config, session.run, session.data
-    run.write_json("config.json", {**config.to_dict(), "cnnkit_version": __version__, "torch_version": torch.__version__,
-                                   "weights_source": session.weights.source if session.weights else None})
+    run.write_json("config.json", {
+        **config.to_dict(), "cnnkit_version": __version__, "torch_version": torch.__version__,
+        "weights_source": session.weights.source if session.weights else None,
+    })
     run.write_json("classes.json", data.class_names)
     run.write_json("preprocess.json", session.preprocess.to_dict())
     trainable, frozen = count_params(session.model)

@@ -6,7 +6,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
+from torch.optim.lr_scheduler import (
+    LambdaLR,
+    LRScheduler,
+    OneCycleLR,
+    ReduceLROnPlateau,
+)
 
 from cnnkit.config import ScheduleConfig
 from cnnkit.train.callbacks import mode_for

@@ -12,9 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from helpers import free_port, start_server, stop_server
+from PIL import Image
 from test_cli import cnnkit
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -3,7 +3,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnkit.data.augment import POLICIES, Augmenter, AugmentSpec, build_augmenter, parse_augment
+from cnnkit.data.augment import (
+    POLICIES,
+    Augmenter,
+    AugmentSpec,
+    build_augmenter,
+    parse_augment,
+)
 from cnnkit.errors import CnnkitError
 
 
@@ -13,7 +19,8 @@ def batch() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("policy", ["standard", "screenshot", "flip", "rotate=0.1", "zoom=0.2", "crop=0.8",
-                                    "contrast=0.3", "brightness=0.2", "translate=0.1", "jpeg=1", "shift=2", "flip,shift=3"])
+                                    "contrast=0.3", "brightness=0.2", "translate=0.1", "jpeg=1", "shift=2",
+                                    "flip,shift=3"])
 def test_each_policy_changes_images_keeps_shape_and_range(policy: str) -> None:
     augment = build_augmenter(policy)
     assert augment is not None

@@ -4,15 +4,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import CLASSES, write_tree
 
 from cnnkit.data import Preprocess, SourceOptions, load_data
 from cnnkit.data.cifar10 import download_cifar10, find_or_download_cifar10
 from cnnkit.data.datasets import ArrayData, stratified_split
 from cnnkit.data.sources import SOURCES
 from cnnkit.errors import CnnkitError
-
-from helpers import CLASSES, write_tree
 
 PRE32 = Preprocess(input_size=32)
 

@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models import MODELS, count_params, create_model, default_input_size, summary
+from cnnkit.models import (
+    MODELS,
+    count_params,
+    create_model,
+    default_input_size,
+    summary,
+)
 from cnnkit.models.registry import register_model
 
 # The big ImageNet networks run at a reduced size: the test checks wiring and gradients, not accuracy.

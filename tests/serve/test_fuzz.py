@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 from fuzzing import check_response, paths, raw_bodies, send
+from helpers import free_port, start_server, stop_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from helpers import free_port, start_server, stop_server
 
 CASES = 300
 

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import CLASSES, draw_shape, free_port, start_server, stop_server
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import CLASSES, make_shapes
 
 from cnnkit.rundir import RunDir
-from helpers import CLASSES, make_shapes
 
 
 @pytest.fixture(scope="module")
