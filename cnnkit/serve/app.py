@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -116,12 +117,12 @@ def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models/{path:path}")
-    async def get_model(path: str) -> JSONResponse:
+    async def get_model(path: str) -> Response:
         verb = "metadata" if path.endswith("/metadata") else "status"
         return await _answer(server, path, verb, lambda: _status(server, path))
 
     @app.post("/v1/models/{path:path}")
-    async def post_model(path: str, request: Request) -> JSONResponse:
+    async def post_model(path: str, request: Request) -> Response:
         verb = path.rsplit(":", 1)[-1] if ":" in path else "post"
         return await _answer(server, path, verb if verb in ("predict", "classify") else "other",
                              lambda: _infer(server, path, request))
@@ -129,7 +130,7 @@ def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
     return app
 
 
-async def _answer(server: Server, path: str, verb: str, handler: Any) -> JSONResponse:
+async def _answer(server: Server, path: str, verb: str, handler: Any) -> Response:
     """Run a handler; map RequestError to its status and anything unexpected to 500, and record metrics."""
     started = time.perf_counter()
     name = path.split("/", 1)[0].split(":", 1)[0]
@@ -144,7 +145,13 @@ async def _answer(server: Server, path: str, verb: str, handler: Any) -> JSONRes
         status, payload = 500, {"error": "internal server error"}
     server.metrics.requests.labels(model=model, verb=verb, code=str(status)).inc()
     server.metrics.latency.labels(verb=verb).observe(time.perf_counter() - started)
-    return JSONResponse(payload, status_code=status)
+    return _json(payload, status)
+
+
+def _json(payload: Any, status: int) -> Response:
+    """orjson writes float32 arrays straight from NumPy, several times faster than json.dumps of lists."""
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json")
 
 
 async def _status(server: Server, path: str) -> dict[str, Any]:
@@ -169,7 +176,7 @@ async def _infer(server: Server, path: str, request: Request) -> dict[str, Any]:
     if target.verb == "predict":
         images, columnar = await asyncio.to_thread(lambda: parse_predict(_parse_json(raw), served))
         probs = await server.infer(served, images)
-        return {"outputs" if columnar else "predictions": probs.tolist()}
+        return {"outputs" if columnar else "predictions": probs}
     images = await asyncio.to_thread(lambda: parse_classify(_parse_json(raw), served))
     probs = await server.infer(served, images)
     answer: dict[str, Any] = {"results": classify_results(probs, served, top_k=server.config.top_k)}
