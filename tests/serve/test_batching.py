@@ -1,0 +1,63 @@
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from cnnkit.serve.batching import MicroBatcher, Overloaded
+
+
+def slow_identity(calls: list[int], seconds: float = 0.05):  # type: ignore[no-untyped-def]
+    def run(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        time.sleep(seconds)
+        return batch * 2
+
+    return run
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_rows() -> None:
+    calls: list[int] = []
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(slow_identity(calls), max_batch=8, max_wait_ms=0, max_queue=100)
+        try:
+            return await asyncio.gather(*(batcher.submit(np.full((1, 2), i, np.float32)) for i in range(20)))
+        finally:
+            await batcher.close()
+
+    answers = asyncio.run(main())
+    assert [float(a[0, 0]) for a in answers] == [2.0 * i for i in range(20)]
+    assert sum(calls) == 20 and max(calls) <= 8 and len(calls) < 20
+
+
+def test_a_full_queue_answers_overloaded_and_keeps_serving() -> None:
+    calls: list[int] = []
+
+    async def main() -> list[object]:
+        batcher = MicroBatcher(slow_identity(calls, 0.2), max_batch=1, max_wait_ms=0, max_queue=1)
+        try:
+            results = await asyncio.gather(*(batcher.submit(np.zeros((1, 2), np.float32)) for _ in range(5)),
+                                           return_exceptions=True)
+            later = await batcher.submit(np.ones((1, 2), np.float32))  # the queue drained: served again
+            return [*results, later]
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(main())
+    assert any(isinstance(r, Overloaded) for r in results[:5])
+    assert any(isinstance(r, np.ndarray) for r in results[:5])
+    assert isinstance(results[-1], np.ndarray) and float(results[-1][0, 0]) == 2.0
+
+
+def test_a_failing_batch_fails_its_requests_not_the_batcher() -> None:
+    def broken(batch: np.ndarray) -> np.ndarray:
+        raise RuntimeError("model exploded")
+
+    async def main() -> None:
+        batcher = MicroBatcher(broken, max_batch=4, max_wait_ms=0, max_queue=10)
+        with pytest.raises(RuntimeError, match="exploded"):
+            await batcher.submit(np.zeros((1, 2), np.float32))
+        await batcher.close()
+
+    asyncio.run(main())
