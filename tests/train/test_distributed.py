@@ -48,3 +48,14 @@ def test_two_processes_match_one(even_npz: Path, tmp_path: Path) -> None:
         assert torch.allclose(w1[key], w2[key], atol=1e-5), key
     metrics = json.loads((tmp_path / "double" / "metrics.json").read_text())
     assert metrics["num_samples"] == 18
+
+
+def test_device_choice() -> None:
+    from cnnkit.errors import CnnkitError
+    from cnnkit.train.distributed import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(CnnkitError, match="no CUDA GPU"):
+            resolve_device("cuda")
