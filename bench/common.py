@@ -18,13 +18,10 @@ def cifar10_dir() -> Path:
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    """A plain fixed-width table of dict rows (same keys in each)."""
-    columns = list(rows[0])
-    cells = [[_fmt(row[c]) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
-    return "\n".join(lines)
+    """The rows as cnnkit's text table, with benchmark-friendly number formatting."""
+    from cnnkit.evaluate.compare import text_table
+
+    return text_table(rows, cell=_fmt)
 
 
 def _fmt(value: object) -> str:

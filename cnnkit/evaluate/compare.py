@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def compare_runs(*, runs: list[Path], plot_path: Path | None = None) -> str:
     if plot_path is not None:
         figure = _curves(opened)
         write_atomic(plot_path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    return _table(rows)
+    return text_table(rows)
 
 
 def _curves(runs: list[RunDir]) -> Figure:
@@ -60,9 +61,11 @@ def _curves(runs: list[RunDir]) -> Figure:
     return figure
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def text_table(rows: list[dict[str, Any]], *, cell: Callable[[Any], str] | None = None) -> str:
+    """A fixed-width text table of dict rows: columns in first-seen order, a rule under the header."""
+    cell = cell or _cell
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
