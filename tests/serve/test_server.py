@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import shutil
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -129,8 +130,68 @@ def test_malformed_json_nan_and_oversized_bodies(server: str) -> None:
     nan_image = json.dumps({"instances": [[[[0.0] * 3] * 32] * 31 + [[[float("nan")] * 3] * 32]]}).encode()
     code, answer = call(f"{server}/v1/models/shapes:predict", raw=nan_image)
     assert code == 400 and "NaN" in answer["error"]
-    code, answer = call(f"{server}/v1/models/shapes:predict", raw=b" " * (1024 * 1024 + 1))
-    assert code == 413 and "limit" in answer["error"]
+
+
+def test_a_client_expecting_100_continue_is_refused_before_it_sends_the_body(server: str) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    connection.putrequest("POST", "/v1/models/shapes:predict")
+    for header, value in (("Content-Type", "application/json"), ("Content-Length", str(1024 * 1024 + 1)),
+                          ("Expect", "100-continue")):
+        connection.putheader(header, value)
+    connection.endheaders()
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    assert response.status == 413 and "limit" in answer["error"]
+
+
+def test_a_slow_client_sending_an_oversized_body_still_reads_the_413(server: str) -> None:
+    # The server answers after the limit but keeps reading: without that, a client still sending (with
+    # "Connection: close", as urllib sends) gets a reset connection instead of the error.
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server)
+    size = 1024 * 1024 + 1
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(f"POST /v1/models/shapes:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {size}\r\nConnection: close\r\n\r\n".encode())
+        piece = 64 * 1024
+        for start in range(0, size, piece):
+            sock.sendall(b" " * min(piece, size - start))
+            time.sleep(0.005)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and b"limit" in payload, reply[:300]
+
+
+def test_an_undeclared_body_is_cut_off_at_the_limit() -> None:
+    import asyncio
+
+    from starlette.requests import Request
+
+    from cnnkit.serve.app import _read_body
+    from cnnkit.serve.tfserving import RequestError
+
+    def request_of(chunks: list[bytes]) -> Request:
+        messages = [{"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks]
+        messages.append({"type": "http.request", "body": b"", "more_body": False})
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        return Request({"type": "http", "method": "POST", "headers": []}, receive)
+
+    assert asyncio.run(_read_body(request_of([b"ab", b"cd"]), limit=4)) == b"abcd"
+    with pytest.raises(RequestError, match="4-byte limit") as refused:
+        asyncio.run(_read_body(request_of([b"ab", b"cd", b"e"]), limit=4))
+    assert refused.value.status == 413
 
 
 def test_unrouted_paths_and_methods_answer_in_the_same_error_shape(server: str) -> None:
