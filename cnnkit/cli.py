@@ -112,6 +112,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--lr", type=float, default=1e-3)
     sub.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
     sub.add_argument("--weight-decay", type=float, default=0.0)
+    sub.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov)")
+    sub.add_argument("--norm-lr-scale", type=float, default=1.0,
+                     help="normalisation layers train at this multiple of the LR (their weight decay divided by it)")
     sub.add_argument("--label-smoothing", type=float, default=0.0)
     sub.add_argument("--val-split", type=float, default=0.1, help="fraction of training data held out (0: none)")
     sub.add_argument("--test-split", type=float, default=0.2, help="folder trees without test/: fraction for test")
@@ -131,7 +134,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
                      help="then train this many epochs with the base unfrozen")
     sub.add_argument("--finetune-lr", type=float, default=1e-5)
     sub.add_argument("--unfreeze", default="all", help="for fine-tuning: all | last-K (blocks of the base)")
-    sub.add_argument("--scheduler", choices=("none", "plateau", "cosine", "onecycle"), default="none")
+    sub.add_argument("--scheduler", choices=("none", "plateau", "cosine", "onecycle", "linear"), default="none")
     sub.add_argument("--warmup-epochs", type=float, default=0.0)
     sub.add_argument("--monitor", default="val_loss", help="history key for best epoch, plateau, early stopping")
     sub.add_argument("--plateau-factor", type=float, default=0.1)
@@ -149,7 +152,10 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--quiet", action="store_true")
     sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset for the flags left at their defaults")
     sub.add_argument("--ema-decay", type=float, default=0.0, help="keep a moving average of the weights (per step)")
-    sub.add_argument("--tta", action="store_true", help="flip test-time augmentation when evaluating")
+    sub.add_argument("--lookahead-steps", type=int, default=0, metavar="K",
+                     help="lookahead weight averaging every K steps (0: off)")
+    sub.add_argument("--tta", nargs="?", const="flip", default="none", choices=("none", "flip", "flip-shift"),
+                     help="test-time augmentation in evaluation, prediction and export (--tta alone: flip)")
     sub.set_defaults(parser=sub)
     sub.add_argument("--test-every-epoch", action="store_true",
                      help="also evaluate the test split each epoch (reported only; weights are picked on validation)")
@@ -170,6 +176,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise CnnkitError(f"--{flag.replace('_', '-')} must be at least 1")
     if not 0.0 <= args.val_split < 1.0:
         raise CnnkitError("--val-split must be in [0, 1)")
+    if args.norm_lr_scale <= 0 or args.lookahead_steps < 0 or not 0.0 <= args.momentum < 1.0:
+        raise CnnkitError("--norm-lr-scale must be > 0, --lookahead-steps >= 0, --momentum in [0, 1)")
     parse_augment(args.augment)  # fail on a bad spec before any data is loaded
     if args.finetune_epochs and not args.freeze_base:
         raise CnnkitError("--finetune-epochs needs --freeze-base (a pretrained base with a new head)")
@@ -180,7 +188,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     config = TrainConfig(
         data=args.data or "", out=args.out or Path("runs") / args.model.replace("/", "_"), model=args.model,
         data_dir=args.data_dir, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
-        optimizer=args.optimizer, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
+        norm_lr_scale=args.norm_lr_scale, lookahead_steps=args.lookahead_steps, label_smoothing=args.label_smoothing,
         val_split=args.val_split, test_split=args.test_split, input_size=args.input_size, normalize=args.normalize,
         resize=args.resize, top_k=args.top_k, augment=args.augment, pretrained=args.pretrained or bool(args.weights),
         weights=args.weights, freeze_base=args.freeze_base, head_hidden=args.head_hidden,

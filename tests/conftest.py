@@ -39,3 +39,15 @@ def exported_run(shapes_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     train(TrainConfig(data=f"npz:{shapes_npz}", out=out, epochs=10, batch_size=32, lr=3e-3, quiet=True, device="cpu"))
     export_run(ExportConfig(run=out))
     return out
+
+
+@pytest.fixture(scope="session")
+def fast_run(shapes_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """cifar-fast-net trained two epochs on the shapes data with the cifar-fast recipe (smaller batches, fp32)."""
+    from cnnkit.config import RECIPES, TrainConfig
+    from cnnkit.train.fit import train
+
+    settings = {**RECIPES["cifar-fast"], "epochs": 2, "batch_size": 48, "precision": "fp32", "val_split": 0.2}
+    out = tmp_path_factory.mktemp("fast") / "run"
+    train(TrainConfig(data=f"npz:{shapes_npz}", out=out, quiet=True, device="cpu", **settings))
+    return out

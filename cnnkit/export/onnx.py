@@ -21,6 +21,7 @@ from torch import nn
 from cnnkit.config import ExportConfig
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes, write_json
+from cnnkit.models.tta import tta_logits
 from cnnkit.predict import load_classifier
 
 INPUT_NAME = "images"
@@ -31,19 +32,16 @@ EXPORT_FILES = ("model.onnx", "classes.json", "preprocess.json", "export.json")
 class ServingModel(nn.Module):
     """images [N, H, W, 3] in 0..255 -> probabilities [N, C]."""
 
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], *, tta: bool = False) -> None:
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], *, tta: str = "none") -> None:
         super().__init__()
         self.model = model
-        self.tta = tta  # flip test-time augmentation, as the run evaluates
+        self.tta = tta  # test-time augmentation, as the run evaluates
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.permute(0, 3, 1, 2) - self.mean) / self.std
-        logits = self.model(x)
-        if self.tta:
-            logits = (logits + self.model(x.flip(-1))) / 2
-        return logits.softmax(dim=-1)
+        return tta_logits(self.model, x, self.tta).softmax(dim=-1)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
+import torch
 from torch import nn
 
 from cnnkit.config import TrainConfig
@@ -50,3 +52,18 @@ def build_network(config: NetworkConfig, *, load_weights: bool) -> tuple[nn.Modu
                                            dropout=config.head_dropout))
         set_base_trainable(model, "none")
     return model, info
+
+
+@runtime_checkable
+class InitializedFromData(Protocol):
+    """A model with a layer set from the training data before training (e.g. a whitening stem)."""
+
+    def init_from_data(self, images: torch.Tensor) -> None: ...
+
+
+def init_from_data(model: nn.Module, images: torch.Tensor) -> bool:
+    """Give a model that wants it a look at standardised training images [N, C, H, W]; True if it took one."""
+    if isinstance(model, InitializedFromData):
+        model.init_from_data(images)
+        return True
+    return False

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from cnnkit.data.datasets import ArrayData
 from cnnkit.data.loader import Batch, iterate, sequential_batches
 from cnnkit.data.preprocess import Preprocess
+from cnnkit.models.tta import tta_logits
 from cnnkit.train.distributed import SINGLE_PROCESS, DistContext
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -28,15 +29,12 @@ class StepSettings:
     device: torch.device
     precision: str = "fp32"  # or "bf16": autocast matmuls and convolutions to bfloat16
     channels_last: bool = True
-    tta: bool = False  # evaluation averages the logits of each image and its mirror image
+    tta: str = "none"  # evaluation averages the logits of these views of each image (see models.tta)
 
     def infer(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Evaluation-time logits (float32), with flip test-time augmentation when `tta`."""
+        """Evaluation-time logits (float32), with the test-time augmentation `tta` names."""
         with self.autocast():
-            logits = model(x).float()
-            if self.tta:
-                logits = (logits + model(x.flip(-1)).float()) / 2
-        return logits
+            return tta_logits(model, x, self.tta)
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.precision == "bf16":

@@ -23,7 +23,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.plots import learning_curves
 from cnnkit.evaluate.report import evaluate_model
 from cnnkit.models import count_params, default_input_size
-from cnnkit.models.network import NetworkConfig, build_network
+from cnnkit.models.network import NetworkConfig, build_network, init_from_data
 from cnnkit.models.pretrained import WeightsInfo
 from cnnkit.models.transfer import TransferNet, set_base_trainable
 from cnnkit.rundir import RunDir
@@ -37,6 +37,7 @@ from cnnkit.train.checkpoint import (
 )
 from cnnkit.train.distributed import DistContext, process_group, resolve_device
 from cnnkit.train.engine import StepSettings, evaluate_data, train_one_epoch
+from cnnkit.train.optim import Lookahead, build_optimizer
 from cnnkit.train.schedules import Schedule, build_schedule
 
 WEIGHTS_BEST = "model.safetensors"
@@ -68,6 +69,7 @@ class _Session:
     augment: Augmenter | None
     weights: WeightsInfo | None
     ema: AveragedModel | None = None  # weight averaging: what is evaluated and saved when enabled
+    lookahead: Lookahead | None = None
     phase: str = "train"  # "train", or "head" then "finetune" for transfer learning
     elapsed_s: float = 0.0
 
@@ -82,6 +84,8 @@ class _Session:
 
     def after_batch(self) -> None:
         self.schedule.after_batch()
+        if self.lookahead is not None:
+            self.lookahead.after_batch()
         if self.ema is not None:
             self.ema.update_parameters(_unwrap(self.model))
 
@@ -136,17 +140,22 @@ def _setup(config: TrainConfig, ctx: DistContext) -> _Session:
     model, weights = build_network(NetworkConfig.of(config, data.num_classes, preprocess.input_size),
                                    load_weights=True)
     preprocess = _normalization(config, preprocess, data.train, weights)
+    if not config.resume:
+        _init_from_data(model, data.train, preprocess)
     settings = StepSettings(device=device, precision=config.precision, channels_last=config.channels_last,
                             tta=config.tta)
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     model = _distribute(model, ctx, device)
-    optimizer = _optimizer(config, model, lr=config.lr)
+    optimizer = build_optimizer(config, model, lr=config.lr)
     schedule = _schedule(config, optimizer, data.train, lr=config.lr, epochs=config.epochs)
     monitor = config.monitor_name() if data.val is not None else config.monitor_name().removeprefix("val_")
     tracker = BestTracker(monitor=monitor, patience=config.early_stopping)
     session = _Session(config, run, data, preprocess, model, optimizer, schedule, tracker, settings, ctx, history=[],
                        augment=build_augmenter(config.augment), weights=weights,
                        phase="head" if config.freeze_base else "train", ema=_ema(model, config.ema_decay))
+    if config.lookahead_steps > 0:
+        total_steps = config.total_epochs * _steps_per_epoch(config, data.train)
+        session.lookahead = Lookahead(_unwrap(model), total_steps=total_steps, every=config.lookahead_steps)
     if data.skipped:
         session.log(f"Skipped {len(data.skipped)} unusable file(s):\n  " + "\n  ".join(data.skipped))
     return session
@@ -192,20 +201,20 @@ def _normalization(
     return replace(preprocess, mean=mean, std=std)
 
 
-def _optimizer(config: TrainConfig, model: nn.Module, *, lr: float) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                               nesterov=config.momentum > 0)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
-
-
 def _schedule(config: TrainConfig, optimizer: torch.optim.Optimizer, train: ArrayData, *, lr: float,
               epochs: int) -> Schedule:
-    steps = len(shard_batches(torch.arange(len(train)), batch_size=config.batch_size))
-    return build_schedule(config.schedule, optimizer, lr=lr, epochs=max(epochs, 1), steps_per_epoch=steps)
+    return build_schedule(config.schedule, optimizer, lr=lr, epochs=max(epochs, 1),
+                          steps_per_epoch=_steps_per_epoch(config, train))
+
+
+def _steps_per_epoch(config: TrainConfig, train: ArrayData) -> int:
+    return len(shard_batches(torch.arange(len(train)), batch_size=config.batch_size))
+
+
+def _init_from_data(model: nn.Module, train: ArrayData, preprocess: Preprocess, *, images: int = 5000) -> None:
+    """Layers set from data (a whitening stem) see the first `images` training images, as they will be fed."""
+    sample = preprocess(train.images[: min(images, len(train))])
+    init_from_data(model, sample)
 
 
 def _start_finetune(session: _Session) -> None:
@@ -217,7 +226,7 @@ def _start_finetune(session: _Session) -> None:
     set_base_trainable(model, config.unfreeze)
     # DDP fixes the set of trainable parameters when it wraps a model: wrap the unfrozen model anew.
     session.model = _distribute(model, session.ctx, session.settings.device)
-    session.optimizer = _optimizer(config, session.model, lr=config.finetune_lr)
+    session.optimizer = build_optimizer(config, session.model, lr=config.finetune_lr)
     session.schedule = _schedule(config, session.optimizer, session.data.train, lr=config.finetune_lr,
                                  epochs=config.finetune_epochs)
     session.phase = "finetune"
@@ -268,12 +277,16 @@ def _run_epoch(session: _Session, epoch: int) -> None:
     lr = session.optimizer.param_groups[0]["lr"]
     # Augmentation draws depend only on (seed, epoch): a resumed run augments exactly as an uninterrupted one.
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch + 7)
+    if session.lookahead is not None:
+        session.lookahead.begin_epoch(step=(epoch - 1) * len(batches))
     row: dict[str, Any] = {"epoch": epoch, "phase": session.phase}
     row |= train_one_epoch(
         session.model, data.train, batches, optimizer=session.optimizer, preprocess=session.preprocess,
         settings=session.settings, label_smoothing=config.label_smoothing, augment=session.augment,
         generator=generator, after_batch=session.after_batch, top_k=config.top_k, ctx=ctx,
         description=f"Epoch {epoch}/{config.total_epochs}", show_progress=not config.quiet)
+    if session.lookahead is not None:
+        session.lookahead.end_epoch()
     if data.val is not None:
         row |= evaluate_data(session.eval_model, data.val, preprocess=session.preprocess, settings=session.settings,
                              top_k=config.top_k, ctx=ctx, prefix="val_")

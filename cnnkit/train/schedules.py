@@ -53,6 +53,19 @@ class _WarmupCosine:
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class _Triangle:
+    """LR multiplier: linear rise from `start` to 1 over `warmup` steps, then linear fall to `floor` at `total`."""
+
+    def __init__(self, warmup: int, total: int, floor: float, start: float = 0.2) -> None:
+        self.warmup, self.total, self.floor, self.start = warmup, max(total, 1), floor, start
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.start + (1 - self.start) * step / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.floor + (1 - self.floor) * (1 - progress)
+
+
 def build_schedule(
     config: ScheduleConfig, optimizer: torch.optim.Optimizer, *, lr: float, epochs: int, steps_per_epoch: int
 ) -> Schedule:
@@ -66,7 +79,10 @@ def build_schedule(
         return Schedule(plateau, per_batch=False)
     if config.name == "cosine":
         return Schedule(LambdaLR(optimizer, _WarmupCosine(warmup, total, config.min_lr / lr)), per_batch=True)
+    if config.name == "linear":
+        return Schedule(LambdaLR(optimizer, _Triangle(warmup, total, config.min_lr / lr)), per_batch=True)
     if config.name == "onecycle":
         pct = min(0.9, max(0.01, warmup / total)) if warmup else 0.25
-        return Schedule(OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=pct), per_batch=True)
+        peaks = [group["lr"] for group in optimizer.param_groups]  # groups may run at multiples of `lr`
+        return Schedule(OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=pct), per_batch=True)
     return Schedule(None, per_batch=False)

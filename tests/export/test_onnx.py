@@ -32,3 +32,15 @@ def test_export_fails_loudly_when_parity_is_off(exported_run: Path, tmp_path: Pa
     with pytest.raises(CnnkitError, match="differs from PyTorch"):
         export_run(ExportConfig(run=exported_run, out=tmp_path / "strict", tolerance=-1.0))
     assert not (tmp_path / "strict" / "model.onnx").exists()
+
+
+def test_flip_and_shift_tta_is_part_of_the_exported_graph(fast_run: Path) -> None:
+    export_run(ExportConfig(run=fast_run))
+    info = json.loads((fast_run / "export" / "export.json").read_text())
+    assert info["parity_max_abs_diff"] <= 1e-4
+    classifier = load_classifier(fast_run, device="cpu")
+    assert classifier.settings.tta == "flip-shift"
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    session = ort.InferenceSession(str(fast_run / "export" / "model.onnx"))
+    got = session.run(None, {"images": images.permute(0, 2, 3, 1).float().numpy()})[0]
+    np.testing.assert_allclose(got, classifier.probabilities(images).numpy(), atol=1e-5)

@@ -103,7 +103,7 @@ def test_best_tracker_modes() -> None:
 
 
 def test_weight_averaging_is_what_gets_saved_and_resumed(shapes_npz: Path, tmp_path: Path) -> None:
-    config = small_config(shapes_npz, tmp_path / "run", epochs=2, ema_decay=0.9, tta=True)
+    config = small_config(shapes_npz, tmp_path / "run", epochs=2, ema_decay=0.9, tta="flip")
     train(config)
     run = RunDir.open(tmp_path / "run")
     saved, _ = run.read_tensors("last.safetensors")
@@ -123,11 +123,54 @@ def test_recipe_fills_defaults_and_explicit_flags_win() -> None:
 
     parse = build_parser().parse_args
     config = train_config_from_args(parse(["train", "cifar10", "--recipe", "cifar-fast", "--epochs", "3"]))
-    assert (config.model, config.epochs, config.batch_size, config.optimizer) == ("cifar-fast-net", 3, 512, "sgd")
-    assert config.tta and config.ema_decay > 0 and config.schedule.name == "onecycle"
+    assert (config.model, config.epochs, config.batch_size, config.optimizer) == ("cifar-fast-net", 3, 1024, "sgd")
+    assert (config.tta, config.lookahead_steps, config.norm_lr_scale, config.schedule.name) == ("flip-shift", 5,
+                                                                                                 64.0, "linear")
     plain = train_config_from_args(parse(["train", "cifar10"]))
-    assert (plain.model, plain.epochs, plain.batch_size, plain.tta, plain.ema_decay) == ("simple-cnn", 10, 64,
-                                                                                         False, 0.0)
+    assert (plain.model, plain.epochs, plain.batch_size, plain.tta, plain.lookahead_steps) == ("simple-cnn", 10, 64,
+                                                                                               "none", 0)
     mine = train_config_from_args(parse(["train", "cifar10", "--recipe", "cifar-fast", "--batch-size", "256",
                                          "--scheduler", "cosine"]))
-    assert mine.batch_size == 256 and mine.schedule.name == "cosine" and mine.lr == 0.2
+    assert mine.batch_size == 256 and mine.schedule.name == "cosine" and mine.lr == 1.5
+
+
+def test_the_fast_recipe_whitens_its_stem_from_the_training_images(fast_run: Path, shapes_npz: Path) -> None:
+    import numpy as np
+    import torch.nn.functional as F
+
+    from cnnkit.predict import load_classifier
+
+    classifier = load_classifier(fast_run, device="cpu")
+    images = torch.from_numpy(np.load(shapes_npz)["x_train"]).permute(0, 3, 1, 2)
+    out = F.conv2d(classifier.preprocess(images), classifier.model.whiten.weight.float())
+    half = out.shape[1] // 2
+    flat = out[:, :half].permute(0, 2, 3, 1).reshape(-1, half)
+    covariance = flat.T @ flat / len(flat)
+    off_diagonal = covariance - torch.diag(covariance.diag())
+    assert off_diagonal.abs().max() < 0.1 and covariance.diag()[:4].sub(1).abs().max() < 0.1
+    history = json.loads((fast_run / "history.json").read_text())
+    assert all(np.isfinite(row["loss"]) for row in history)
+
+
+def test_lookahead_runs_resume_exactly(shapes_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnkit.train import fit
+
+    # 192 training images in batches of 32: 6 steps an epoch, so pulls every 4 steps fall mid-epoch too.
+    config = small_config(shapes_npz, tmp_path / "full", lookahead_steps=4, optimizer="sgd", lr=0.05)
+    full = train(config)
+    plain = train(replace(config, out=tmp_path / "plain", lookahead_steps=0))
+    assert plain.history[-1]["val_loss"] != pytest.approx(full.history[-1]["val_loss"], rel=1e-4)
+
+    run_epoch = fit._run_epoch
+
+    def interrupted(session: object, epoch: int) -> None:
+        if epoch == 3:
+            raise KeyboardInterrupt
+        run_epoch(session, epoch)
+
+    monkeypatch.setattr(fit, "_run_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(replace(config, out=tmp_path / "cut"))
+    monkeypatch.undo()
+    resumed = train(small_config(shapes_npz, tmp_path / "cut", resume=True, epochs=0))
+    assert resumed.history[-1]["val_loss"] == pytest.approx(full.history[-1]["val_loss"], rel=1e-5)
