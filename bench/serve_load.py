@@ -86,6 +86,15 @@ def load(port: int, path: str, body: Path, concurrency: int, seconds: float) -> 
     return json.loads(output.stdout)
 
 
+def batch_totals(port: int) -> tuple[float, float]:
+    """(images, ONNX Runtime calls) so far, from the server's Prometheus metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("cnnkit_batch_size_"))
+    return float(values.get("cnnkit_batch_size_sum", 0)), float(values.get("cnnkit_batch_size_count", 0))
+
+
 def naive_server(run: Path, port: int) -> None:
     """FastAPI + eager PyTorch, one forward pass per request: what a first attempt looks like."""
     import torch
@@ -144,10 +153,12 @@ def main() -> None:
         wait_ready(args.port, server)
         for name in models:
             for concurrency in CONCURRENCY:
+                images, calls = batch_totals(args.port)
                 result = load(args.port, f"/v1/models/{name}:predict", args.out / f"{name}.json", concurrency,
                               args.seconds)
+                more_images, more_calls = batch_totals(args.port)
                 rows.append({"server": "cnnkit (ORT, batching)", "model": name, "concurrency": concurrency,
-                             **result})
+                             **result, "mean_batch": (more_images - images) / max(more_calls - calls, 1)})
     finally:
         server.terminate()
         server.wait()
