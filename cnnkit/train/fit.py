@@ -100,6 +100,14 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
+    if config.resume and not (config.out / "config.json").is_file() and config.data and config.epochs:
+        # Stopped before it saved even its settings, so nothing is lost by starting over with this command line.
+        if ctx.is_main and config.out.is_dir():
+            RunDir(config.out).remove_temporaries()
+        ctx.barrier()
+        if ctx.is_main and not config.quiet:
+            print(f"{config.out}: stopped before its first save; starting it from the beginning", flush=True)
+        config = replace(config, resume=False)
     if config.resume:
         config = _resumed_config(config)
     session = _setup(config, ctx)

@@ -174,3 +174,14 @@ def test_lookahead_runs_resume_exactly(shapes_npz: Path, tmp_path: Path, monkeyp
     monkeypatch.undo()
     resumed = train(small_config(shapes_npz, tmp_path / "cut", resume=True, epochs=0))
     assert resumed.history[-1]["val_loss"] == pytest.approx(full.history[-1]["val_loss"], rel=1e-5)
+
+
+def test_resuming_a_run_killed_before_its_first_save_starts_it_over(shapes_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".config.json.123.tmp").write_text('{"half": ')  # what a writer killed mid-write leaves
+    result = train(small_config(shapes_npz, out, epochs=2, resume=True))
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert not list(out.glob(".*.tmp")) and (out / "config.json").is_file()
+    with pytest.raises(CnnkitError, match="no config.json"):
+        train(small_config(shapes_npz, tmp_path / "other", epochs=0, resume=True))
