@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 
-async def _one_connection(port: int, request: bytes, stop_at: float, budget: list[int],
+async def _one_connection(port: int, request: bytes, stop_at: float, budget: list[float],
                           latencies: list[float], errors: list[int]) -> None:
     reader = writer = None
-    while time.perf_counter() < stop_at and budget[0] != 0:
+    while time.perf_counter() < stop_at and budget[0] > 0:
         budget[0] -= 1
         started = time.perf_counter()
         try:
@@ -62,7 +62,7 @@ def drive(*, port: int, path: str, body: bytes, concurrency: int, seconds: float
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     latencies: list[float] = []
     errors = [0]
-    budget = [requests or -1]  # requests left to send; -1: no limit
+    budget = [float(requests) if requests else float("inf")]  # requests left to send
     stop_at = time.perf_counter() + seconds if seconds else float("inf")
 
     async def run() -> None:

@@ -52,9 +52,14 @@ class RunDir:
     def open(cls, path: Path) -> RunDir:
         """An existing run directory (one with config.json)."""
         path = Path(path)
-        if not (path / "config.json").is_file():
+        if not cls.started(path):
             raise CnnkitError(f"{path}: not a cnnkit run directory (no config.json)")
         return cls(path)
+
+    @staticmethod
+    def started(path: Path) -> bool:
+        """Whether a run in `path` got as far as saving its settings (config.json)."""
+        return (Path(path) / "config.json").is_file()
 
     def remove_temporaries(self) -> list[Path]:
         """Delete half-written files that a killed writer left (they were never renamed into place)."""

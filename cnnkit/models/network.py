@@ -60,10 +60,3 @@ class InitializedFromData(Protocol):
 
     def init_from_data(self, images: torch.Tensor) -> None: ...
 
-
-def init_from_data(model: nn.Module, images: torch.Tensor) -> bool:
-    """Give a model that wants it a look at standardised training images [N, C, H, W]; True if it took one."""
-    if isinstance(model, InitializedFromData):
-        model.init_from_data(images)
-        return True
-    return False

@@ -23,7 +23,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.plots import learning_curves
 from cnnkit.evaluate.report import evaluate_model
 from cnnkit.models import count_params, default_input_size
-from cnnkit.models.network import NetworkConfig, build_network, init_from_data
+from cnnkit.models.network import InitializedFromData, NetworkConfig, build_network
 from cnnkit.models.pretrained import WeightsInfo
 from cnnkit.models.transfer import TransferNet, set_base_trainable
 from cnnkit.rundir import RunDir
@@ -100,7 +100,7 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
-    if config.resume and not (config.out / "config.json").is_file() and config.data and config.epochs:
+    if config.resume and not RunDir.started(config.out) and config.data and config.epochs:
         # Stopped before it saved even its settings, so nothing is lost by starting over with this command line.
         if ctx.is_main and config.out.is_dir():
             RunDir(config.out).remove_temporaries()
@@ -221,8 +221,8 @@ def _steps_per_epoch(config: TrainConfig, train: ArrayData) -> int:
 
 def _init_from_data(model: nn.Module, train: ArrayData, preprocess: Preprocess, *, images: int = 5000) -> None:
     """Layers set from data (a whitening stem) see the first `images` training images, as they will be fed."""
-    sample = preprocess(train.images[: min(images, len(train))])
-    init_from_data(model, sample)
+    if isinstance(model, InitializedFromData):  # only then is the sample worth preprocessing
+        model.init_from_data(preprocess(train.images[:images]))
 
 
 def _start_finetune(session: _Session) -> None:

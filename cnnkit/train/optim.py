@@ -48,12 +48,14 @@ class Lookahead:
     def __init__(self, model: nn.Module, *, total_steps: int, every: int, max_decay: float = 0.95**5) -> None:
         self.model, self.total_steps, self.every, self.max_decay = model, max(total_steps, 1), every, max_decay
         self.step = 0
+        self._fast: list[torch.Tensor] = []
         self._slow: list[torch.Tensor] = []
 
     def begin_epoch(self, *, step: int) -> None:
         """Start from the model as it is, `step` optimiser steps into training."""
         self.step = step
-        self._slow = [t.detach().clone() for t in self._tensors()]
+        self._fast = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        self._slow = [t.detach().clone() for t in self._fast]
 
     def after_batch(self) -> None:
         self.step += 1
@@ -67,9 +69,6 @@ class Lookahead:
     @torch.no_grad()
     def _pull(self) -> None:
         decay = self.max_decay * min(1.0, self.step / self.total_steps) ** 3
-        for slow, fast in zip(self._slow, self._tensors()):
+        for slow, fast in zip(self._slow, self._fast):
             slow.lerp_(fast, 1 - decay)
             fast.copy_(slow)
-
-    def _tensors(self) -> list[torch.Tensor]:
-        return [t for t in self.model.state_dict().values() if t.is_floating_point()]
