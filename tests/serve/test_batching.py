@@ -1,5 +1,6 @@
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -61,3 +62,21 @@ def test_a_failing_batch_fails_its_requests_not_the_batcher() -> None:
         await batcher.close()
 
     asyncio.run(main())
+
+
+def test_model_calls_do_not_wait_behind_the_default_thread_pool() -> None:
+    # Request parsing runs in asyncio's default pool; a backlog there must not delay the model's own calls.
+    async def main() -> float:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
+        batcher = MicroBatcher(lambda batch: batch, max_batch=4, max_wait_ms=0, max_queue=10)
+        backlog = [asyncio.create_task(asyncio.to_thread(time.sleep, 0.3)) for _ in range(8)]
+        await asyncio.sleep(0.05)  # both default-pool threads are asleep, with more work queued behind them
+        started = time.perf_counter()
+        try:
+            await batcher.submit(np.zeros((1, 2), np.float32))
+            return time.perf_counter() - started
+        finally:
+            await batcher.close()
+            await asyncio.gather(*backlog)
+
+    assert asyncio.run(main()) < 0.25  # the backlog takes 1.2 s to drain
