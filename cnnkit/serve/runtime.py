@@ -118,8 +118,7 @@ class ModelRepository:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # ORT's worker threads spin while they wait for work, inside a call (turning that off added 1.2 ms to a
         # single Lite0 image) and after it. Between calls the cores belong to request parsing and HTTP, so they stop
-        # spinning when a call returns: measured with bench/serve_load.py, no cost at concurrency 1, and steadier
-        # throughput at concurrency 32.
+        # spinning when a call returns; no cost measured at concurrency 1 (bench/serve_load.py).
         options.add_session_config_entry("session.force_spinning_stop", "1")
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         return ServedVersion(
