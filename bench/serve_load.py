@@ -46,11 +46,10 @@ def raw_onnx(export: Path, size: int, *, seconds: float = 4.0, repeats: int = 40
     of a bare ONNX Runtime session set as the server sets it."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.force_spinning_stop", "1")
-    session = ort.InferenceSession(str(export / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    from cnnkit.serve.runtime import session_options
+
+    session = ort.InferenceSession(str(export / "model.onnx"), session_options(os.cpu_count() or 1),
+                                   providers=["CPUExecutionProvider"])
     batch = np.random.default_rng(0).uniform(0, 255, (32, size, size, 3)).astype(np.float32)
     for _ in range(3):
         session.run(None, {"images": batch})

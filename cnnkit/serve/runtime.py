@@ -112,21 +112,28 @@ class ModelRepository:
         expected = info.get("sha256", {}).get("model.onnx")
         if expected and hashlib.sha256(model).hexdigest() != expected:
             raise CnnkitError(f"{export / 'model.onnx'}: checksum does not match export.json; refusing to serve it")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # ORT's worker threads spin while they wait for work, inside a call (turning that off added 1.2 ms to a
-        # single Lite0 image) and after it. Between calls the cores belong to request parsing and HTTP, so they stop
-        # spinning when a call returns; no cost measured at concurrency 1 (bench/serve_load.py).
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, session_options(self.threads), providers=["CPUExecutionProvider"])
         return ServedVersion(
             name=name, version=version, path=export, session=session,
             class_names=json.loads((export / "classes.json").read_text()),
             preprocess=Preprocess.from_dict(json.loads((export / "preprocess.json").read_text())),
             input_name=info["input"]["name"], output_name=info["output"]["name"], threshold=info.get("threshold"),
         )
+
+
+def session_options(threads: int) -> Any:
+    """ONNX Runtime session options for serving with `threads` intra-op threads (also used by bench/serve_load.py)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ORT's worker threads spin while they wait for work, inside a call (turning that off added 1.2 ms to a single
+    # Lite0 image) and after it. Between calls the cores belong to request parsing and HTTP, so they stop spinning
+    # when a call returns; no cost measured at concurrency 1 (bench/serve_load.py).
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    return options
 
 
 def _export_dir(path: Path) -> Path | None:

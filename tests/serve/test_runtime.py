@@ -1,6 +1,7 @@
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cnnkit.errors import CnnkitError
@@ -16,8 +17,6 @@ def test_a_model_file_that_fails_its_checksum_is_refused(exported_run: Path, tmp
 
 
 def test_a_loaded_model_answers_probabilities(exported_run: Path) -> None:
-    import numpy as np
-
     repository = ModelRepository(threads=1)
     repository.add_path(exported_run, name="shapes")
     served = repository.get("shapes").resolve()
