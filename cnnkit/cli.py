@@ -367,6 +367,9 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--max-queue", type=int, default=1024, help="waiting requests before answering 429")
     sub.add_argument("--max-body-mb", type=float, default=16.0)
     sub.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: one per core)")
+    sub.add_argument("--lanes", type=int, default=0,
+                     help="batches that may run at once under load, splitting the threads between them "
+                          "(0: one per thread, at most 4; 1: every batch uses every thread)")
     sub.add_argument("--top-k", type=int, default=5, help="classes in a :classify answer")
 
 
@@ -383,12 +386,13 @@ def serve_config_from_args(args: argparse.Namespace) -> ServeConfig:
         if not match:
             raise CnnkitError(f"--label {item!r}: expected NAME:LABEL=VERSION")
         labels.append((match[1], match[2], int(match[3])))
-    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_queue < 1:
-        raise CnnkitError("--max-batch and --max-queue must be at least 1, --max-wait-ms at least 0")
+    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_queue < 1 or args.threads < 0 or args.lanes < 0:
+        raise CnnkitError("--max-batch and --max-queue must be at least 1, --max-wait-ms, --threads and --lanes "
+                          "at least 0")
     return ServeConfig(paths=tuple(args.paths), named=tuple(named), labels=tuple(labels), host=args.host,
                        port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                        max_queue=args.max_queue, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                       threads=args.threads, top_k=args.top_k)
+                       threads=args.threads, lanes=args.lanes, top_k=args.top_k)
 
 
 def _run_serve(args: argparse.Namespace) -> int:

@@ -176,7 +176,8 @@ class ServeConfig:
     max_wait_ms: float = 0.0  # extra wait for a fuller batch; 0 = run whatever is queued at once
     max_queue: int = 1024  # requests waiting for a batch before the server answers 429
     max_body_bytes: int = 16 * 1024 * 1024
-    threads: int = 0  # ONNX Runtime intra-op threads; 0 = one per core
+    threads: int = 0  # ONNX Runtime threads per model version; 0 = one per core
+    lanes: int = 0  # model calls that may run at once, sharing the threads; 0 = one per thread, at most 4
     top_k: int = 5  # :classify answers with this many classes
 
 

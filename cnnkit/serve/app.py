@@ -69,9 +69,9 @@ class Server:
     def batcher(self, served: ServedVersion) -> MicroBatcher:
         key = (served.name, served.version)
         if key not in self.batchers:
-            self.batchers[key] = MicroBatcher(served.run, max_batch=self.config.max_batch,
-                                              max_wait_ms=self.config.max_wait_ms, max_queue=self.config.max_queue,
-                                              on_batch=self.metrics.batch.observe)
+            self.batchers[key] = MicroBatcher(served.run_lane, run_alone=served.run, lanes=served.lanes,
+                                              max_batch=self.config.max_batch, max_wait_ms=self.config.max_wait_ms,
+                                              max_queue=self.config.max_queue, on_batch=self.metrics.batch.observe)
         return self.batchers[key]
 
     async def infer(self, served: ServedVersion, images: Any) -> Any:

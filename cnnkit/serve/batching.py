@@ -24,25 +24,33 @@ class _Job:
 class MicroBatcher:
     """Collects requests for up to `max_wait_ms` or until `max_batch` images, then runs them together.
 
-    One worker task per batcher feeds ONNX Runtime from a thread of its own, so the event loop keeps accepting
-    requests while a batch runs and the next batch fills meanwhile. That thread is not asyncio's default pool, where
-    request parsing runs: a model call never waits behind a queue of requests being decoded.
+    `lanes` worker tasks each take a batch and run it from a thread of their own, so up to `lanes` model calls run
+    at once while the event loop keeps accepting requests and the next batches fill. A batch that finds no other
+    lane busy and nobody waiting runs on `run_alone` (every core: lowest latency) instead of `run` (one lane's
+    share). The threads are not asyncio's default pool, where request parsing runs: a model call never waits behind
+    a queue of requests being decoded.
     """
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, max_batch: int, max_wait_ms: float,
-                 max_queue: int, on_batch: Callable[[int], None] = lambda n: None) -> None:
+                 max_queue: int, lanes: int = 1, run_alone: Callable[[np.ndarray], np.ndarray] | None = None,
+                 on_batch: Callable[[int], None] = lambda n: None) -> None:
         self._run = run
+        self._run_alone = run_alone or run
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
+        self.lanes = lanes
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_queue)
         self._on_batch = on_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnkit-infer")
-        self._worker: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="cnnkit-infer")
+        self._workers: list[asyncio.Task[None]] = []
+        self._idle = lanes  # lanes not running a batch
 
     async def submit(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for `images` [n, H, W, 3]; raises Overloaded when the queue is full."""
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._serve())
+        if len(self._workers) < self.lanes or any(worker.done() for worker in self._workers):
+            loop = asyncio.get_running_loop()  # started here, where the loop runs; replaced if one ever died
+            self._workers = [worker for worker in self._workers if not worker.done()]
+            self._workers += [loop.create_task(self._serve()) for _ in range(self.lanes - len(self._workers))]
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait(_Job(images, future))
@@ -51,43 +59,52 @@ class MicroBatcher:
         return await future
 
     async def _serve(self) -> None:
-        """Take whatever is queued (up to max_batch images) and run it; while it runs, the next batch queues up.
+        """One lane: take whatever is queued (up to max_batch images, and a fair share when other lanes are idle)
+        and run it; while it runs, the next batch queues up.
 
         Under light load a request runs at once (no added latency); under heavy load batches fill by themselves.
         With max_wait_ms > 0 a batch that is not full also waits that long for company.
         """
-        loop = asyncio.get_running_loop()
         carry: _Job | None = None
         while True:
-            jobs = [carry if carry is not None else await self._queue.get()]
-            carry = None
-            size = len(jobs[0].images)
-            deadline = loop.time() + self.max_wait_s
-            while size < self.max_batch:
-                try:
-                    job = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    timeout = deadline - loop.time()
-                    if timeout <= 0:
-                        break
-                    try:
-                        job = await asyncio.wait_for(self._queue.get(), timeout)
-                    except asyncio.TimeoutError:
-                        break
-                if size + len(job.images) > self.max_batch:
-                    carry = job  # would overflow this batch: it opens the next one
-                    break
-                jobs.append(job)
-                size += len(job.images)
-            await self._execute(jobs)
+            first = carry if carry is not None else await self._queue.get()
+            self._idle -= 1
+            try:
+                jobs, carry = await self._gather(first)
+                alone = self._idle == self.lanes - 1 and self._queue.empty() and carry is None
+                await self._execute(jobs, self._run_alone if alone else self._run)
+            finally:
+                self._idle += 1
 
-    async def _execute(self, jobs: list[_Job]) -> None:
-        if not jobs:
-            return
+    async def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None]:
+        """`first` and the jobs that join its batch; the job that would overflow it is carried to the next one."""
+        loop = asyncio.get_running_loop()
+        # A backlog is split between the idle lanes, not taken whole by the first one to wake up.
+        share = -(-(self._queue.qsize() + 1) // (self._idle + 1)) if self._queue.qsize() else self.max_batch
+        jobs, size = [first], len(first.images)
+        deadline = loop.time() + self.max_wait_s
+        while size < self.max_batch and len(jobs) < share:
+            try:
+                job = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self._queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+            if size + len(job.images) > self.max_batch:
+                return jobs, job  # would overflow this batch: it opens the next one
+            jobs.append(job)
+            size += len(job.images)
+        return jobs, None
+
+    async def _execute(self, jobs: list[_Job], run: Callable[[np.ndarray], np.ndarray]) -> None:
         batch = np.concatenate([job.images for job in jobs]) if len(jobs) > 1 else jobs[0].images
         self._on_batch(len(batch))
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, run, batch)
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request, never lost
             for job in jobs:
                 if not job.future.done():
@@ -101,8 +118,9 @@ class MicroBatcher:
             start += n
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await worker
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -80,3 +80,48 @@ def test_model_calls_do_not_wait_behind_the_default_thread_pool() -> None:
             await asyncio.gather(*backlog)
 
     assert asyncio.run(main()) < 0.25  # the backlog takes 1.2 s to drain
+
+
+def recording(log: list[tuple[str, int, float, float]], label: str, seconds: float = 0.1):  # type: ignore[no-untyped-def]
+    def run(batch: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        time.sleep(seconds)
+        log.append((label, len(batch), started, time.perf_counter()))
+        return batch * 2
+
+    return run
+
+
+def test_lanes_run_batches_at_once_and_split_a_backlog() -> None:
+    log: list[tuple[str, int, float, float]] = []
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(recording(log, "lane"), run_alone=recording(log, "alone"), lanes=2, max_batch=32,
+                               max_wait_ms=0, max_queue=100)
+        try:
+            return await asyncio.gather(*(batcher.submit(np.full((1, 2), i, np.float32)) for i in range(16)))
+        finally:
+            await batcher.close()
+
+    answers = asyncio.run(main())
+    assert [float(a[0, 0]) for a in answers] == [2.0 * i for i in range(16)]
+    assert sum(n for _, n, _, _ in log) == 16
+    first, second = sorted(log, key=lambda call: call[2])[:2]
+    assert first[0] == second[0] == "lane" and first[1] == second[1] == 8  # 16 waiting, 2 idle lanes: 8 each
+    assert second[2] < first[3]  # the two batches ran at the same time
+
+
+def test_a_lone_request_runs_on_every_thread() -> None:
+    log: list[tuple[str, int, float, float]] = []
+
+    async def main() -> None:
+        batcher = MicroBatcher(recording(log, "lane", 0.01), run_alone=recording(log, "alone", 0.01), lanes=2,
+                               max_batch=32, max_wait_ms=0, max_queue=100)
+        try:
+            for i in range(3):
+                await batcher.submit(np.full((1, 2), i, np.float32))
+        finally:
+            await batcher.close()
+
+    asyncio.run(main())
+    assert [label for label, *_ in log] == ["alone"] * 3
