@@ -23,10 +23,11 @@ MAX_DEFAULT_LANES = 4
 class ServedVersion:
     """One loaded version of a model: its ONNX Runtime sessions plus what the export says about it.
 
-    Under load, `lanes` model calls run at once, each on `lane_session` with its share of the threads: independent
-    single-threaded calls do not wait for each other at every layer as the threads of one call do, and they kept
-    11-25% more images/s than one two-thread session at batch 32 on 2 cores (bench/serve_load.py, "raw" table). A
-    request that finds the server idle runs on `session`, with every thread, for the lowest latency.
+    Under load, `lanes` model calls run at once, each on `lane_session` with its share of the threads. Independent
+    one-thread calls do not wait for each other at every layer as the threads of one call do, so HTTP work taking a
+    core for a moment slows one lane instead of both threads: on 2 cores the server reached 85-89% of raw batch-32
+    throughput with two lanes against 78-88% with one (bench/serve_load.py; README). A request that finds the
+    server idle runs on `session`, with every thread, for the lowest latency.
     """
 
     name: str
