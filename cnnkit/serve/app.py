@@ -19,6 +19,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -55,6 +56,10 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS_S, registry=self.registry)
         self.batch = Histogram("cnnkit_batch_size", "Images per ONNX Runtime call",
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
+        self.waiting = Gauge("cnnkit_requests_waiting", "Requests queued for a model call, by model and version",
+                             ["model", "version"], registry=self.registry)
+        self.busy = Gauge("cnnkit_lanes_busy", "Model calls running, by model and version", ["model", "version"],
+                          registry=self.registry)
 
 
 class Server:
@@ -72,6 +77,10 @@ class Server:
             self.batchers[key] = MicroBatcher(served.run_lane, run_alone=served.run, lanes=served.lanes,
                                               max_batch=self.config.max_batch, max_wait_ms=self.config.max_wait_ms,
                                               max_queue=self.config.max_queue, on_batch=self.metrics.batch.observe)
+            batcher = self.batchers[key]
+            labels = {"model": served.name, "version": str(served.version)}
+            self.metrics.waiting.labels(**labels).set_function(lambda: batcher.waiting)  # read at scrape time
+            self.metrics.busy.labels(**labels).set_function(lambda: batcher.busy)
         return self.batchers[key]
 
     async def infer(self, served: ServedVersion, images: Any) -> Any:

@@ -45,6 +45,16 @@ class MicroBatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._idle = lanes  # lanes not running a batch
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a model call."""
+        return self._queue.qsize()
+
+    @property
+    def busy(self) -> int:
+        """Lanes running (or gathering) a batch."""
+        return self.lanes - self._idle
+
     async def submit(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for `images` [n, H, W, 3]; raises Overloaded when the queue is full."""
         if len(self._workers) < self.lanes or any(worker.done() for worker in self._workers):

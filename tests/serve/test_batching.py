@@ -99,11 +99,16 @@ def test_lanes_run_batches_at_once_and_split_a_backlog() -> None:
         batcher = MicroBatcher(recording(log, "lane"), run_alone=recording(log, "alone"), lanes=2, max_batch=32,
                                max_wait_ms=0, max_queue=100)
         try:
-            return await asyncio.gather(*(batcher.submit(np.full((1, 2), i, np.float32)) for i in range(16)))
+            answers = asyncio.gather(*(batcher.submit(np.full((1, 2), i, np.float32)) for i in range(16)))
+            await asyncio.sleep(0.05)  # both lanes are inside their 0.1 s calls
+            busy.append((batcher.busy, batcher.waiting))
+            return await answers
         finally:
             await batcher.close()
 
+    busy: list[tuple[int, int]] = []
     answers = asyncio.run(main())
+    assert busy == [(2, 0)]
     assert [float(a[0, 0]) for a in answers] == [2.0 * i for i in range(16)]
     assert sum(n for _, n, _, _ in log) == 16
     first, second = sorted(log, key=lambda call: call[2])[:2]

@@ -230,6 +230,9 @@ def test_concurrent_requests_are_batched_and_all_answered(server: str) -> None:
     one = next(float(line.split()[-1]) for line in sizes if 'le="1.0"' in line)
     total = next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("cnnkit_batch_size_count"))
     assert one < total, "some ONNX Runtime calls should have carried more than one image"
+    # Everything was answered, so nothing waits and no lane is busy.
+    assert 'cnnkit_requests_waiting{model="shapes",version="2"} 0.0' in metrics
+    assert 'cnnkit_lanes_busy{model="shapes",version="2"} 0.0' in metrics
 
 
 def test_health_metrics_and_web_page(server: str) -> None:
