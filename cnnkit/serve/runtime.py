@@ -25,9 +25,9 @@ class ServedVersion:
 
     Under load, `lanes` model calls run at once, each on `lane_session` with its share of the threads. Independent
     one-thread calls do not wait for each other at every layer as the threads of one call do, so HTTP work taking a
-    core for a moment slows one lane instead of both threads: on 2 cores the server reached 85-89% of raw batch-32
-    throughput with two lanes against 78-88% with one (bench/serve_load.py; README). A request that finds the
-    server idle runs on `session`, with every thread, for the lowest latency.
+    core for a moment slows one lane instead of both threads: on 2 cores, in paired rounds, the server reached
+    87-94% of raw batch-32 throughput with two lanes against 78-88% with one (README, Benchmarks). A request that
+    finds the server idle runs on `session`, with every thread, for the lowest latency.
     """
 
     name: str
