@@ -130,6 +130,7 @@ class ModelRepository:
         expected = info.get("sha256", {}).get("model.onnx")
         if expected and hashlib.sha256(model).hexdigest() != expected:
             raise CnnkitError(f"{export / 'model.onnx'}: checksum does not match export.json; refusing to serve it")
+
         def session(threads: int) -> Any:
             return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
 
