@@ -15,10 +15,10 @@ import argparse
 import base64
 import io
 import json
-import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,46 +44,42 @@ def jpeg_body(size: int, *, seed: int = 0) -> bytes:
 
 
 def raw_onnx(export: Path, size: int, *, seconds: float = 4.0, repeats: int = 40) -> dict[str, float]:
-    """A bare ONNX Runtime session set as the server sets it: images/s at batch 32 (timed over `seconds`), the
-    median single-image latency in ms (over `repeats` calls), and images/s of batch-8 calls made by as many threads
-    at once as the server has lanes, on a session with one lane's share of the threads (timed over `seconds`)."""
-    import onnxruntime as ort
+    """The server's own ONNX Runtime sessions, called bare: images/s at batch 32 on every thread (timed over
+    `seconds`), the median single-image latency in ms (over `repeats` calls), and images/s of batch-8 calls made by
+    as many threads at once as the server has lanes, on the lanes' session (timed over `seconds`)."""
+    from cnnkit.serve.runtime import ModelRepository
 
-    from cnnkit.serve.runtime import MAX_DEFAULT_LANES, session_options
-
-    threads = os.cpu_count() or 1
-    lanes = min(MAX_DEFAULT_LANES, threads)
-    model = (export / "model.onnx").read_bytes()
-    session = ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
+    repository = ModelRepository()
+    repository.add_path(export, name="raw")
+    served = repository.get("raw").resolve()
     batch = np.random.default_rng(0).uniform(0, 255, (32, size, size, 3)).astype(np.float32)
     for _ in range(3):
-        session.run(None, {"images": batch})
+        served.run(batch)
     calls, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds or calls < 3:
-        session.run(None, {"images": batch})
+        served.run(batch)
         calls += 1
     one = batch[:1]
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        session.run(None, {"images": one})
+        served.run(one)
         times.append(time.perf_counter() - started)
-    lane = ort.InferenceSession(model, session_options(threads // lanes), providers=["CPUExecutionProvider"])
     return {"batch32_images_per_s": 32 * calls / elapsed, "single_ms": 1000 * float(np.median(times)),
-            "lanes_batch8_images_per_s": _lanes(lane, batch[:8], lanes, seconds)}
+            "lanes_batch8_images_per_s": _lanes(served.run_lane, batch[:8], served.lanes, seconds)}
 
 
-def _lanes(session: Any, batch: np.ndarray, lanes: int, seconds: float) -> float:
-    """Images/s of `lanes` threads calling `session` on `batch` back to back (ONNX Runtime releases the GIL)."""
+def _lanes(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, lanes: int, seconds: float) -> float:
+    """Images/s of `lanes` threads calling `run` on `batch` back to back (ONNX Runtime releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    session.run(None, {"images": batch})
+    run(batch)
     stop = time.perf_counter() + seconds
 
     def lane() -> int:
         calls = 0
         while time.perf_counter() < stop:
-            session.run(None, {"images": batch})
+            run(batch)
             calls += 1
         return calls
 

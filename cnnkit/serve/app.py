@@ -74,10 +74,10 @@ class Server:
     def batcher(self, served: ServedVersion) -> MicroBatcher:
         key = (served.name, served.version)
         if key not in self.batchers:
-            self.batchers[key] = MicroBatcher(served.run_lane, run_alone=served.run, lanes=served.lanes,
-                                              max_batch=self.config.max_batch, max_wait_ms=self.config.max_wait_ms,
-                                              max_queue=self.config.max_queue, on_batch=self.metrics.batch.observe)
-            batcher = self.batchers[key]
+            batcher = MicroBatcher(served.run_lane, run_alone=served.run, lanes=served.lanes,
+                                   max_batch=self.config.max_batch, max_wait_ms=self.config.max_wait_ms,
+                                   max_queue=self.config.max_queue, on_batch=self.metrics.batch.observe)
+            self.batchers[key] = batcher
             labels = {"model": served.name, "version": str(served.version)}
             self.metrics.waiting.labels(**labels).set_function(lambda: batcher.waiting)  # read at scrape time
             self.metrics.busy.labels(**labels).set_function(lambda: batcher.busy)

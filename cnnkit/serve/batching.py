@@ -43,7 +43,7 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._executor = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="cnnkit-infer")
         self._workers: list[asyncio.Task[None]] = []
-        self._idle = lanes  # lanes not running a batch
+        self._busy = 0  # lanes running (or gathering) a batch
 
     @property
     def waiting(self) -> int:
@@ -53,7 +53,7 @@ class MicroBatcher:
     @property
     def busy(self) -> int:
         """Lanes running (or gathering) a batch."""
-        return self.lanes - self._idle
+        return self._busy
 
     async def submit(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for `images` [n, H, W, 3]; raises Overloaded when the queue is full."""
@@ -78,13 +78,13 @@ class MicroBatcher:
         carry: _Job | None = None
         while True:
             first = carry if carry is not None else await self._queue.get()
-            self._idle -= 1
+            self._busy += 1
             try:
                 jobs, carry = await self._gather(first)
-                alone = self._idle == self.lanes - 1 and self._queue.empty() and carry is None
+                alone = self._busy == 1 and self._queue.empty() and carry is None
                 await self._execute(jobs, self._run_alone if alone else self._run)
             finally:
-                self._idle += 1
+                self._busy -= 1
 
     async def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None]:
         """`first` and the jobs that join its batch; the job that would overflow it is carried to the next one."""
