@@ -127,9 +127,9 @@ def naive_server(run: Path, port: int) -> None:
     from fastapi import FastAPI
 
     from cnnkit.data.images import open_rgb
-    from cnnkit.predict import load_classifier
+    from cnnkit.runtime.model import load_run_model
 
-    classifier = load_classifier(run, device="cpu")
+    classifier = load_run_model(run, device="cpu")
     app = FastAPI()
 
     @app.get("/healthz")
@@ -141,7 +141,7 @@ def naive_server(run: Path, port: int) -> None:
         body = await request.json()
         image = open_rgb(base64.b64decode(body["instances"][0]["b64"]))
         pixels = torch.from_numpy(classifier.preprocess.resize_image(image)).permute(2, 0, 1)[None]
-        return {"predictions": classifier.probabilities(pixels).tolist()}
+        return {"predictions": classifier.probabilities(pixels).tolist()}  # NumPy [1, C]
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 

@@ -1,75 +1,114 @@
-"""Typed settings for each command. The CLI parses into these; the library takes nothing else."""
+"""Typed settings for each command, each option declared once (see cnnkit.options).
+
+The CLI flags and the Python API's keyword arguments are generated from these declarations, and validation runs
+in the configs themselves, so the library and the command line accept and refuse the same things. No torch here:
+the server imports this module.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import re
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
+
+from cnnkit.errors import CnnkitError
+from cnnkit.options import check, from_keywords, option
 
 Device = Literal["auto", "cpu", "cuda"]
 Normalize = Literal["auto", "dataset", "unit", "imagenet"]
 Scheduler = Literal["none", "plateau", "cosine", "onecycle", "linear"]
+Resize = Literal["squash", "center-crop", "top-crop"]
 TTA = Literal["none", "flip", "flip-shift"]
+DEVICE_HELP = "auto picks CUDA when PyTorch sees a GPU, else the CPU"
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """Learning-rate schedule, stepped per epoch (plateau) or per batch (cosine, onecycle)."""
+    """Learning-rate schedule, stepped per epoch (plateau) or per batch (cosine, onecycle, linear)."""
 
-    name: Scheduler = "none"
-    warmup_epochs: float = 0.0  # cosine: linear warm-up from 0; onecycle, linear: the rising phase
-    monitor: str = "val_loss"  # plateau and early stopping watch this history key
-    factor: float = 0.1  # plateau: multiply the LR by this on a plateau
-    patience: int = 2  # plateau: epochs without improvement before lowering the LR
-    min_lr: float = 0.0
+    name: Scheduler = option("none", flag="scheduler", help="learning-rate schedule")
+    warmup_epochs: float = option(0.0, low=0, help="cosine: linear warm-up from 0; onecycle, linear: the rising phase")
+    monitor: str = option("val_loss", help="history key that picks the best epoch, drives plateau and early stopping")
+    factor: float = option(0.1, flag="plateau_factor", low=0, high=1, help="plateau: multiply the LR by this")
+    patience: int = option(2, flag="plateau_patience", low=0, help="plateau: epochs without improvement")
+    min_lr: float = option(0.0, low=0, help="the LR never goes below this")
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything `cnnkit train` needs; saved as config.json in the run directory."""
 
-    data: str
-    out: Path
-    model: str = "simple-cnn"
-    data_dir: Path | None = None
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd only
-    norm_lr_scale: float = 1.0  # normalisation layers: LR times this, weight decay divided by it
-    label_smoothing: float = 0.0
-    val_split: float = 0.1
-    test_split: float = 0.2  # folder trees without a test/ subtree
-    input_size: int | None = None  # default: the model's own
-    normalize: Normalize = "auto"
-    resize: Literal["squash", "center-crop", "top-crop"] = "squash"
-    top_k: int = 3
-    augment: str = "none"  # policy name or spec, see cnnkit.data.augment
-    pretrained: bool = False
-    weights: Path | None = None  # local pretrained weights (.safetensors, or .pth read with weights_only=True)
-    freeze_base: bool = False  # train a new head on the frozen pretrained base
-    head_hidden: int = 128  # the new head: GAP -> Dense(head_hidden, relu) -> Dropout -> Dense(N)
-    head_dropout: float = 0.3
-    finetune_epochs: int = 0  # after `epochs`, continue with the base unfrozen
-    finetune_lr: float = 1e-5
-    unfreeze: str = "all"  # all | last-K blocks of the base, for fine-tuning
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    early_stopping: int = 0  # patience in epochs; 0 = off
-    seed: int = 0
-    device: Device = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
-    channels_last: bool = True
-    strict: bool = False
-    overwrite: bool = False
-    resume: bool = False
-    workers: int = 4
-    quiet: bool = False
-    test_every_epoch: bool = False  # also report test metrics each epoch (never used to pick weights)
-    ema_decay: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights (per step)
-    lookahead_steps: int = 0  # > 0: lookahead weight averaging every this many steps (see train.optim)
-    tta: TTA = "none"  # test-time augmentation in evaluation, prediction and export (see models.tta)
+    data: str = option("", cli=False, help="cifar10 | folder:PATH | npz:PATH")
+    model: str = option("simple-cnn", help="a registered model (cnnkit models) or timm/NAME")
+    out: Path | None = option(None, help="the run directory, exactly (default: PROJECT/NAME, numbered if taken)")
+    project: Path = option(Path("runs"), help="where named runs go")
+    name: str | None = option(None, help="run name under --project (default: the model's); NAME-2, NAME-3... if taken")
+    exist_ok: bool = option(False, help="reuse --project/--name even if it holds a run (replacing it)")
+    data_dir: Path | None = option(None, help="where the data source's files are (cifar10: train.npz, test.npz)")
+    epochs: int = option(10, low=1, help="epochs (with --freeze-base: of head training); with --resume: the new total")
+    batch_size: int = option(64, low=1, help="images per step")
+    lr: float = option(1e-3, low=0, help="learning rate")
+    optimizer: Literal["adam", "adamw", "sgd"] = option("adam", help="optimizer")
+    weight_decay: float = option(0.0, low=0, help="weight decay")
+    momentum: float = option(0.9, low=0, high=0.999, help="SGD momentum (Nesterov)")
+    norm_lr_scale: float = option(1.0, low=1e-6, help="normalisation layers train at this multiple of the LR "
+                                  "(their weight decay divided by it)")
+    label_smoothing: float = option(0.0, low=0, high=0.99, help="label smoothing of the cross-entropy")
+    val_split: float = option(0.1, low=0, high=0.9, help="fraction of the training data held out for validation")
+    test_split: float = option(0.2, low=0, high=0.9, help="folder trees without test/: fraction held out for test")
+    input_size: int | None = option(None, low=8, high=4096, help="input side in pixels (default: the model's)")
+    normalize: Normalize = option("auto", help="auto: the pretrained weights' mean/std, else the training images'")
+    resize: Resize = option("squash", help="how images reach the square input: squash, center-crop or top-crop")
+    top_k: int = option(3, low=1, help="also report top-k accuracy (dropped when k >= the number of classes)")
+    augment: str = option("none", help="none | standard | screenshot | a spec like flip,rotate=0.1,zoom=0.1")
+    pretrained: bool = option(False, help="start from ImageNet weights")
+    weights: Path | None = option(None, help="pretrained weights file (.safetensors or a .pth state dict)")
+    freeze_base: bool = option(False, help="train a new head on the frozen pretrained base")
+    head_hidden: int = option(128, low=0, help="units of the new head's hidden layer (0: none)")
+    head_dropout: float = option(0.3, low=0, high=0.99, help="dropout of the new head")
+    finetune_epochs: int = option(0, low=0, help="then train this many epochs with the base unfrozen")
+    finetune_lr: float = option(1e-5, low=0, help="learning rate while fine-tuning")
+    unfreeze: str = option("all", help="for fine-tuning: all | last-K (blocks of the base)")
+    schedule: ScheduleConfig = option(factory=ScheduleConfig, cli=False, help="learning-rate schedule")
+    early_stopping: int = option(0, low=0, help="stop after this many epochs without improvement (0: off)")
+    seed: int = option(0, low=0, help="random seed (splits, initialisation, shuffling, augmentation)")
+    device: Device = option("auto", help=DEVICE_HELP)
+    precision: Literal["fp32", "bf16"] = option("fp32", help="bf16: autocast (fast on AVX512-BF16/AMX CPUs, GPUs)")
+    channels_last: bool = option(True, help="channels-last memory layout")
+    strict: bool = option(False, help="stop on unreadable images and data warnings instead of going on")
+    overwrite: bool = option(False, help="replace an existing run in the run directory")
+    resume: bool = option(False, help="continue the run directory's run from its last checkpoint")
+    workers: int = option(4, low=1, help="threads decoding image files")
+    quiet: bool = option(False, help="print nothing but errors")
+    test_every_epoch: bool = option(False, help="also evaluate the test split each epoch (reported only)")
+    ema_decay: float = option(0.0, low=0, high=0.99999, help="keep a moving average of the weights (per step)")
+    lookahead_steps: int = option(0, low=0, help="lookahead weight averaging every K steps (0: off)")
+    tta: TTA = option("none", const="flip", help="test-time augmentation in evaluation, prediction and export "
+                      "(--tta alone: flip)")
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.weights is not None and not self.pretrained:
+            object.__setattr__(self, "pretrained", True)  # a weights file is a pretrained start
+        if not self.data and not self.resume:
+            raise CnnkitError("no data source given (cifar10, folder:PATH or npz:PATH)")
+        if self.finetune_epochs and not self.freeze_base:
+            raise CnnkitError("--finetune-epochs needs --freeze-base (a pretrained base with a new head)")
+        if self.freeze_base and not self.pretrained:
+            raise CnnkitError("--freeze-base needs --pretrained or --weights PATH")
+        if not re.fullmatch(r"all|none|last-[1-9]\d*", self.unfreeze):
+            raise CnnkitError(f"--unfreeze {self.unfreeze!r}: expected all, none or last-K (K >= 1)")
+        if self.lr <= 0 or self.finetune_lr <= 0:
+            raise CnnkitError("--lr and --finetune-lr must be greater than 0")
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise CnnkitError(f"--name {self.name!r}: use letters, digits, '.', '_' and '-'")
+        from cnnkit.data.augment import parse_augment  # torch-importing; only training configs get here
+
+        parse_augment(self.augment)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -84,19 +123,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """A saved config.json; keys this version does not know are ignored."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        values["out"] = Path(values["out"])
-        for key in ("data_dir", "weights"):
-            if values.get(key):
-                values[key] = Path(values[key])
         values["schedule"] = ScheduleConfig(**values.get("schedule", {}))
         if isinstance(values.get("tta"), bool):  # runs from before the TTA modes
             values["tta"] = "flip" if values["tta"] else "none"
         return cls(**values)
 
 
-# Named presets for `cnnkit train --recipe NAME`: values for the flags the user leaves at their defaults.
+# Named presets for `--recipe NAME` (and `recipe=` in the API): partial configs, by keyword. Values the user gives
+# always win, whatever they are, also when they equal a default.
 RECIPES: dict[str, dict[str, Any]] = {
     # A fast CIFAR-10 recipe after airbench94 (Keller Jordan, 2024), re-derived for this code base: the whitened,
     # identity-initialised net of cnnkit.models.fast; batch 1024; Nesterov SGD whose LR rises linearly for 2 epochs
@@ -106,30 +143,51 @@ RECIPES: dict[str, dict[str, Any]] = {
     "cifar-fast": {
         "model": "cifar-fast-net", "epochs": 10, "batch_size": 1024, "lr": 1.5, "optimizer": "sgd",
         "momentum": 0.85, "weight_decay": 0.002 / 1.5, "norm_lr_scale": 64.0, "label_smoothing": 0.2,
-        "augment": "flip,shift=2", "schedule": ScheduleConfig(name="linear", warmup_epochs=2, monitor="val_accuracy"),
+        "augment": "flip,shift=2", "scheduler": "linear", "warmup_epochs": 2, "monitor": "val_accuracy",
         "precision": "bf16", "lookahead_steps": 5, "tta": "flip-shift", "val_split": 0.02,
     },
 }
 
 
+def train_config(data: str = "", *, recipe: str | None = None, **values: Any) -> TrainConfig:
+    """A TrainConfig from keyword options named as the CLI flags (`scheduler=`, `warmup_epochs=`...), over a
+    recipe's values. What is given here wins over the recipe, always."""
+    preset: dict[str, Any] = {}
+    if recipe is not None:
+        if recipe not in RECIPES:
+            from cnnkit.options import did_you_mean
+
+            raise CnnkitError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}"
+                              + did_you_mean(recipe, list(RECIPES)))
+        preset = dict(RECIPES[recipe])
+    return from_keywords(TrainConfig, {**preset, **values, "data": data})
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
-    run: Path
-    data: str | None = None  # default: the run's own data source and test split
-    data_dir: Path | None = None
-    top_k: int | None = None
-    batch_size: int = 256
-    device: Device = "auto"
-    target_fpr: float | None = None  # binary runs: choose the threshold on validation data for this FPR
-    positive: str | None = None  # binary runs: the positive class (default: "phishing" or the second class)
+    run: Path = option(cli=False, help="the run directory")
+    data: str | None = option(None, help="another data source with the same classes (default: the run's test split)")
+    data_dir: Path | None = option(None, help="where that data source's files are")
+    top_k: int | None = option(None, low=1, help="top-k accuracy (default: the run's)")
+    batch_size: int = option(256, low=1, help="images per forward pass")
+    device: Device = option("auto", help=DEVICE_HELP)
+    target_fpr: float | None = option(None, low=1e-6, high=0.5,
+                                      help="binary: choose and store the threshold for this false-positive rate")
+    positive: str | None = option(None, help="binary: the positive class (default: phishing, or the second class)")
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
 class PredictConfig:
-    run: Path
-    images: tuple[Path, ...]
-    top_k: int = 3
-    device: Device = "auto"
+    run: Path = option(cli=False, help="the run directory")
+    images: tuple[Path, ...] = option((), cli=False, help="image files")
+    top_k: int = option(3, low=1, help="classes per image")
+    device: Device = option("auto", help=DEVICE_HELP)
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 def _jsonable(value: Any) -> Any:
@@ -144,68 +202,87 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class PreviewConfig:
-    data: str
-    out: Path
-    augment: str = "standard"
-    data_dir: Path | None = None
-    input_size: int | None = None  # default: array images' own size, else 128
-    images: int = 8
-    samples: int = 4
-    seed: int = 0
+    data: str = option(cli=False, help="data source")
+    out: Path = option(Path("augment.png"), help="PNG to write")
+    augment: str = option("standard", help="policy or spec, as for train")
+    data_dir: Path | None = option(None, help="where the data source's files are")
+    input_size: int | None = option(None, low=8, help="pixels (default: the images' own for arrays, 128)")
+    images: int = option(8, low=1, high=64, help="how many originals")
+    samples: int = option(4, low=1, high=16, help="augmented samples per original")
+    seed: int = option(0, low=0, help="random seed")
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    run: Path
-    out: Path | None = None  # default: RUN/export
-    format: Literal["onnx"] = "onnx"
-    opset: int = 18
-    tolerance: float = 1e-4  # largest allowed |ONNX - PyTorch| difference of a class probability
+    run: Path = option(cli=False, help="the run directory")
+    out: Path | None = option(None, help="export directory (default: RUN/export)")
+    format: Literal["onnx"] = option("onnx", help="export format")
+    opset: int = option(18, low=13, help="ONNX opset")
+    tolerance: float = option(1e-4, low=0, help="largest allowed |ONNX - PyTorch| difference of a probability")
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
 class ServeConfig:
     """What `cnnkit serve` serves and how."""
 
-    paths: tuple[Path, ...] = ()  # run dirs, export dirs, or TF-Serving-style NAME/VERSION/ trees
-    named: tuple[tuple[str, Path], ...] = ()  # --model NAME=PATH
-    labels: tuple[tuple[str, str, int], ...] = ()  # --label NAME:LABEL=VERSION
-    host: str = "127.0.0.1"
-    port: int = 8501
-    max_batch: int = 32
-    max_wait_ms: float = 0.0  # extra wait for a fuller batch; 0 = run whatever is queued at once
-    max_queue: int = 1024  # requests waiting for a batch before the server answers 429
-    max_body_bytes: int = 16 * 1024 * 1024
-    threads: int = 0  # ONNX Runtime threads per model version; 0 = one per core
-    lanes: int = 0  # model calls that may run at once, sharing the threads; 0 = one per thread, at most 4
-    top_k: int = 5  # :classify answers with this many classes
+    paths: tuple[Path, ...] = option((), cli=False, help="run dirs, export dirs, or NAME/ dirs of VERSION/ subdirs")
+    named: tuple[tuple[str, Path], ...] = option((), cli=False, help="--model NAME=PATH")
+    labels: tuple[tuple[str, str, int], ...] = option((), cli=False, help="--label NAME:LABEL=VERSION")
+    host: str = option("127.0.0.1", help="address to bind (default: loopback only)")
+    port: int = option(8501, low=0, high=65535, help="TCP port")
+    max_batch: int = option(32, low=1, help="images per ONNX Runtime call")
+    max_wait_ms: float = option(0.0, low=0, help="extra wait for a fuller batch (0: run what is queued at once)")
+    max_queue: int = option(1024, low=1, help="waiting requests before answering 429")
+    max_body_bytes: int = option(16 * 1024 * 1024, low=1024, cli=False, help="largest request body, bytes")
+    threads: int = option(0, low=0, help="ONNX Runtime threads per model version (0: one per core)")
+    lanes: int = option(0, low=0, help="batches that may run at once under load, splitting the threads between them "
+                        "(0: one per thread, at most 4; 1: every batch uses every thread)")
+    top_k: int = option(5, low=1, help="classes in a :classify answer")
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
 class ExplainConfig:
-    run: Path
-    image: Path
-    out: Path
-    label: str | None = None  # explain this class instead of the predicted one
+    run: Path = option(cli=False, help="the run directory")
+    image: Path = option(cli=False, help="the image to explain")
+    out: Path = option(Path("heat.png"), help="PNG to write")
+    label: str | None = option(None, help="explain this class (default: the predicted one)")
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    out: Path
-    count: int = 200  # screenshots in all, half of them phishing
-    width: int = 1280
-    height: int = 800
-    seed: int = 0
+    out: Path = option(cli=False, help="output folder")
+    count: int = option(200, low=2, help="screenshots in all, half of them phishing")
+    width: int = option(1280, low=64, help="pixels")
+    height: int = option(800, low=64, help="pixels")
+    seed: int = option(0, low=0, help="random seed")
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
 class CaptureConfig:
-    urls: Path  # a text file: one URL per line; blank lines and # comments are skipped
-    out: Path
-    label: str | None = None  # screenshots go to OUT/LABEL/ (a folder data set) or OUT/ without one
-    width: int = 1280
-    height: int = 800
-    timeout_s: float = 20.0  # per page load
-    full_page: bool = False
-    browser: Path = Path("/usr/bin/chromium")
-    driver: Path = Path("/usr/bin/chromedriver")
+    urls: Path = option(cli=False, help="a text file: one URL per line; blank lines and # comments are skipped")
+    out: Path = option(cli=False, help="output folder")
+    label: str | None = option(None, help="save under OUT/LABEL/ (e.g. phishing), making OUT a folder data set")
+    width: int = option(1280, low=64, help="viewport width, pixels")
+    height: int = option(800, low=64, help="viewport height, pixels")
+    timeout_s: float = option(20.0, flag="timeout", low=0.1, help="seconds per page load")
+    full_page: bool = option(False, help="the whole page, not just the viewport")
+    browser: Path = option(Path("/usr/bin/chromium"), help="Chromium binary")
+    driver: Path = option(Path("/usr/bin/chromedriver"), help="ChromeDriver binary")
+
+    def __post_init__(self) -> None:
+        check(self)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from cnnkit.errors import CnnkitError
+from cnnkit.options import did_you_mean
 
 T = TypeVar("T")
 
@@ -33,9 +34,8 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise CnnkitError(
-                f"unknown {self.kind} {name!r}; valid: {', '.join(sorted(self._entries))}"
-            ) from None
+            raise CnnkitError(f"unknown {self.kind} {name!r}; valid: {', '.join(sorted(self._entries))}"
+                              + did_you_mean(name, list(self._entries))) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

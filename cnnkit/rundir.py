@@ -21,11 +21,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from cnnkit.artifacts import CONFIG, MANIFEST
 from cnnkit.errors import CnnkitError
 from cnnkit.files import read_json, sha256_file, write_bytes, write_json
 
-MANIFEST = "manifest.json"
-RUN_MARKERS = ("config.json", MANIFEST)
+RUN_MARKERS = (CONFIG, MANIFEST)
 
 
 class RunDir:
@@ -59,7 +59,7 @@ class RunDir:
     @staticmethod
     def started(path: Path) -> bool:
         """Whether a run in `path` got as far as saving its settings (config.json)."""
-        return (Path(path) / "config.json").is_file()
+        return (Path(path) / CONFIG).is_file()
 
     def remove_temporaries(self) -> list[Path]:
         """Delete half-written files that a killed writer left (they were never renamed into place)."""
@@ -102,6 +102,10 @@ class RunDir:
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         self.write_bytes(name, buffer.getvalue())
+
+    def record(self, name: str) -> None:
+        """Enter a file written into the run by other means (an export) into the manifest."""
+        self._record(name)
 
     def _record(self, name: str) -> None:
         if name == MANIFEST:

@@ -44,10 +44,10 @@ def exported_run(shapes_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def fast_run(shapes_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """cifar-fast-net trained two epochs on the shapes data with the cifar-fast recipe (smaller batches, fp32)."""
-    from cnnkit.config import RECIPES, TrainConfig
+    from cnnkit.config import train_config
     from cnnkit.train.fit import train
 
-    settings = {**RECIPES["cifar-fast"], "epochs": 2, "batch_size": 48, "precision": "fp32", "val_split": 0.2}
     out = tmp_path_factory.mktemp("fast") / "run"
-    train(TrainConfig(data=f"npz:{shapes_npz}", out=out, quiet=True, device="cpu", **settings))
+    train(train_config(f"npz:{shapes_npz}", recipe="cifar-fast", epochs=2, batch_size=48, precision="fp32",
+                       val_split=0.2, out=out, quiet=True, device="cpu"))
     return out

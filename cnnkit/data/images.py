@@ -35,7 +35,7 @@ def open_rgb(source: Path | bytes, *, name: str | None = None) -> Image.Image:
             image = Image.open(io.BytesIO(source if isinstance(source, bytes) else source.read_bytes()))
             image.load()  # decode now, so truncated files fail here and not later
             ImageOps.exif_transpose(image, in_place=True)
-            return _to_rgb(image)
+            return to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{label}: image too large ({exc})") from None
     except UnidentifiedImageError:
@@ -44,7 +44,7 @@ def open_rgb(source: Path | bytes, *, name: str | None = None) -> Image.Image:
         raise ImageError(f"{label}: corrupt or truncated image ({exc})") from None
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

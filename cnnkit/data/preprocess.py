@@ -1,16 +1,20 @@
-"""Preprocessing: how raw images become model inputs. Saved with every run as preprocess.json."""
+"""Preprocessing: how raw images become model inputs. Saved with every run as preprocess.json.
+
+The tensor methods import torch when called, so the ONNX-only server can use this module without loading torch.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from cnnkit.errors import CnnkitError
+
+if TYPE_CHECKING:
+    import torch
 
 ResizeMode = Literal["squash", "center-crop", "top-crop"]
 RESIZE_MODES: tuple[str, ...] = ("squash", "center-crop", "top-crop")
@@ -74,6 +78,8 @@ class Preprocess:
 
     def to_unit(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW batch of any size -> float32 in [0, 1] at input_size (antialiased resize if needed)."""
+        import torch.nn.functional as F
+
         x = batch.float().div_(255.0)
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode=self.interpolation,
@@ -82,6 +88,8 @@ class Preprocess:
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] float batch -> (x - mean) / std per channel."""
+        import torch
+
         mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         return (x - mean) / std

@@ -16,6 +16,7 @@ from cnnkit.data.datasets import ArrayData, DataBundle, stratified_split
 from cnnkit.data.images import ImageError, is_image_file, open_rgb
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
+from cnnkit.options import did_you_mean
 from cnnkit.registry import Registry
 
 
@@ -61,7 +62,18 @@ def _parse_spec(spec: str) -> tuple[str, str | None]:
         return "folder", spec
     if path.suffix == ".npz" and path.is_file():
         return "npz", spec
+    name = spec.split(":", 1)[0]
+    if name not in SOURCES:
+        hint = did_you_mean(name, list(SOURCES))
+        raise CnnkitError(f"unknown data source {spec!r}: expected cifar10, folder:PATH, npz:PATH or an existing "
+                          f"folder or .npz file{hint}")
     return spec, None
+
+
+def absolute_spec(spec: str) -> str:
+    """The same data source with its path made absolute (so that a saved config works from any directory)."""
+    name, arg = _parse_spec(spec)
+    return f"{name}:{Path(arg).resolve()}" if arg else spec
 
 
 def _check_classes(bundle: DataBundle, spec: str) -> None:

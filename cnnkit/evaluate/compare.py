@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
+from cnnkit import artifacts as names
 from cnnkit.files import write_atomic
 from cnnkit.rundir import RunDir
+from cnnkit.runtime.exports import export_status
 
 
 def run_summary(run: RunDir) -> dict[str, Any]:
     """One row of the comparison table, from a run's config, history and metrics."""
-    config = run.read_json("config.json")
-    history = run.read_json("history.json") if run.exists("history.json") else []
-    metrics = run.read_json("metrics.json") if run.exists("metrics.json") else {}
+    config = run.read_json(names.CONFIG)
+    history = run.read_json(names.HISTORY_JSON) if run.exists(names.HISTORY_JSON) else []
+    metrics = run.read_json(names.METRICS) if run.exists(names.METRICS) else {}
     top_k = config.get("top_k", 3)
     val = [row["val_accuracy"] for row in history if "val_accuracy" in row]
     return {
@@ -30,6 +33,34 @@ def run_summary(run: RunDir) -> dict[str, Any]:
         "test_top1": metrics.get("accuracy"),
         f"test_top{top_k}": metrics.get(f"top{top_k}_accuracy"),
     }
+
+
+def list_runs(directory: Path) -> list[dict[str, Any]]:
+    """One row per run directory under `directory` (searched two levels deep), oldest first."""
+    paths = sorted({p.parent for pattern in ("*/" + names.CONFIG, "*/*/" + names.CONFIG)
+                    for p in Path(directory).glob(pattern)})
+    rows = [_listing(RunDir(path), Path(directory)) for path in paths]
+    return sorted(rows, key=lambda row: row["created"])
+
+
+def _listing(run: RunDir, root: Path) -> dict[str, Any]:
+    config = run.read_json(names.CONFIG)
+    history = run.read_json(names.HISTORY_JSON) if run.exists(names.HISTORY_JSON) else []
+    metrics = run.read_json(names.METRICS) if run.exists(names.METRICS) else {}
+    monitor = (config.get("schedule") or {}).get("monitor", "val_loss")
+    values = [row[monitor] for row in history if monitor in row]
+    best = (min(values) if "loss" in monitor else max(values)) if values else None
+    planned = config.get("epochs", 0) + config.get("finetune_epochs", 0)
+    created = config.get("created") or time.strftime("%Y-%m-%d %H:%M", time.localtime(
+        (run.path / names.CONFIG).stat().st_mtime))
+    return {"run": str(run.path.relative_to(root)), "model": config.get("model"), "data": _short(config.get("data")),
+            "epochs": f"{len(history)}/{planned}", f"best {monitor}": best, "test_acc": metrics.get("accuracy"),
+            "export": export_status(run.path), "created": created}
+
+
+def _short(spec: str | None, width: int = 32) -> str:
+    spec = spec or ""
+    return spec if len(spec) <= width else "..." + spec[-(width - 3):]
 
 
 def compare_runs(*, runs: list[Path], plot_path: Path | None = None) -> str:
@@ -46,7 +77,7 @@ def _curves(runs: list[RunDir]) -> Figure:
     figure = Figure(figsize=(11, 4))
     axes = figure.subplots(1, 2)
     for run in runs:
-        history = run.read_json("history.json") if run.exists("history.json") else []
+        history = run.read_json(names.HISTORY_JSON) if run.exists(names.HISTORY_JSON) else []
         epochs = [row["epoch"] for row in history]
         for ax, key in zip(axes, ("loss", "accuracy")):
             (line,) = ax.plot(epochs, [row[key] for row in history], label=f"{run.path.name} train")

@@ -15,7 +15,7 @@ from cnnkit.config import ExplainConfig
 from cnnkit.data.images import open_rgb
 from cnnkit.errors import CnnkitError
 from cnnkit.files import write_atomic
-from cnnkit.predict import load_classifier
+from cnnkit.runtime.model import load_run_model
 
 OVERLAY_ALPHA = 0.45  # weight of the heatmap over the image
 
@@ -66,7 +66,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, *, target: int | None = None) ->
 
 def explain(config: ExplainConfig) -> Explanation:
     """Write the image with its Grad-CAM heatmap beside it to `config.out`; return the explained prediction."""
-    classifier = load_classifier(config.run, device="cpu")
+    classifier = load_run_model(config.run, device="cpu")
     pixels = classifier.preprocess.resize_image(open_rgb(config.image))
     batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
     x = classifier.settings.prepare(classifier.preprocess(batch))

@@ -8,13 +8,27 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
+def finite_probabilities(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities with non-finite rows replaced by a uniform guess, and the mask of those rows.
+
+    A diverged model outputs NaN; such rows count as wrong (never as a crash or a silent 'right')."""
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        probs = probs.copy()
+        probs[bad] = 1.0 / probs.shape[1]
+    return probs, bad
+
+
 def classification_metrics(
-    probs: np.ndarray, labels: np.ndarray, *, class_names: list[str], top_k: int
+    probs: np.ndarray, labels: np.ndarray, *, class_names: list[str], top_k: int | None
 ) -> dict[str, Any]:
-    """Top-1 and top-k accuracy, per-class precision/recall/F1/support, macro averages and the confusion matrix."""
+    """Top-1 and top-k accuracy (top_k None: none), per-class precision/recall/F1/support, macro averages and the
+    confusion matrix. Non-finite outputs count as wrong and are reported as `non_finite_outputs`."""
     n_classes = len(class_names)
-    predicted = probs.argmax(axis=1)
-    k = min(top_k, n_classes)
+    probs, bad = finite_probabilities(probs)
+    predicted = np.where(bad, -1, probs.argmax(axis=1))  # -1: no class, so always wrong
+    non_finite = int(bad.sum())
+    k = min(top_k or 1, n_classes)
     top = np.argsort(-probs, axis=1)[:, :k]
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=np.arange(n_classes), zero_division=0)
@@ -22,10 +36,15 @@ def classification_metrics(
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
     }
-    return {
+    result: dict[str, Any] = {
         "num_samples": int(len(labels)),
         "accuracy": float((predicted == labels).mean()) if len(labels) else 0.0,
-        f"top{top_k}_accuracy": float((top == labels[:, None]).any(axis=1).mean()) if len(labels) else 0.0,
+    }
+    if top_k:
+        result[f"top{top_k}_accuracy"] = float((top == labels[:, None]).any(axis=1).mean()) if len(labels) else 0.0
+    if non_finite:
+        result["non_finite_outputs"] = non_finite
+    return result | {
         "macro_precision": float(precision.mean()),
         "macro_recall": float(recall.mean()),
         "macro_f1": float(f1.mean()),
@@ -34,7 +53,12 @@ def classification_metrics(
     }
 
 
-def format_table(metrics: dict[str, Any], *, top_k: int) -> str:
+def top_k_of(metrics: dict[str, Any]) -> int | None:
+    """The k of the `topK_accuracy` entry, if there is one."""
+    return next((int(key[3:-9]) for key in metrics if key.startswith("top") and key.endswith("_accuracy")), None)
+
+
+def format_table(metrics: dict[str, Any]) -> str:
     """Per-class table with the headline figures, for the terminal."""
     per_class = metrics["per_class"]
     width = max(12, *(len(n) for n in per_class)) + 2
@@ -45,7 +69,14 @@ def format_table(metrics: dict[str, Any], *, top_k: int) -> str:
     lines.append(f"{'macro avg':<{width}}{metrics['macro_precision']:>10.3f}{metrics['macro_recall']:>10.3f}"
                  f"{metrics['macro_f1']:>10.3f}{metrics['num_samples']:>10d}")
     lines.append("")
-    lines.append(f"Accuracy: {metrics['accuracy']:.4f}   Top-{top_k} accuracy: {metrics[f'top{top_k}_accuracy']:.4f}")
+    top_k = top_k_of(metrics)
+    headline = f"Accuracy: {metrics['accuracy']:.4f}"
+    if top_k:
+        headline += f"   Top-{top_k} accuracy: {metrics[f'top{top_k}_accuracy']:.4f}"
+    lines.append(headline)
+    if metrics.get("non_finite_outputs"):
+        lines.append(f"WARNING: {metrics['non_finite_outputs']} of {metrics['num_samples']} outputs were NaN or "
+                     "infinite (a diverged model); they count as wrong")
     binary = metrics.get("binary")
     if binary:
         lines.append("")

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from cnnkit import artifacts as names
 from cnnkit.config import EvaluateConfig
 from cnnkit.data.datasets import ArrayData
 from cnnkit.data.preprocess import Preprocess
@@ -19,13 +20,13 @@ from cnnkit.evaluate.binary import (
     positive_index,
     roc_pr_figure,
 )
-from cnnkit.evaluate.metrics import classification_metrics
+from cnnkit.evaluate.metrics import classification_metrics, finite_probabilities
 from cnnkit.evaluate.plots import confusion_matrix_figure
-from cnnkit.predict import Classifier, load_classifier
 from cnnkit.rundir import RunDir
-from cnnkit.train.engine import StepSettings, predict_logits
+from cnnkit.runtime.engine import StepSettings, predict_logits
+from cnnkit.runtime.model import TorchModel, load_run_model
 
-THRESHOLD_FILE = "threshold.json"
+THRESHOLD_FILE = names.THRESHOLD
 
 
 def evaluate_model(
@@ -36,7 +37,7 @@ def evaluate_model(
     class_names: list[str],
     preprocess: Preprocess,
     settings: StepSettings,
-    top_k: int,
+    top_k: int | None,
     batch_size: int = 256,
 ) -> dict[str, Any]:
     """Metrics of `model` on `data`; writes confusion_matrix.json and .png into `run` and returns the metrics."""
@@ -44,8 +45,8 @@ def evaluate_model(
         dim=1).numpy()
     labels = data.labels.numpy()
     metrics = classification_metrics(probs, labels, class_names=class_names, top_k=top_k)
-    run.write_json("confusion_matrix.json", {"classes": class_names, "matrix": metrics["confusion_matrix"]})
-    run.save_figure("confusion_matrix.png", confusion_matrix_figure(metrics["confusion_matrix"], class_names))
+    run.write_json(names.CONFUSION_JSON, {"classes": class_names, "matrix": metrics["confusion_matrix"]})
+    run.save_figure(names.CONFUSION_PNG, confusion_matrix_figure(metrics["confusion_matrix"], class_names))
     if len(class_names) == 2:
         metrics["binary"] = _binary_report(run, probs, labels, class_names)
     return metrics
@@ -55,22 +56,23 @@ def _binary_report(run: RunDir, probs: np.ndarray, labels: np.ndarray, class_nam
     """Binary metrics at the run's stored threshold (or 0.5), and the ROC/PR figure."""
     stored = run.read_json(THRESHOLD_FILE) if run.exists(THRESHOLD_FILE) else None
     positive = positive_index(class_names, stored["positive"] if stored else None)
-    scores, positives = probs[:, positive], labels == positive
+    scores, positives = finite_probabilities(probs)[0][:, positive], labels == positive
     threshold = stored["threshold"] if stored else 0.5
     report = {"positive": class_names[positive], **binary_metrics(scores, positives, threshold=threshold)}
     if positives.any() and not positives.all():
-        run.save_figure("roc_pr.png", roc_pr_figure(scores, positives, threshold=threshold))
+        run.save_figure(names.ROC_PR, roc_pr_figure(scores, positives, threshold=threshold))
     return report
 
 
 def choose_run_threshold(
-    classifier: Classifier, val: ArrayData, *, run: RunDir, target_fpr: float, positive: str | None
+    classifier: TorchModel, val: ArrayData, *, run: RunDir, target_fpr: float, positive: str | None
 ) -> Threshold:
     """Pick the threshold for `target_fpr` on validation data and store it in the run (threshold.json)."""
     index = positive_index(classifier.class_names, positive)
     probs = predict_logits(classifier.model, val, preprocess=classifier.preprocess,
                            settings=classifier.settings).softmax(dim=1).numpy()
-    chosen = choose_threshold(probs[:, index], val.labels.numpy() == index, target_fpr=target_fpr,
+    scores = finite_probabilities(probs)[0][:, index]
+    chosen = choose_threshold(scores, val.labels.numpy() == index, target_fpr=target_fpr,
                               positive=classifier.class_names[index])
     run.write_json(THRESHOLD_FILE, chosen.to_dict())
     return chosen
@@ -78,7 +80,7 @@ def choose_run_threshold(
 
 def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     """Evaluate a run's best weights on its test split (or on `config.data`) and write metrics.json."""
-    classifier = load_classifier(config.run, device=config.device)
+    classifier = load_run_model(config.run, device=config.device)
     train_config = classifier.config
     spec = config.data or train_config.data
     bundle = load_data(spec, options=SourceOptions(
@@ -97,10 +99,11 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
         choose_run_threshold(classifier, bundle.val, run=run, target_fpr=config.target_fpr,
                              positive=config.positive)
     top_k = config.top_k or train_config.top_k
+    top_k = top_k if top_k < len(classifier.class_names) else None
     metrics = evaluate_model(classifier.model, data, run=run, class_names=classifier.class_names,
                              preprocess=classifier.preprocess, settings=classifier.settings, top_k=top_k,
                              batch_size=config.batch_size)
     metrics["data"] = spec
-    previous = run.read_json("metrics.json") if run.exists("metrics.json") else {}
-    run.write_json("metrics.json", previous | metrics)
+    previous = run.read_json(names.METRICS) if run.exists(names.METRICS) else {}
+    run.write_json(names.METRICS, previous | metrics)
     return metrics

@@ -18,15 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit import artifacts as names
 from cnnkit.config import ExportConfig
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes, write_json
 from cnnkit.models.tta import tta_logits
-from cnnkit.predict import load_classifier
+from cnnkit.runtime.model import load_run_model
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
-EXPORT_FILES = ("model.onnx", "classes.json", "preprocess.json", "export.json")
 
 
 class ServingModel(nn.Module):
@@ -52,13 +52,16 @@ class ExportResult:
 
 
 def export_run(config: ExportConfig) -> ExportResult:
-    """Export a run's best weights to ONNX in `config.out` (default RUN/export) and verify parity."""
-    classifier = load_classifier(config.run, device="cpu")
+    """Export a run's best weights to ONNX in `config.out` (default RUN/export) and verify parity.
+
+    export.json records the sha256 of the weights it was made from, so that a stale export (the run resumed or
+    retrained since) is refused by whatever loads it; inside the run, the export's files join the run's manifest."""
+    classifier = load_run_model(config.run, device="cpu")
     pre = classifier.preprocess
     serving = ServingModel(classifier.model.float().to(memory_format=torch.contiguous_format), pre.mean, pre.std,
                            tta=classifier.settings.tta)
     serving.eval()
-    out = config.out or Path(config.run) / "export"
+    out = config.out or Path(config.run) / names.EXPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     onnx_bytes = _to_onnx(serving, input_size=pre.input_size, opset=config.opset)
@@ -66,20 +69,25 @@ def export_run(config: ExportConfig) -> ExportResult:
     if not max_diff <= config.tolerance:
         raise CnnkitError(f"ONNX output differs from PyTorch by {max_diff:.3g} (> {config.tolerance:g}); "
                           "the export is not kept")
-    write_bytes(out / "model.onnx", onnx_bytes)
-    write_json(out / "classes.json", classifier.class_names)
-    write_json(out / "preprocess.json", pre.to_dict())
-    write_json(out / "export.json", {
+    weights_sha = classifier.run.manifest()[names.WEIGHTS_BEST]["sha256"]
+    write_bytes(out / names.ONNX_MODEL, onnx_bytes)
+    write_json(out / names.CLASSES, classifier.class_names)
+    write_json(out / names.PREPROCESS, pre.to_dict())
+    write_json(out / names.EXPORT_INFO, {
         "format": "onnx", "opset": config.opset, "source_run": str(Path(config.run).resolve().name),
         "model": classifier.config.model, "input": {"name": INPUT_NAME, "dtype": "float32",
                                                      "shape": [-1, pre.input_size, pre.input_size, 3],
                                                      "range": "0-255, RGB"},
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, len(classifier.class_names)]},
         "parity_max_abs_diff": max_diff, "tolerance": config.tolerance,
-        "sha256": {"model.onnx": sha256_file(out / "model.onnx")},
+        "sha256": {names.ONNX_MODEL: sha256_file(out / names.ONNX_MODEL)},
+        "weights": {"file": names.WEIGHTS_BEST, "sha256": weights_sha},
         "threshold": _stored_threshold(Path(config.run)),
     })
-    return ExportResult(out / "model.onnx", max_diff, time.perf_counter() - started)
+    if out.resolve().parent == classifier.run.path.resolve():
+        for name in names.EXPORT_FILES:
+            classifier.run.record(f"{out.name}/{name}")
+    return ExportResult(out / names.ONNX_MODEL, max_diff, time.perf_counter() - started)
 
 
 def _to_onnx(model: nn.Module, *, input_size: int, opset: int) -> bytes:
@@ -113,7 +121,7 @@ def check_parity(model: nn.Module, onnx_bytes: bytes, *, input_size: int, batch:
 
 def _stored_threshold(run: Path) -> Any:
     """A binary run's decision threshold (chosen at evaluation), if any."""
-    metrics = run / "threshold.json"
+    metrics = run / names.THRESHOLD
     if metrics.is_file():
         import json
 

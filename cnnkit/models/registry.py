@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.weights import WEIGHTS, WeightsSpec, timm_weights
+from cnnkit.options import did_you_mean
 from cnnkit.registry import Registry
 
 
@@ -26,7 +28,7 @@ class ModelEntry:
     builder: Callable[[ModelSpec], nn.Module]
     input_size: int  # default square input side, pixels
     description: str
-    weights: tuple[str, str] | None = None  # (library, name) whose pretrained weights fit this architecture
+    weights: str | None = None  # the name of its pretrained weights spec (models.weights)
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -34,7 +36,7 @@ TIMM_PREFIX = "timm/"
 
 
 def register_model(
-    name: str, *, input_size: int, description: str = "", weights: tuple[str, str] | None = None
+    name: str, *, input_size: int, description: str = "", weights: str | None = None
 ) -> Callable[[Callable[[ModelSpec], nn.Module]], Callable[[ModelSpec], nn.Module]]:
     """Decorator: register `builder(spec) -> nn.Module` under `name`; `weights` names its pretrained weights."""
 
@@ -48,6 +50,7 @@ def register_model(
 def default_input_size(name: str) -> int:
     """The input side a model is usually trained at."""
     if name.startswith(TIMM_PREFIX) or name not in MODELS:
+        check_model_name(name)
         return _timm_input_size(_timm_name(name))
     return MODELS.get(name).input_size
 
@@ -64,32 +67,40 @@ def create_model(name: str, *, num_classes: int, input_size: int | None = None, 
     import timm
 
     timm_name = _timm_name(name)
-    if not timm.list_models(timm_name):
-        raise CnnkitError(
-            f"unknown model {name!r}; valid: {', '.join(MODELS)}, "
-            "or any timm model as timm/NAME (see `cnnkit models --timm`)"
-        )
+    check_model_name(name)
     return timm.create_model(timm_name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
 
 
-def weights_source(name: str) -> tuple[str, str]:
-    """(library, name) of the pretrained weights for a model, or a clear error when it has none."""
+def weights_spec(name: str) -> WeightsSpec:
+    """The pretrained weights spec of a model, or a clear error when it has none."""
     if name in MODELS:
         entry = MODELS.get(name)
         if entry.weights is None:
             raise CnnkitError(f"{name} has no pretrained weights; use --weights PATH or another model")
-        return entry.weights
-    return "timm", _timm_name(name)
+        return WEIGHTS.get(entry.weights)
+    return timm_weights(_timm_name(name))
 
 
 def _timm_name(name: str) -> str:
     return name[len(TIMM_PREFIX):] if name.startswith(TIMM_PREFIX) else name
 
 
+def check_model_name(name: str) -> None:
+    """A clear error, with the closest names, for a model that is neither registered nor in timm."""
+    import timm
+
+    if name in MODELS or timm.list_models(_timm_name(name)):
+        return
+    if name.startswith(TIMM_PREFIX):
+        hint = did_you_mean(name, [TIMM_PREFIX + n for n in timm.list_models()])
+    else:
+        hint = did_you_mean(name, list(MODELS)) or did_you_mean(name, [TIMM_PREFIX + n for n in timm.list_models()])
+    raise CnnkitError(f"unknown model {name!r}; valid: {', '.join(MODELS)}, or any timm model as timm/NAME "
+                      f"(see `cnnkit models --timm`){hint}")
+
+
 def _timm_input_size(timm_name: str) -> int:
     import timm
 
-    if not timm.list_models(timm_name):
-        raise CnnkitError(f"unknown model {timm_name!r}; valid: {', '.join(MODELS)}, or any timm model")
     cfg = timm.get_pretrained_cfg(timm_name)
     return int(cfg.input_size[-1]) if cfg is not None else 224

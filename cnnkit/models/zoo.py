@@ -9,33 +9,33 @@ from torch import nn
 from cnnkit.models.registry import ModelSpec, register_model
 
 
-@register_model("alexnet", input_size=224, description="AlexNet (torchvision)", weights=("torchvision", "alexnet"))
+@register_model("alexnet", input_size=224, description="AlexNet (torchvision)", weights="alexnet.imagenet")
 def alexnet(spec: ModelSpec) -> nn.Module:
     model = torchvision.models.alexnet(weights=None, num_classes=spec.num_classes)
     _set_in_chans(model.features, 0, spec.in_chans)
     return model
 
 
-@register_model("vgg16", input_size=224, description="VGG-16 (torchvision)", weights=("torchvision", "vgg16"))
+@register_model("vgg16", input_size=224, description="VGG-16 (torchvision)", weights="vgg16.imagenet")
 def vgg16(spec: ModelSpec) -> nn.Module:
     model = torchvision.models.vgg16(weights=None, num_classes=spec.num_classes)
     _set_in_chans(model.features, 0, spec.in_chans)
     return model
 
 
-@register_model("resnet50", input_size=224, description="ResNet-50 (timm)", weights=("timm", "resnet50"))
+@register_model("resnet50", input_size=224, description="ResNet-50 (timm)", weights="resnet50.imagenet")
 def resnet50(spec: ModelSpec) -> nn.Module:
     return timm.create_model("resnet50", num_classes=spec.num_classes, in_chans=spec.in_chans)
 
 
 @register_model("efficientnet_b0", input_size=224, description="EfficientNet-B0 (timm)",
-                weights=("timm", "efficientnet_b0"))
+                weights="efficientnet_b0.imagenet")
 def efficientnet_b0(spec: ModelSpec) -> nn.Module:
     return timm.create_model("efficientnet_b0", num_classes=spec.num_classes, in_chans=spec.in_chans)
 
 
 @register_model("efficientnet_lite0", input_size=224, description="EfficientNet-Lite0, TF-compatible (timm)",
-                weights=("timm", "tf_efficientnet_lite0"))
+                weights="efficientnet_lite0.imagenet")
 def efficientnet_lite0(spec: ModelSpec) -> nn.Module:
     # The tf_ variant (TF "same" padding, BN eps 1e-3) is the one the published Lite0 weights match.
     return timm.create_model("tf_efficientnet_lite0", num_classes=spec.num_classes, in_chans=spec.in_chans)

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit import artifacts as names
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
+from cnnkit.runtime.exports import check_current, find_export_dir
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_DEFAULT_LANES = 4
@@ -91,8 +93,8 @@ class ModelRepository:
         path = Path(path)
         if not path.is_dir():
             raise CnnkitError(f"{path}: no such directory")
-        versions = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
-        if versions and _export_dir(path) is None:
+        versions = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and _is_version(p.name))
+        if versions and find_export_dir(path) is None:
             for version in versions:
                 self.add_version(name or path.name, version, path / str(version))
         else:
@@ -101,9 +103,10 @@ class ModelRepository:
     def add_version(self, name: str, version: int, path: Path) -> None:
         if not NAME_PATTERN.match(name):
             raise CnnkitError(f"model name {name!r}: use letters, digits, '.', '_' and '-'")
-        export = _export_dir(path)
+        export = find_export_dir(path)
         if export is None:
             raise CnnkitError(f"{path}: no model.onnx (run `cnnkit export {path}` first)")
+        check_current(export)  # never serve an export made from weights the run no longer has
         model = self.models.setdefault(name, ServedModel(name))
         if version in model.versions:
             raise CnnkitError(f"model {name!r} version {version} is given twice")
@@ -124,20 +127,21 @@ class ModelRepository:
     def _load(self, name: str, version: int, export: Path) -> ServedVersion:
         import onnxruntime as ort
 
-        info = json.loads((export / "export.json").read_text())
+        info = json.loads((export / names.EXPORT_INFO).read_text())
         # Read once: the bytes that pass the checksum are the bytes every session is built from.
-        model = (export / "model.onnx").read_bytes()
-        expected = info.get("sha256", {}).get("model.onnx")
+        model = (export / names.ONNX_MODEL).read_bytes()
+        expected = info.get("sha256", {}).get(names.ONNX_MODEL)
         if expected and hashlib.sha256(model).hexdigest() != expected:
-            raise CnnkitError(f"{export / 'model.onnx'}: checksum does not match export.json; refusing to serve it")
+            raise CnnkitError(f"{export / names.ONNX_MODEL}: checksum does not match {names.EXPORT_INFO}; "
+                              "refusing to serve it")
 
         def session(threads: int) -> Any:
             return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
 
         return ServedVersion(
             name=name, version=version, path=export, session=session(self.threads),
-            class_names=json.loads((export / "classes.json").read_text()),
-            preprocess=Preprocess.from_dict(json.loads((export / "preprocess.json").read_text())),
+            class_names=json.loads((export / names.CLASSES).read_text()),
+            preprocess=Preprocess.from_dict(json.loads((export / names.PREPROCESS).read_text())),
             input_name=info["input"]["name"], output_name=info["output"]["name"], threshold=info.get("threshold"),
             lane_session=session(self.threads // self.lanes) if self.lanes > 1 else None, lanes=self.lanes,
         )
@@ -158,8 +162,6 @@ def session_options(threads: int) -> Any:
     return options
 
 
-def _export_dir(path: Path) -> Path | None:
-    for candidate in (path, path / "export"):
-        if all((candidate / f).is_file() for f in ("model.onnx", "classes.json", "preprocess.json", "export.json")):
-            return candidate
-    return None
+def _is_version(name: str) -> bool:
+    """TF Serving version directories: ASCII digits only (str.isdigit also accepts '²' and other scripts' digits)."""
+    return re.fullmatch(r"[0-9]{1,18}", name) is not None

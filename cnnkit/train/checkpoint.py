@@ -9,9 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnkit.artifacts import CHECKPOINT
 from cnnkit.rundir import RunDir
-
-CHECKPOINT = "checkpoint.safetensors"
 
 
 @dataclass
@@ -20,9 +19,14 @@ class TrainingState:
 
     epoch: int  # epochs completed
     history: list[dict[str, Any]]
-    schedule: dict[str, Any]
-    tracker: dict[str, Any]
     elapsed_s: float
+    callbacks: dict[str, dict[str, Any]]  # each callback's state_dict, by its name
+
+    @staticmethod
+    def epoch_of(run: RunDir) -> int:
+        """How many epochs the run's checkpoint has completed."""
+        _, metadata = run.read_tensors(CHECKPOINT)
+        return int(json.loads(metadata["cnnkit.state"])["epoch"])
 
 
 def save_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState,
@@ -40,18 +44,11 @@ def save_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Opt
     meta = {
         "epoch": state.epoch,
         "history": state.history,
-        "schedule": state.schedule,
-        "tracker": state.tracker,
+        "callbacks": state.callbacks,
         "elapsed_s": state.elapsed_s,
         "param_groups": optim["param_groups"],
     }
     run.write_tensors(CHECKPOINT, tensors, metadata={"cnnkit.state": json.dumps(meta)})
-
-
-def checkpoint_epoch(run: RunDir) -> int:
-    """How many epochs the run's checkpoint has completed."""
-    _, metadata = run.read_tensors(CHECKPOINT)
-    return int(json.loads(metadata["cnnkit.state"])["epoch"])
 
 
 def load_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -71,7 +68,7 @@ def load_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Opt
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return TrainingState(
-        epoch=meta["epoch"], history=meta["history"], schedule=meta["schedule"], tracker=meta["tracker"],
-        elapsed_s=meta["elapsed_s"],
-    )
+    # Checkpoints from before callbacks kept the schedule's and the best tracker's states by name.
+    callbacks = meta.get("callbacks") or {"schedule": meta.get("schedule", {}), "best": meta.get("tracker", {})}
+    return TrainingState(epoch=meta["epoch"], history=meta["history"], elapsed_s=meta["elapsed_s"],
+                         callbacks=callbacks)

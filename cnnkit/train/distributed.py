@@ -7,63 +7,22 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from cnnkit.errors import CnnkitError
-
-
-@dataclass(frozen=True)
-class DistContext:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum a tensor over ranks (in place); a no-op in a single process."""
-        if self.enabled:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
-
-SINGLE_PROCESS = DistContext()
-
-
-def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
-    """'auto' picks CUDA when present; 'cuda' without a GPU is an error, not a silent fallback."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise CnnkitError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    if name != "cpu":
-        raise CnnkitError(f"unknown device {name!r}; valid: auto, cpu, cuda")
-    return torch.device("cpu")
+from cnnkit.runtime.parallel import SINGLE_PROCESS, DistContext
 
 
 @contextlib.contextmanager
 def process_group(device: str) -> Iterator[DistContext]:
     """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1); else one process.
 
-    gloo on CPU, NCCL on CUDA. On the way out every rank meets at a barrier before the group is destroyed: a rank
-    that exits while another still talks to it can abort with "terminate called without an active exception".
+    gloo on CPU, NCCL on CUDA (each rank on its LOCAL_RANK's GPU). On the way out every rank meets at a barrier
+    before the group is destroyed: a rank that exits while another still talks to it can abort with "terminate
+    called without an active exception".
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:

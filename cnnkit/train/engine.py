@@ -1,8 +1,7 @@
-"""The inner loops: one training epoch, and batched inference over a data set."""
+"""The inner loop: one training epoch. (Inference over data sets lives in cnnkit.runtime.engine.)"""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,57 +12,26 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnkit.data.datasets import ArrayData
-from cnnkit.data.loader import Batch, iterate, sequential_batches
+from cnnkit.data.loader import Batch, iterate
 from cnnkit.data.preprocess import Preprocess
-from cnnkit.models.tta import tta_logits
-from cnnkit.train.distributed import SINGLE_PROCESS, DistContext
+from cnnkit.runtime.engine import StepSettings, Totals
+from cnnkit.runtime.parallel import SINGLE_PROCESS, DistContext
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 PROGRESS_EVERY = 10  # batches between progress-bar refreshes (each one syncs the device)
 
 
 @dataclass(frozen=True)
-class StepSettings:
-    """How a batch is run: device, numeric precision and memory layout."""
+class StepConfig:
+    """What every training step of a run shares."""
 
-    device: torch.device
-    precision: str = "fp32"  # or "bf16": autocast matmuls and convolutions to bfloat16
-    channels_last: bool = True
-    tta: str = "none"  # evaluation averages the logits of these views of each image (see models.tta)
-
-    def infer(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Evaluation-time logits (float32), with the test-time augmentation `tta` names."""
-        with self.autocast():
-            return tta_logits(model, x, self.tta)
-
-    def autocast(self) -> contextlib.AbstractContextManager[None]:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-class Totals:
-    """Running sums of loss, correct top-1 and top-k and sample count, kept on the device to avoid syncs."""
-
-    def __init__(self, device: torch.device, top_k: int) -> None:
-        self.top_k = top_k
-        self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, top1, topk, n
-
-    def add(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
-        n = labels.shape[0]
-        k = min(self.top_k, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hits = top == labels[:, None]
-        self.sums += torch.stack([loss.detach().double() * n, hits[:, 0].sum(), hits.any(dim=1).sum(),
-                                  torch.tensor(n, device=labels.device)]).double()
-
-    def result(self, ctx: DistContext = SINGLE_PROCESS, prefix: str = "") -> dict[str, float]:
-        loss, top1, topk, n = ctx.all_reduce_sum(self.sums.clone()).tolist()
-        n = max(n, 1.0)
-        return {f"{prefix}loss": loss / n, f"{prefix}accuracy": top1 / n, f"{prefix}top{self.top_k}_accuracy": topk / n}
+    preprocess: Preprocess
+    settings: StepSettings
+    label_smoothing: float = 0.0
+    augment: Augment | None = None
+    top_k: int | None = None
+    ctx: DistContext = SINGLE_PROCESS
+    show_progress: bool = True
 
 
 def train_one_epoch(
@@ -72,31 +40,26 @@ def train_one_epoch(
     batches: list[Batch],
     *,
     optimizer: torch.optim.Optimizer,
-    preprocess: Preprocess,
-    settings: StepSettings,
-    label_smoothing: float = 0.0,
-    augment: Augment | None = None,
+    step: StepConfig,
     generator: torch.Generator | None = None,
     after_batch: Callable[[], None] = lambda: None,
-    top_k: int = 3,
-    ctx: DistContext = SINGLE_PROCESS,
     description: str = "",
-    show_progress: bool = True,
 ) -> dict[str, float]:
     """Train over `batches` (this rank's indices into `data`); return loss, accuracy and top-k accuracy."""
+    settings, ctx = step.settings, step.ctx
     model.train()
-    totals = Totals(settings.device, top_k)
+    totals = Totals(settings.device, step.top_k)
     bar = tqdm(total=len(batches), desc=description, unit="batch", leave=False, file=sys.stderr,
-               disable=not (show_progress and ctx.is_main and sys.stderr.isatty()), dynamic_ncols=True)
+               disable=not (step.show_progress and ctx.is_main and sys.stderr.isatty()), dynamic_ncols=True)
     loaded = iterate(data, [b.index for b in batches], device=settings.device)
-    for step, (batch, (images, labels)) in enumerate(zip(batches, loaded), start=1):
-        x = preprocess.to_unit(images)
-        if augment is not None:
-            x = augment(x, generator)
-        x = settings.prepare(preprocess.standardize(x))
+    for index, (batch, (images, labels)) in enumerate(zip(batches, loaded), start=1):
+        x = step.preprocess.to_unit(images)
+        if step.augment is not None:
+            x = step.augment(x, generator)
+        x = settings.prepare(step.preprocess.standardize(x))
         with settings.autocast():
             logits = model(x)
-            total = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction="sum")
+            total = F.cross_entropy(logits.float(), labels, label_smoothing=step.label_smoothing, reduction="sum")
         loss = total / labels.shape[0]
         optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over ranks; scaling each rank's sum by world/global_size makes that average the
@@ -106,45 +69,8 @@ def train_one_epoch(
         after_batch()
         totals.add(logits.detach(), labels, loss)
         bar.update(1)
-        if step % PROGRESS_EVERY == 0 and not bar.disable:
+        if index % PROGRESS_EVERY == 0 and not bar.disable:
             running = totals.result()
             bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}")
     bar.close()
     return totals.result(ctx)
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module, data: ArrayData, *, preprocess: Preprocess, settings: StepSettings, batch_size: int = 256
-) -> torch.Tensor:
-    """Logits for every image of `data`, in order, as float32 on the CPU."""
-    model.eval()
-    outputs = []
-    for images, _ in iterate(data, sequential_batches(len(data), batch_size=batch_size), device=settings.device):
-        outputs.append(settings.infer(model, settings.prepare(preprocess(images))).cpu())
-    if not outputs:
-        return torch.zeros(0, 0)
-    return torch.cat(outputs)
-
-
-@torch.no_grad()
-def evaluate_data(
-    model: nn.Module,
-    data: ArrayData,
-    *,
-    preprocess: Preprocess,
-    settings: StepSettings,
-    top_k: int,
-    batch_size: int = 256,
-    ctx: DistContext = SINGLE_PROCESS,
-    prefix: str = "",
-) -> dict[str, float]:
-    """Loss, accuracy and top-k accuracy of `model` on `data` (each rank takes its share under DDP)."""
-    model.eval()
-    totals = Totals(settings.device, top_k)
-    own = torch.arange(ctx.rank, len(data), ctx.world_size)
-    batches = [own[i : i + batch_size] for i in range(0, len(own), batch_size)]
-    for images, labels in iterate(data, batches, device=settings.device):
-        logits = settings.infer(model, settings.prepare(preprocess(images)))
-        totals.add(logits, labels, F.cross_entropy(logits, labels))
-    return totals.result(ctx, prefix=prefix)

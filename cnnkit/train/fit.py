@@ -1,7 +1,15 @@
-"""`train(config)`: data, model and run directory in; a trained, evaluated run directory out."""
+"""`train(config)`: data, model and run directory in; a trained, evaluated run directory out.
+
+Everything that can be checked (model name, data, sizes, flags) is checked before the run directory is made, and
+a run that fails before its first epoch is saved removes the directory it made. The run is a list of phases
+(train.phases) run by one loop, with callbacks (train.callbacks) for schedules, weight averaging and best-epoch
+tracking.
+"""
 
 from __future__ import annotations
 
+import math
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -10,15 +18,16 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnnkit import __version__
+from cnnkit import artifacts as names
 from cnnkit.config import TrainConfig
-from cnnkit.data.augment import Augmenter, build_augmenter
+from cnnkit.data.augment import build_augmenter
+from cnnkit.data.checks import check_data
 from cnnkit.data.datasets import ArrayData, DataBundle
 from cnnkit.data.loader import epoch_order, shard_batches
-from cnnkit.data.preprocess import Preprocess
-from cnnkit.data.sources import SourceOptions, dataset_stats, load_data
+from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from cnnkit.data.sources import SourceOptions, absolute_spec, dataset_stats, load_data
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.plots import learning_curves
 from cnnkit.evaluate.report import evaluate_model
@@ -27,21 +36,18 @@ from cnnkit.models.network import InitializedFromData, NetworkConfig, build_netw
 from cnnkit.models.pretrained import WeightsInfo
 from cnnkit.models.transfer import TransferNet, set_base_trainable
 from cnnkit.rundir import RunDir
-from cnnkit.train.callbacks import BestTracker
-from cnnkit.train.checkpoint import (
-    CHECKPOINT,
-    TrainingState,
-    checkpoint_epoch,
-    load_checkpoint,
-    save_checkpoint,
-)
-from cnnkit.train.distributed import DistContext, process_group, resolve_device
-from cnnkit.train.engine import StepSettings, evaluate_data, train_one_epoch
-from cnnkit.train.optim import Lookahead, build_optimizer
-from cnnkit.train.schedules import Schedule, build_schedule
+from cnnkit.runtime.device import resolve_device
+from cnnkit.runtime.engine import StepSettings, evaluate_data
+from cnnkit.runtime.parallel import DistContext
+from cnnkit.train.callbacks import BestTracker, Callback, EmaCallback, LookaheadCallback, ScheduleCallback
+from cnnkit.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from cnnkit.train.distributed import process_group
+from cnnkit.train.engine import StepConfig, train_one_epoch
+from cnnkit.train.optim import build_optimizer
+from cnnkit.train.phases import Phase, phase_of, plan_phases
+from cnnkit.train.rundirs import resolve_run_dir
 
-WEIGHTS_BEST = "model.safetensors"
-WEIGHTS_LAST = "last.safetensors"
+RESUMABLE = ("epochs", "finetune_epochs", "device", "quiet", "workers")  # what may change when a run is resumed
 
 
 @dataclass
@@ -51,135 +57,350 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-@dataclass
-class _Session:
-    """Everything one training run holds while it runs."""
-
-    config: TrainConfig
-    run: RunDir
-    data: DataBundle
-    preprocess: Preprocess
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    schedule: Schedule
-    tracker: BestTracker
-    settings: StepSettings
-    ctx: DistContext
-    history: list[dict[str, Any]]
-    augment: Augmenter | None
-    weights: WeightsInfo | None
-    ema: AveragedModel | None = None  # weight averaging: what is evaluated and saved when enabled
-    lookahead: Lookahead | None = None
-    phase: str = "train"  # "train", or "head" then "finetune" for transfer learning
-    elapsed_s: float = 0.0
-
-    def log(self, message: str) -> None:
-        if self.ctx.is_main and not self.config.quiet:
-            print(message, flush=True)
-
-    @property
-    def eval_model(self) -> nn.Module:
-        """The weights that are validated, tested and saved: the moving average when there is one."""
-        return self.ema.module if self.ema is not None else _unwrap(self.model)
-
-    def after_batch(self) -> None:
-        self.schedule.after_batch()
-        if self.lookahead is not None:
-            self.lookahead.after_batch()
-        if self.ema is not None:
-            self.ema.update_parameters(_unwrap(self.model))
+class Diverged(CnnkitError):
+    """A non-finite loss: training stops and keeps what it had."""
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train `config.model` on `config.data`, writing the run directory `config.out`; return history and metrics.
+    """Train `config.model` on `config.data`, writing a run directory; return history and metrics.
 
     Under torchrun the same call trains data-parallel: every rank runs it, rank 0 alone prints and writes.
     """
     with process_group(config.device) as ctx:
-        return _train(config, ctx)
+        return Trainer.prepare(config, ctx).fit()
 
 
-def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
-    if config.resume and not RunDir.started(config.out) and config.data and config.epochs:
-        # Stopped before it saved even its settings, so nothing is lost by starting over with this command line.
-        if ctx.is_main and config.out.is_dir():
-            RunDir(config.out).remove_temporaries()
-        ctx.barrier()
-        if ctx.is_main and not config.quiet:
-            print(f"{config.out}: stopped before its first save; starting it from the beginning", flush=True)
-        config = replace(config, resume=False)
-    if config.resume:
-        config = _resumed_config(config)
-    session = _setup(config, ctx)
-    start_epoch = _restore(session) if config.resume else 0
-    if ctx.is_main and start_epoch == 0:
-        _write_run_header(session)
-    for epoch in range(start_epoch + 1, config.total_epochs + 1):
-        if epoch == config.epochs + 1:
-            _start_finetune(session)
-        _run_epoch(session, epoch)
-        if session.tracker.should_stop:
-            session.log(f"Early stopping: no improvement in {session.config.monitor_name()} for "
-                        f"{session.tracker.patience} epochs (best epoch {session.tracker.best_epoch})")
-            break
-    return _finish(session)
-
-
-def _resumed_config(config: TrainConfig) -> TrainConfig:
-    """The saved config of the run being resumed; only the epoch count (0: keep it), device and quiet may change."""
-    saved = TrainConfig.from_dict(RunDir.open(config.out).read_json("config.json"))
-    if config.epochs > saved.epochs and saved.schedule.name == "onecycle":
+def resume_config(run: Path, **changes: Any) -> TrainConfig:
+    """The saved config of the run in `run` (the directory named, wherever it now lies), with the settings that may
+    change on resume (epochs, finetune_epochs, device, quiet, workers) replaced."""
+    saved = TrainConfig.from_dict(RunDir.open(run).read_json(names.CONFIG))
+    if "data" in changes and changes["data"]:
+        changes["data"] = absolute_spec(changes["data"])
+    refused = sorted(k for k, v in changes.items() if k not in RESUMABLE and _saved_value(saved, k) != v)
+    if refused:
+        raise CnnkitError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in refused)} when resuming; "
+                          f"only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} may change")
+    changes = {k: v for k, v in changes.items() if k in RESUMABLE}
+    if changes.get("epochs", saved.epochs) > saved.epochs and saved.schedule.name == "onecycle":
         raise CnnkitError(f"a one-cycle schedule ends after its {saved.epochs} epochs and cannot be extended; "
                           "start a new run (or use --scheduler cosine or plateau)")
-    return replace(saved, resume=True, epochs=config.epochs or saved.epochs, device=config.device,
-                   quiet=config.quiet, overwrite=False)
+    # The run is where the user says it is: never the location saved in its config.
+    return replace(saved, **changes, out=Path(run), resume=True, overwrite=False, exist_ok=False)
 
 
-def _setup(config: TrainConfig, ctx: DistContext) -> _Session:
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device, local_rank=ctx.local_rank)
-    run = RunDir.open(config.out) if config.resume else _create_run(config, ctx)
-    preprocess = Preprocess(input_size=config.input_size or default_input_size(config.model), resize=config.resize)
-    data = load_data(config.data, options=SourceOptions(
-        data_dir=config.data_dir, preprocess=preprocess, val_split=config.val_split, test_split=config.test_split,
-        seed=config.seed, strict=config.strict, workers=config.workers))
-    if data.train is None or len(data.train) == 0:
-        raise CnnkitError(f"{config.data}: no training images")
-    model, weights = build_network(NetworkConfig.of(config, data.num_classes, preprocess.input_size),
-                                   load_weights=True)
-    preprocess = _normalization(config, preprocess, data.train, weights)
-    if not config.resume:
-        _init_from_data(model, data.train, preprocess)
-    settings = StepSettings(device=device, precision=config.precision, channels_last=config.channels_last,
-                            tta=config.tta)
-    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
-    model = _distribute(model, ctx, device)
-    optimizer = build_optimizer(config, model, lr=config.lr)
-    schedule = _schedule(config, optimizer, data.train, lr=config.lr, epochs=config.epochs)
-    monitor = config.monitor_name() if data.val is not None else config.monitor_name().removeprefix("val_")
-    tracker = BestTracker(monitor=monitor, patience=config.early_stopping)
-    session = _Session(config, run, data, preprocess, model, optimizer, schedule, tracker, settings, ctx, history=[],
-                       augment=build_augmenter(config.augment), weights=weights,
-                       phase="head" if config.freeze_base else "train", ema=_ema(model, config.ema_decay))
-    if config.lookahead_steps > 0:
-        total_steps = config.total_epochs * _steps_per_epoch(config, data.train)
-        session.lookahead = Lookahead(_unwrap(model), total_steps=total_steps, every=config.lookahead_steps)
-    if data.skipped:
-        session.log(f"Skipped {len(data.skipped)} unusable file(s):\n  " + "\n  ".join(data.skipped))
-    return session
+def _saved_value(saved: TrainConfig, keyword: str) -> Any:
+    """A saved config's value of a flat option (`scheduler` is schedule.name)."""
+    from cnnkit.options import options_of
+
+    path = next((o.path for o in options_of(TrainConfig) if o.keyword == keyword), (keyword,))
+    value: Any = saved
+    for part in path:
+        value = getattr(value, part, None)
+    return value
 
 
-def _create_run(config: TrainConfig, ctx: DistContext) -> RunDir:
-    run = RunDir.create(config.out, overwrite=config.overwrite) if ctx.is_main else RunDir(config.out)
-    ctx.barrier()  # no rank goes on while rank 0 may still be clearing an old run
-    return run
+class Trainer:
+    """One training run: set up by `prepare`, run by `fit`."""
+
+    def __init__(self, config: TrainConfig, ctx: DistContext, data: DataBundle, model: nn.Module,
+                 weights: WeightsInfo | None) -> None:
+        self.config, self.ctx, self.data, self.weights = config, ctx, data, weights
+        self.device = resolve_device(config.device, local_rank=ctx.local_rank)
+        self.phases = plan_phases(config)
+        self.preprocess = _normalization(config, _preprocess(config), data.train, weights)
+        self.top_k = config.top_k if config.top_k < data.num_classes else None
+        settings = StepSettings(device=self.device, precision=config.precision, channels_last=config.channels_last,
+                                tta=config.tta)
+        self.step = StepConfig(self.preprocess, settings, label_smoothing=config.label_smoothing,
+                               augment=build_augmenter(config.augment), top_k=self.top_k, ctx=ctx,
+                               show_progress=not config.quiet)
+        if not config.resume:
+            _init_from_data(model, data.train, self.preprocess)
+        layout = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.net = model.to(self.device, memory_format=layout)  # the bare model; `self.model` may wrap it in DDP
+        self.model = self.net
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.history: list[dict[str, Any]] = []
+        self.elapsed_s = 0.0
+        self.steps_per_epoch = len(shard_batches(torch.arange(len(data.train)), batch_size=config.batch_size))
+        monitor = config.monitor_name() if data.val is not None else config.monitor_name().removeprefix("val_")
+        self.best = BestTracker(monitor=monitor, patience=config.early_stopping)
+        self.ema = EmaCallback(self.net, decay=config.ema_decay) if config.ema_decay > 0 else None
+        self.callbacks: list[Callback] = [self.best, ScheduleCallback(config.schedule, monitor=monitor,
+                                                                      steps_per_epoch=self.steps_per_epoch)]
+        if config.lookahead_steps > 0:
+            self.callbacks.append(LookaheadCallback(
+                self.net, every=config.lookahead_steps, steps_per_epoch=self.steps_per_epoch,
+                total_steps=config.total_epochs * self.steps_per_epoch))
+        if self.ema is not None:
+            self.callbacks.append(self.ema)
+        self.run: RunDir | None = None
+        self.created_run = False  # whether this call made the run directory (and may remove it on early failure)
+
+    # set-up ------------------------------------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, config: TrainConfig, ctx: DistContext) -> Trainer:
+        """Check everything and load data and model; nothing is written yet."""
+        out = config.out or Path()
+        if config.resume and out.is_dir() and not RunDir.started(out) and config.data:
+            # Stopped before it saved even its settings: nothing is lost by starting over with this command line.
+            if ctx.is_main:
+                RunDir(out).remove_temporaries()
+            ctx.barrier()
+            _say(ctx, config, f"{out}: stopped before its first save; starting it from the beginning")
+            config = replace(config, resume=False, exist_ok=True)
+        if config.resume:
+            config = resume_config(config.out or Path(), **{k: getattr(config, k) for k in RESUMABLE})
+        else:
+            config = _absolute_paths(config)
+        default_input_size(config.model)  # an unknown model name fails here, with suggestions
+        data = load_data(config.data, options=SourceOptions(
+            data_dir=config.data_dir, preprocess=_preprocess(config), val_split=config.val_split,
+            test_split=config.test_split, seed=config.seed, strict=config.strict, workers=config.workers))
+        if data.train is None or len(data.train) == 0:
+            raise CnnkitError(f"{config.data}: no training images")
+        torch.manual_seed(config.seed)
+        model, weights = build_network(NetworkConfig.of(config, data.num_classes, _preprocess(config).input_size),
+                                       load_weights=True)
+        trainer = cls(config, ctx, data, model, weights)
+        trainer._report_data()
+        return trainer
+
+    def _report_data(self) -> None:
+        report = check_data(self.data)
+        if report.warnings and self.config.strict:
+            raise CnnkitError("data warnings (--strict): " + "; ".join(report.warnings))
+        if self.data.skipped:
+            self.log(f"Skipped {len(self.data.skipped)} unusable file(s):\n  " + "\n  ".join(self.data.skipped))
+        self.log(report.balance)
+        for warning in report.warnings:
+            self.log(f"Warning: {warning}")
+
+    def _open_run(self) -> RunDir:
+        config, ctx = self.config, self.ctx
+        if config.resume:
+            assert config.out is not None
+            return RunDir.open(config.out)
+        path = resolve_run_dir(config)  # every rank resolves the same name before rank 0 makes it
+        ctx.barrier()
+        existed = path.exists()
+        run = RunDir.create(path, overwrite=config.overwrite or config.exist_ok) if ctx.is_main else RunDir(path)
+        ctx.barrier()  # no rank goes on while rank 0 may still be clearing an old run
+        self.created_run = not existed
+        self.config = replace(config, out=path.resolve())
+        return run
+
+    # the loop ----------------------------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        config = self.config
+        self.run = self._open_run()
+        self.log(f"Run directory: {self.run.path}")
+        try:
+            start = self._restore() if config.resume else 0
+            if start == 0:
+                self._start_phase(self.phases[0])
+                if self.ctx.is_main:
+                    self._write_header()
+            for epoch in range(start + 1, config.total_epochs + 1):
+                phase = phase_of(self.phases, epoch)
+                if epoch == phase.first_epoch and epoch > 1:
+                    self._start_phase(phase)
+                self._run_epoch(epoch, phase)
+                if self.best.should_stop:
+                    self.log(f"Early stopping: no improvement in {self.best.monitor} for {self.best.patience} "
+                             f"epochs (best epoch {self.best.best_epoch})")
+                    break
+        except Diverged as exc:
+            if not self.history:
+                self._remove_unfinished_run()
+                raise
+            result = self._finish(diverged=str(exc))
+            raise Diverged(f"{exc}; the run keeps epoch {self.history[-1]['epoch']}'s checkpoint and its best "
+                           f"weights (epoch {self.best.best_epoch}), evaluated in {result.run_dir}") from None
+        except BaseException:
+            if not self.history:
+                self._remove_unfinished_run()
+            raise
+        return self._finish()
+
+    def _start_phase(self, phase: Phase) -> None:
+        """Set what trains, and a fresh optimizer (and schedule) at the phase's learning rate."""
+        if phase.name == "finetune":
+            if not isinstance(self.net, TransferNet):
+                raise CnnkitError("--finetune-epochs needs --freeze-base (a pretrained base with a new head)")
+            set_base_trainable(self.net, phase.trainable)
+        # DDP fixes the set of trainable parameters when it wraps a model: wrap anew at each phase.
+        self.model = _distribute(self.net, self.ctx, self.device)
+        self.optimizer = build_optimizer(self.config, self.model, lr=phase.lr)
+        for callback in self.callbacks:
+            callback.on_phase_start(self, phase)
+        if phase.name == "finetune":
+            trainable, frozen = count_params(self.net)
+            self.log(f"Fine-tuning (unfreeze {phase.trainable}, lr {phase.lr:g}): trainable params: {trainable:,}; "
+                     f"non-trainable: {frozen:,}")
+
+    def _run_epoch(self, epoch: int, phase: Phase) -> None:
+        config, data, ctx = self.config, self.data, self.ctx
+        assert self.optimizer is not None and data.train is not None
+        started = time.perf_counter()
+        order = epoch_order(len(data.train), seed=config.seed, epoch=epoch, shuffle=True)
+        batches = shard_batches(order, batch_size=config.batch_size, rank=ctx.rank, world_size=ctx.world_size)
+        lr = self.optimizer.param_groups[0]["lr"]
+        # Augmentation draws depend only on (seed, epoch): a resumed run augments exactly as an uninterrupted one.
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch + 7)
+        for callback in self.callbacks:
+            callback.on_epoch_start(self, epoch)
+        row: dict[str, Any] = {"epoch": epoch, "phase": phase.name}
+        row |= train_one_epoch(self.model, data.train, batches, optimizer=self.optimizer, step=self.step,
+                               generator=generator, after_batch=self._after_batch,
+                               description=f"Epoch {epoch}/{config.total_epochs}")
+        for callback in self.callbacks:
+            callback.after_train_epoch()
+        if data.val is not None:
+            row |= self._evaluate(data.val, prefix="val_")
+        row["lr"] = lr
+        row["time_s"] = round(time.perf_counter() - started, 3)
+        if config.test_every_epoch and data.test is not None:
+            # Reported for learning curves and time-to-accuracy; the best epoch is still chosen on validation data.
+            row |= self._evaluate(data.test, prefix="test_")
+        _check_finite(row, epoch=epoch, lr=lr)
+        if self.best.monitor not in row:
+            raise CnnkitError(f"cannot monitor {self.best.monitor!r}; history has {', '.join(row)}")
+        self.elapsed_s += row["time_s"]
+        self.history.append(row)
+        for callback in self.callbacks:
+            callback.after_epoch(epoch, row)
+        if ctx.is_main:
+            self._save_epoch(epoch)
+        self.log(_epoch_line(row, config.total_epochs, self.best.improved))
+
+    def _after_batch(self) -> None:
+        for callback in self.callbacks:
+            callback.after_batch()
+
+    def _evaluate(self, data: ArrayData, *, prefix: str) -> dict[str, float]:
+        return evaluate_data(self.eval_model, data, preprocess=self.preprocess, settings=self.step.settings,
+                             top_k=self.top_k, ctx=self.ctx, prefix=prefix)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated, tested and saved: the moving average when there is one."""
+        return self.ema.average.module if self.ema is not None else self.net
+
+    # saving and restoring ----------------------------------------------------------------------------------------
+    def _write_header(self) -> None:
+        config, run, data = self.config, self.run, self.data
+        assert run is not None
+        run.write_json(names.CONFIG, {
+            **config.to_dict(), "cnnkit_version": __version__, "torch_version": torch.__version__,
+            "created": time.strftime("%Y-%m-%d %H:%M"),
+            "weights_source": self.weights.source if self.weights else None,
+        })
+        run.write_json(names.CLASSES, data.class_names)
+        run.write_json(names.PREPROCESS, self.preprocess.to_dict())
+        trainable, frozen = count_params(self.net)
+        sizes = ", ".join(f"{name} {len(split)}" for name, split in (("train", data.train), ("val", data.val),
+                                                                    ("test", data.test)) if split is not None)
+        self.log(f"Data: {config.data} ({data.num_classes} classes; {sizes})")
+        source = f", weights {self.weights.source}" if self.weights else ""
+        self.log(f"Model: {config.model} at {self.preprocess.input_size}px on {self.device}{source} "
+                 f"(trainable params: {trainable:,}; non-trainable: {frozen:,})")
+        dropped = "" if self.top_k else f"; top-{config.top_k} accuracy left out ({data.num_classes} classes)"
+        self.log(f"Epochs: {config.total_epochs}; a * marks the best {self.best.monitor} so far{dropped}")
+
+    def _save_epoch(self, epoch: int) -> None:
+        run, weights = self.run, self.eval_model.state_dict()
+        assert run is not None and self.optimizer is not None
+        meta = {"model": self.config.model, "epoch": str(epoch)}
+        if self.best.improved:
+            run.write_tensors(names.WEIGHTS_BEST, weights, metadata=meta)
+        run.write_tensors(names.WEIGHTS_LAST, weights, metadata=meta)
+        run.write_json(names.HISTORY_JSON, self.history)
+        run.write_csv(names.HISTORY_CSV, self.history)
+        # The checkpoint goes last: if the process dies before it, resume repeats this epoch from the previous one.
+        state = TrainingState(epoch=epoch, history=self.history, elapsed_s=self.elapsed_s,
+                              callbacks={c.name: c.state_dict() for c in self.callbacks})
+        save_checkpoint(run, model=self.net, optimizer=self.optimizer, state=state,
+                        ema=self.ema.average if self.ema else None)
+
+    def _restore(self) -> int:
+        run = self.run
+        assert run is not None
+        if self.ctx.is_main:
+            run.remove_temporaries()
+        if not run.exists(names.CHECKPOINT):
+            self.log(f"{run.path}: no epoch was completed before; starting from the beginning")
+            return 0
+        epoch = TrainingState.epoch_of(run)
+        self._start_phase(phase_of(self.phases, epoch))  # the checkpoint's optimizer belongs to its epoch's phase
+        state = load_checkpoint(run, model=self.net, optimizer=self.optimizer,
+                                ema=self.ema.average if self.ema else None)
+        for callback in self.callbacks:
+            if callback.name in state.callbacks:
+                callback.load_state_dict(state.callbacks[callback.name])
+        self.history, self.elapsed_s = state.history, state.elapsed_s
+        self.log(f"Resuming {run.path} after epoch {state.epoch} of {self.config.total_epochs}")
+        return state.epoch
+
+    def _remove_unfinished_run(self) -> None:
+        """A run that failed before saving its first epoch leaves nothing behind (if this call made it)."""
+        if self.ctx.is_main and self.created_run and self.run is not None and self.run.path.is_dir():
+            shutil.rmtree(self.run.path, ignore_errors=True)
+
+    def _finish(self, *, diverged: str | None = None) -> TrainResult:
+        config, run, data = self.config, self.run, self.data
+        assert run is not None
+        if self.best.best_epoch and run.exists(names.WEIGHTS_BEST) and self.ctx.is_main:
+            weights, _ = run.read_tensors(names.WEIGHTS_BEST)
+            self.net.load_state_dict(weights)
+        metrics: dict[str, Any] = {}
+        if self.ctx.is_main:
+            final = self.history[-1] if self.history else {}
+            trainable, frozen = count_params(self.net)
+            metrics = {"best_epoch": self.best.best_epoch, "train_time_s": round(self.elapsed_s, 2),
+                       "final_train_accuracy": final.get("accuracy"), "params": trainable + frozen,
+                       "trainable_params": trainable}
+            if diverged:
+                metrics["diverged"] = diverged
+            if data.test is not None and len(data.test):
+                metrics |= evaluate_model(self.net, data.test, run=run, class_names=data.class_names,
+                                          preprocess=self.preprocess, settings=self.step.settings, top_k=self.top_k)
+            run.write_json(names.METRICS, metrics)
+            run.save_figure(names.LEARNING_CURVES, learning_curves(self.history, title=config.model))
+            if "accuracy" in metrics:
+                self.log(f"Test accuracy: {metrics['accuracy']:.3f} on {metrics['num_samples']} images")
+            if final:
+                self.log(f"Training accuracy: {final['accuracy']:.3f}")
+            self.log(f"Run directory: {run.path}")
+        return TrainResult(run_dir=run.path, history=self.history, metrics=metrics)
+
+    def log(self, message: str) -> None:
+        _say(self.ctx, self.config, message)
 
 
-def _ema(model: nn.Module, decay: float) -> AveragedModel | None:
-    """An exponential moving average of the weights and BatchNorm statistics, updated after every step."""
-    if decay <= 0:
-        return None
-    return AveragedModel(_unwrap(model), multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+def _say(ctx: DistContext, config: TrainConfig, message: str) -> None:
+    if ctx.is_main and not config.quiet:
+        print(message, flush=True)
+
+
+def _preprocess(config: TrainConfig) -> Preprocess:
+    return Preprocess(input_size=config.input_size or default_input_size(config.model), resize=config.resize)
+
+
+def _absolute_paths(config: TrainConfig) -> TrainConfig:
+    """Saved configs name data and weights by absolute path, so a run resumes from any working directory."""
+    def absolute(path: Path | None) -> Path | None:
+        return path.resolve() if path is not None else None
+
+    return replace(config, data=absolute_spec(config.data), data_dir=absolute(config.data_dir),
+                   weights=absolute(config.weights))
+
+
+def _check_finite(row: dict[str, Any], *, epoch: int, lr: float) -> None:
+    bad = [k for k in ("loss", "val_loss") if k in row and not math.isfinite(row[k])]
+    if bad:
+        raise Diverged(f"training diverged in epoch {epoch} ({bad[0]} {row[bad[0]]}); try a lower --lr "
+                       f"(the LR was {lr:.3g} then)")
 
 
 def _distribute(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
@@ -193,7 +414,7 @@ def _distribute(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.
 
 
 def _normalization(
-    config: TrainConfig, preprocess: Preprocess, train: ArrayData, weights: WeightsInfo | None
+    config: TrainConfig, preprocess: Preprocess, train: ArrayData | None, weights: WeightsInfo | None
 ) -> Preprocess:
     """Pretrained weights dictate mean, std and interpolation; from scratch, the training images' statistics."""
     if weights is not None and config.normalize == "auto":
@@ -202,136 +423,16 @@ def _normalization(
     if mode == "unit":
         return preprocess
     if mode == "imagenet":
-        from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
-
         return replace(preprocess, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    assert train is not None
     mean, std = dataset_stats(train)
     return replace(preprocess, mean=mean, std=std)
 
 
-def _schedule(config: TrainConfig, optimizer: torch.optim.Optimizer, train: ArrayData, *, lr: float,
-              epochs: int) -> Schedule:
-    return build_schedule(config.schedule, optimizer, lr=lr, epochs=max(epochs, 1),
-                          steps_per_epoch=_steps_per_epoch(config, train))
-
-
-def _steps_per_epoch(config: TrainConfig, train: ArrayData) -> int:
-    return len(shard_batches(torch.arange(len(train)), batch_size=config.batch_size))
-
-
-def _init_from_data(model: nn.Module, train: ArrayData, preprocess: Preprocess, *, images: int = 5000) -> None:
+def _init_from_data(model: nn.Module, train: ArrayData | None, preprocess: Preprocess, *, images: int = 5000) -> None:
     """Layers set from data (a whitening stem) see the first `images` training images, as they will be fed."""
-    if isinstance(model, InitializedFromData):  # only then is the sample worth preprocessing
+    if isinstance(model, InitializedFromData) and train is not None:  # only then is the sample worth preprocessing
         model.init_from_data(preprocess(train.images[:images]))
-
-
-def _start_finetune(session: _Session) -> None:
-    """Unfreeze the base (all or its last K blocks) and continue with a fresh optimizer at the fine-tuning LR."""
-    config = session.config
-    model = _unwrap(session.model)
-    if not isinstance(model, TransferNet):
-        raise CnnkitError("--finetune-epochs needs --freeze-base (a pretrained base with a new head)")
-    set_base_trainable(model, config.unfreeze)
-    # DDP fixes the set of trainable parameters when it wraps a model: wrap the unfrozen model anew.
-    session.model = _distribute(model, session.ctx, session.settings.device)
-    session.optimizer = build_optimizer(config, session.model, lr=config.finetune_lr)
-    session.schedule = _schedule(config, session.optimizer, session.data.train, lr=config.finetune_lr,
-                                 epochs=config.finetune_epochs)
-    session.phase = "finetune"
-    trainable, frozen = count_params(model)
-    session.log(f"Fine-tuning (unfreeze {config.unfreeze}, lr {config.finetune_lr:g}): "
-                f"trainable params: {trainable:,}; non-trainable: {frozen:,}")
-
-
-def _write_run_header(session: _Session) -> None:
-    config, run, data = session.config, session.run, session.data
-    run.write_json("config.json", {
-        **config.to_dict(), "cnnkit_version": __version__, "torch_version": torch.__version__,
-        "weights_source": session.weights.source if session.weights else None,
-    })
-    run.write_json("classes.json", data.class_names)
-    run.write_json("preprocess.json", session.preprocess.to_dict())
-    trainable, frozen = count_params(session.model)
-    sizes = ", ".join(f"{name} {len(split)}" for name, split in (("train", data.train), ("val", data.val),
-                                                                ("test", data.test)) if split is not None)
-    session.log(f"Data: {config.data} ({data.num_classes} classes; {sizes})")
-    source = f", weights {session.weights.source}" if session.weights else ""
-    session.log(f"Model: {config.model} at {session.preprocess.input_size}px on {session.settings.device}{source} "
-                f"(trainable params: {trainable:,}; non-trainable: {frozen:,})")
-
-
-def _restore(session: _Session) -> int:
-    if session.ctx.is_main:
-        session.run.remove_temporaries()
-    if not session.run.exists(CHECKPOINT):
-        session.log(f"{session.run.path}: no epoch was completed before; starting from the beginning")
-        return 0
-    if session.config.finetune_epochs and checkpoint_epoch(session.run) > session.config.epochs:
-        _start_finetune(session)  # the checkpoint's optimizer belongs to the fine-tuning phase
-    state = load_checkpoint(session.run, model=_unwrap(session.model), optimizer=session.optimizer, ema=session.ema)
-    session.schedule.load_state_dict(state.schedule)
-    session.tracker.load_state_dict(state.tracker)
-    session.history, session.elapsed_s = state.history, state.elapsed_s
-    session.log(f"Resuming {session.run.path} after epoch {state.epoch} of {session.config.total_epochs}")
-    return state.epoch
-
-
-def _run_epoch(session: _Session, epoch: int) -> None:
-    config, data, ctx = session.config, session.data, session.ctx
-    assert data.train is not None
-    started = time.perf_counter()
-    order = epoch_order(len(data.train), seed=config.seed, epoch=epoch, shuffle=True)
-    batches = shard_batches(order, batch_size=config.batch_size, rank=ctx.rank, world_size=ctx.world_size)
-    lr = session.optimizer.param_groups[0]["lr"]
-    # Augmentation draws depend only on (seed, epoch): a resumed run augments exactly as an uninterrupted one.
-    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch + 7)
-    if session.lookahead is not None:
-        session.lookahead.begin_epoch(step=(epoch - 1) * len(batches))
-    row: dict[str, Any] = {"epoch": epoch, "phase": session.phase}
-    row |= train_one_epoch(
-        session.model, data.train, batches, optimizer=session.optimizer, preprocess=session.preprocess,
-        settings=session.settings, label_smoothing=config.label_smoothing, augment=session.augment,
-        generator=generator, after_batch=session.after_batch, top_k=config.top_k, ctx=ctx,
-        description=f"Epoch {epoch}/{config.total_epochs}", show_progress=not config.quiet)
-    if session.lookahead is not None:
-        session.lookahead.end_epoch()
-    if data.val is not None:
-        row |= evaluate_data(session.eval_model, data.val, preprocess=session.preprocess, settings=session.settings,
-                             top_k=config.top_k, ctx=ctx, prefix="val_")
-    row["lr"] = lr
-    row["time_s"] = round(time.perf_counter() - started, 3)
-    if config.test_every_epoch and data.test is not None:
-        # Reported for learning curves and time-to-accuracy; the best epoch is still chosen on validation data.
-        row |= evaluate_data(session.eval_model, data.test, preprocess=session.preprocess, settings=session.settings,
-                             top_k=config.top_k, ctx=ctx, prefix="test_")
-    session.elapsed_s += row["time_s"]
-    session.history.append(row)
-    monitored = row.get(session.tracker.monitor)
-    if monitored is None:
-        raise CnnkitError(f"cannot monitor {session.tracker.monitor!r}; history has {', '.join(row)}")
-    improved = session.tracker.update(epoch, monitored)
-    session.schedule.after_epoch(monitored)
-    if ctx.is_main:
-        _save_epoch(session, epoch, improved)
-    session.log(_epoch_line(row, config.total_epochs, improved))
-
-
-def _save_epoch(session: _Session, epoch: int, improved: bool) -> None:
-    run, weights = session.run, session.eval_model.state_dict()
-    meta = {"model": session.config.model, "epoch": str(epoch)}
-    if improved:
-        run.write_tensors(WEIGHTS_BEST, weights, metadata=meta)
-    run.write_tensors(WEIGHTS_LAST, weights, metadata=meta)
-    run.write_json("history.json", session.history)
-    run.write_csv("history.csv", session.history)
-    # The checkpoint goes last: if the process dies before it, resume repeats this epoch from the previous one.
-    state = TrainingState(epoch=epoch, history=session.history, schedule=session.schedule.state_dict(),
-                          tracker=session.tracker.state_dict(), elapsed_s=session.elapsed_s)
-    save_checkpoint(run, model=_unwrap(session.model), optimizer=session.optimizer, state=state, ema=session.ema)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
@@ -339,29 +440,3 @@ def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
     parts += [f"{k}: {v:.4f}" for k, v in row.items() if k not in ("epoch", "phase", "lr", "time_s")]
     parts.append(f"lr: {row['lr']:.2e}")
     return " - ".join(parts) + (" *" if improved else "")
-
-
-def _finish(session: _Session) -> TrainResult:
-    config, run, data = session.config, session.run, session.data
-    model = _unwrap(session.model)
-    if session.tracker.best_epoch and run.exists(WEIGHTS_BEST) and session.ctx.is_main:
-        weights, _ = run.read_tensors(WEIGHTS_BEST)
-        model.load_state_dict(weights)
-    metrics: dict[str, Any] = {}
-    if session.ctx.is_main:
-        final = session.history[-1] if session.history else {}
-        trainable, frozen = count_params(model)
-        metrics = {"best_epoch": session.tracker.best_epoch, "train_time_s": round(session.elapsed_s, 2),
-                   "final_train_accuracy": final.get("accuracy"), "params": trainable + frozen,
-                   "trainable_params": trainable}
-        if data.test is not None and len(data.test):
-            metrics |= evaluate_model(model, data.test, run=run, class_names=data.class_names,
-                                      preprocess=session.preprocess, settings=session.settings, top_k=config.top_k)
-        run.write_json("metrics.json", metrics)
-        run.save_figure("learning_curves.png", learning_curves(session.history, title=config.model))
-        if "accuracy" in metrics:
-            session.log(f"Test accuracy: {metrics['accuracy']:.3f}")
-        if final:
-            session.log(f"Training accuracy: {final['accuracy']:.3f}")
-        session.log(f"Run directory: {run.path}")
-    return TrainResult(run_dir=run.path, history=session.history, metrics=metrics)

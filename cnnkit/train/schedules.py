@@ -14,7 +14,11 @@ from torch.optim.lr_scheduler import (
 )
 
 from cnnkit.config import ScheduleConfig
-from cnnkit.train.callbacks import mode_for
+
+
+def mode_for(monitor: str) -> str:
+    """'min' for losses, 'max' for accuracies."""
+    return "min" if "loss" in monitor else "max"
 
 
 @dataclass

@@ -6,10 +6,10 @@ import pytest
 import torch
 from helpers import CLASSES, write_tree
 
-from cnnkit.data import Preprocess, SourceOptions, load_data
 from cnnkit.data.cifar10 import download_cifar10, find_or_download_cifar10
 from cnnkit.data.datasets import ArrayData, stratified_split
-from cnnkit.data.sources import SOURCES
+from cnnkit.data.preprocess import Preprocess
+from cnnkit.data.sources import SOURCES, SourceOptions, load_data
 from cnnkit.errors import CnnkitError
 
 PRE32 = Preprocess(input_size=32)
@@ -95,7 +95,7 @@ def test_empty_class_folder_and_single_class_are_errors(tmp_path: Path) -> None:
 
 
 def test_unknown_source_lists_valid_ones() -> None:
-    with pytest.raises(CnnkitError, match="unknown data source 'mnist'; valid: cifar10, folder, npz"):
+    with pytest.raises(CnnkitError, match="unknown data source 'mnist': expected cifar10, folder:PATH, npz:PATH"):
         load_data("mnist", options=SourceOptions())
     assert list(SOURCES) == ["cifar10", "folder", "npz"]
 

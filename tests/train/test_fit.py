@@ -138,9 +138,9 @@ def test_the_fast_recipe_whitens_its_stem_from_the_training_images(fast_run: Pat
     import numpy as np
     import torch.nn.functional as F
 
-    from cnnkit.predict import load_classifier
+    from cnnkit.runtime.model import load_run_model
 
-    classifier = load_classifier(fast_run, device="cpu")
+    classifier = load_run_model(fast_run, device="cpu")
     images = torch.from_numpy(np.load(shapes_npz)["x_train"]).permute(0, 3, 1, 2)
     out = F.conv2d(classifier.preprocess(images), classifier.model.whiten.weight.float())
     half = out.shape[1] // 2
@@ -161,18 +161,18 @@ def test_lookahead_runs_resume_exactly(shapes_npz: Path, tmp_path: Path, monkeyp
     plain = train(replace(config, out=tmp_path / "plain", lookahead_steps=0))
     assert plain.history[-1]["val_loss"] != pytest.approx(full.history[-1]["val_loss"], rel=1e-4)
 
-    run_epoch = fit._run_epoch
+    run_epoch = fit.Trainer._run_epoch
 
-    def interrupted(session: object, epoch: int) -> None:
+    def interrupted(trainer: fit.Trainer, epoch: int, phase: object) -> None:
         if epoch == 3:
             raise KeyboardInterrupt
-        run_epoch(session, epoch)
+        run_epoch(trainer, epoch, phase)
 
-    monkeypatch.setattr(fit, "_run_epoch", interrupted)
+    monkeypatch.setattr(fit.Trainer, "_run_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(replace(config, out=tmp_path / "cut"))
     monkeypatch.undo()
-    resumed = train(small_config(shapes_npz, tmp_path / "cut", resume=True, epochs=0))
+    resumed = train(small_config(shapes_npz, tmp_path / "cut", resume=True))
     assert resumed.history[-1]["val_loss"] == pytest.approx(full.history[-1]["val_loss"], rel=1e-5)
 
 
@@ -184,4 +184,4 @@ def test_resuming_a_run_killed_before_its_first_save_starts_it_over(shapes_npz: 
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert not list(out.glob(".*.tmp")) and (out / "config.json").is_file()
     with pytest.raises(CnnkitError, match="no config.json"):
-        train(small_config(shapes_npz, tmp_path / "other", epochs=0, resume=True))
+        train(small_config(shapes_npz, tmp_path / "other", resume=True))

@@ -1,0 +1,156 @@
+"""The Python API: one obvious entry per job, keyword arguments named as the CLI flags.
+
+    import cnnkit
+    run = cnnkit.train("folder:photos", model="efficientnet_lite0", pretrained=True, freeze_base=True, epochs=5)
+    clf = cnnkit.load(run.run_dir)                # a run directory (PyTorch) or an export directory (ONNX Runtime)
+    clf.predict("cat.jpg")                         # one Prediction; a list (or a batch array) gives a list
+    clf.evaluate("folder:other")                   # the metrics `cnnkit evaluate` prints
+    cnnkit.export(run.run_dir)                     # RUN/export/model.onnx, checked against PyTorch
+    cnnkit.serve([run.run_dir], port=8501)         # TensorFlow Serving REST API
+
+Errors are `cnnkit.CnnkitError` with one clear message, the same ones the CLI prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from cnnkit import artifacts as names
+from cnnkit.config import EvaluateConfig, ExportConfig, ServeConfig, train_config
+from cnnkit.data.preprocess import Preprocess
+from cnnkit.errors import CnnkitError
+from cnnkit.options import from_keywords
+from cnnkit.runtime.inputs import to_batch
+
+PREDICT_BATCH = 64  # images per forward pass in predict
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's answer: the most likely class first."""
+
+    source: str  # the file path, or <image N> for in-memory images
+    label: str
+    probability: float
+    top: list[tuple[str, float]]  # (label, probability), most likely first
+
+
+def train(data: str = "", *, recipe: str | None = None, resume: str | Path | None = None, **options: Any) -> Any:
+    """Train and evaluate a model; returns a TrainResult (run_dir, history, metrics).
+
+    `data`: cifar10 | folder:PATH | npz:PATH. `options`: any `cnnkit train` flag as a keyword (`epochs=5`,
+    `freeze_base=True`, `scheduler="cosine"`...). `recipe`: a preset whose values the options override.
+    `resume=RUN`: continue that run directory from its checkpoint (only epochs, device, quiet, workers may change).
+    """
+    from cnnkit.train.fit import resume_config
+    from cnnkit.train.fit import train as fit
+
+    if resume is not None:
+        if data or recipe:
+            raise CnnkitError("resume takes the run's own data and settings; give no data or recipe")
+        return fit(resume_config(Path(resume), **options))
+    return fit(train_config(data, recipe=recipe, **options))
+
+
+def load(path: str | Path, *, device: str = "auto", backend: Literal["auto", "torch", "onnx"] = "auto") -> Classifier:
+    """A trained classifier from a run directory (PyTorch; `backend="onnx"` uses its export) or an export
+    directory (ONNX Runtime, no PyTorch needed)."""
+    path = Path(path)
+    is_run = (path / names.CONFIG).is_file()
+    if backend == "torch" or (backend == "auto" and is_run):
+        from cnnkit.runtime.model import load_run_model
+
+        return Classifier(load_run_model(path, device=device), path)
+    from cnnkit.runtime.onnx import load_export
+
+    return Classifier(load_export(path), path)
+
+
+class Classifier:
+    """A loaded model with its preprocessing and class names: `predict`, `probabilities`, `evaluate`."""
+
+    def __init__(self, model: Any, path: Path) -> None:
+        self._model = model  # runtime.model.TorchModel or runtime.onnx.OnnxModel
+        self.path = path
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._model.class_names)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self._model.preprocess
+
+    @property
+    def backend(self) -> str:
+        return "onnx" if hasattr(self._model, "session") else "torch"
+
+    def probabilities(self, inputs: Any) -> np.ndarray:
+        """Class probabilities [N, C] for paths, PIL images, NumPy HWC or torch CHW arrays (one or many)."""
+        batch, _, _ = to_batch(inputs, preprocess=self.preprocess)
+        return self._run(batch)
+
+    def predict(self, inputs: Any, *, top_k: int = 3) -> Prediction | list[Prediction]:
+        """The top-k classes of each image. One image in, one Prediction out; a list or batch in, a list out."""
+        if top_k < 1:
+            raise CnnkitError("top_k must be at least 1")
+        batch, sources, single = to_batch(inputs, preprocess=self.preprocess)
+        probs = self._run(batch)
+        k = min(top_k, probs.shape[1])
+        predictions = []
+        for source, row in zip(sources, probs):
+            order = np.argsort(-row)[:k]
+            top = [(self.class_names[i], float(row[i])) for i in order]
+            predictions.append(Prediction(source, top[0][0], top[0][1], top))
+        return predictions[0] if single else predictions
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        parts = [self._model.probabilities(batch[i : i + PREDICT_BATCH]) for i in range(0, len(batch), PREDICT_BATCH)]
+        return np.concatenate(parts)
+
+    def evaluate(self, data: str | None = None, **options: Any) -> dict[str, Any]:
+        """Accuracy, top-k, per-class precision/recall/F1 and the confusion matrix (binary: ROC AUC and more) on
+        `data` (default: the run's test split), as `cnnkit evaluate` computes them. `options`: its flags
+        (`data_dir=`, `batch_size=`, `target_fpr=`...). A run directory's results are also saved in it."""
+        if self.backend == "torch":
+            from cnnkit.evaluate.report import evaluate_run
+
+            config = from_keywords(EvaluateConfig, {"data": data, **options}, base=EvaluateConfig(run=self.path))
+            return evaluate_run(config)
+        if data is None:
+            raise CnnkitError("an export directory does not know its data: pass data='folder:PATH' (or npz:PATH)")
+        return self._evaluate_onnx(data, options)
+
+    def _evaluate_onnx(self, data: str, options: dict[str, Any]) -> dict[str, Any]:
+        from cnnkit.data.sources import SourceOptions, load_data
+        from cnnkit.evaluate.metrics import classification_metrics
+
+        bundle = load_data(data, options=SourceOptions(data_dir=options.get("data_dir"), preprocess=self.preprocess,
+                                                       test_split=0.0))
+        split = bundle.test if bundle.test is not None else bundle.train
+        if split is None or bundle.class_names != self.class_names:
+            raise CnnkitError(f"{data}: classes {bundle.class_names} differ from the model's {self.class_names}")
+        probs = self._run(split.images.permute(0, 2, 3, 1).numpy())
+        top_k = options.get("top_k", 3)
+        return classification_metrics(probs, split.labels.numpy(), class_names=self.class_names,
+                                      top_k=top_k if top_k < len(self.class_names) else None)
+
+
+def export(run: str | Path, **options: Any) -> Any:
+    """Export a run to ONNX (RUN/export), checked against PyTorch; `options`: `cnnkit export` flags."""
+    from cnnkit.export.onnx import export_run
+
+    return export_run(from_keywords(ExportConfig, options, base=ExportConfig(run=Path(run))))
+
+
+def serve(paths: list[str | Path], **options: Any) -> None:
+    """Serve exported runs over the TensorFlow Serving REST API until interrupted; `options`: `cnnkit serve`
+    flags (`port=`, `host=`, `max_batch=`...)."""
+    from cnnkit.serve.main import serve as run_server
+
+    base = ServeConfig(paths=tuple(Path(p) for p in paths))
+    run_server(from_keywords(ServeConfig, options, base=base))

@@ -1,0 +1,31 @@
+"""The names of every artifact in a run directory and an export directory: the contract, in one place.
+
+    RUN/  config.json  classes.json  preprocess.json  model.safetensors  last.safetensors  checkpoint.safetensors
+          history.json  history.csv  metrics.json  learning_curves.png  confusion_matrix.png/.json  roc_pr.png
+          threshold.json  manifest.json  export/
+    RUN/export/  model.onnx  classes.json  preprocess.json  export.json
+"""
+
+from __future__ import annotations
+
+CONFIG = "config.json"
+CLASSES = "classes.json"
+PREPROCESS = "preprocess.json"
+WEIGHTS_BEST = "model.safetensors"
+WEIGHTS_LAST = "last.safetensors"
+CHECKPOINT = "checkpoint.safetensors"
+HISTORY_JSON = "history.json"
+HISTORY_CSV = "history.csv"
+METRICS = "metrics.json"
+LEARNING_CURVES = "learning_curves.png"
+CONFUSION_PNG = "confusion_matrix.png"
+CONFUSION_JSON = "confusion_matrix.json"
+ROC_PR = "roc_pr.png"
+THRESHOLD = "threshold.json"
+MANIFEST = "manifest.json"
+
+EXPORT_DIR = "export"
+ONNX_MODEL = "model.onnx"
+EXPORT_INFO = "export.json"
+# What a server needs of an export; the export's own manifest is export.json's sha256 table.
+EXPORT_FILES = (ONNX_MODEL, CLASSES, PREPROCESS, EXPORT_INFO)

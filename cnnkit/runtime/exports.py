@@ -1,0 +1,67 @@
+"""Export directories: finding one, reading what it says, and refusing one made from other weights than its run's.
+
+No torch here: the server uses it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cnnkit import artifacts as names
+from cnnkit.errors import CnnkitError
+from cnnkit.files import read_json
+
+
+def find_export_dir(path: Path) -> Path | None:
+    """`path` itself, or `path/export`, when it holds every file a server needs."""
+    for candidate in (Path(path), Path(path) / names.EXPORT_DIR):
+        if all((candidate / f).is_file() for f in names.EXPORT_FILES):
+            return candidate
+    return None
+
+
+def owning_run(export: Path) -> Path | None:
+    """The run directory an export lies in (RUN/export), if it does."""
+    parent = Path(export).parent
+    if Path(export).name == names.EXPORT_DIR and (parent / names.CONFIG).is_file():
+        return parent
+    return None
+
+
+def export_status(run: Path) -> str:
+    """'current', 'stale' or 'none': whether RUN/export was made from the run's present best weights."""
+    export = find_export_dir(Path(run) / names.EXPORT_DIR)
+    if export is None:
+        return "none"
+    return "stale" if staleness(export) else "current"
+
+
+def staleness(export: Path) -> str | None:
+    """Why an export inside a run no longer matches the run's best weights, or None when it matches (or lies
+    outside any run, where there is nothing to compare with)."""
+    run = owning_run(export)
+    if run is None:
+        return None
+    info = read_json(Path(export) / names.EXPORT_INFO)
+    manifest_path = run / names.MANIFEST
+    current = read_json(manifest_path).get(names.WEIGHTS_BEST, {}).get("sha256") if manifest_path.is_file() else None
+    made_from = (info.get("weights") or {}).get("sha256")
+    if made_from is None:
+        return "it does not record which weights it was made from (made by an older cnnkit)"
+    if made_from != current:
+        return (f"it was made from weights {made_from[:12]}, but the run's {names.WEIGHTS_BEST} is now "
+                f"{(current or 'missing')[:12]} (the run was resumed or retrained since)")
+    return None
+
+
+def check_current(export: Path) -> None:
+    """Refuse a stale export with one line that says how to make a current one."""
+    reason = staleness(export)
+    if reason is not None:
+        run = owning_run(export)
+        raise CnnkitError(f"{export}: stale export: {reason}; re-export with `cnnkit export {run}`")
+
+
+def read_export(export: Path) -> dict[str, Any]:
+    return read_json(Path(export) / names.EXPORT_INFO)
