@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit.errors import CnnkitError
+from cnnkit.options import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ def parse_augment(text: str) -> AugmentSpec:
             values["flip"] = True
             continue
         if key not in LIMITS:
-            raise CnnkitError(f"--augment: unknown part {key!r}; valid: {valid}")
+            raise CnnkitError(f"--augment: unknown part {key!r}; valid: {valid}"
+                              + did_you_mean(key, [*POLICIES, *LIMITS, "flip"]))
         try:
             value = float(raw)
         except ValueError:

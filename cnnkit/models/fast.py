@@ -63,7 +63,10 @@ class FastCifarNet(nn.Module):
         patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # N, C, H', W', k, k
         flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
         eigenvalues, eigenvectors = torch.linalg.eigh(flat.T @ flat / len(flat))
-        filters = (eigenvectors.T / (eigenvalues + WHITEN_EPS).sqrt()[:, None]).view(-1, c, k, k).flip(0)
+        # Degenerate data (plain-colour images) has a rank-deficient covariance whose zero eigenvalues come out of
+        # eigh slightly negative: clamped, so that the square root stays real.
+        scale = (eigenvalues.clamp_min(0) + WHITEN_EPS).sqrt()
+        filters = (eigenvectors.T / scale[:, None]).view(-1, c, k, k).flip(0)
         self.whiten.weight.copy_(torch.cat([filters, -filters]).to(self.whiten.weight))
 
 

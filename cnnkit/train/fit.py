@@ -48,6 +48,7 @@ from cnnkit.train.phases import Phase, phase_of, plan_phases
 from cnnkit.train.rundirs import resolve_run_dir
 
 RESUMABLE = ("epochs", "finetune_epochs", "device", "quiet", "workers")  # what may change when a run is resumed
+PER_INVOCATION = ("device", "quiet", "workers")  # how this process runs, not what it trains: never inherited
 
 
 @dataclass
@@ -80,7 +81,8 @@ def resume_config(run: Path, **changes: Any) -> TrainConfig:
     if refused:
         raise CnnkitError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in refused)} when resuming; "
                           f"only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} may change")
-    changes = {k: v for k, v in changes.items() if k in RESUMABLE}
+    defaults = TrainConfig(resume=True)
+    changes = {k: getattr(defaults, k) for k in PER_INVOCATION} | {k: v for k, v in changes.items() if k in RESUMABLE}
     if changes.get("epochs", saved.epochs) > saved.epochs and saved.schedule.name == "onecycle":
         raise CnnkitError(f"a one-cycle schedule ends after its {saved.epochs} epochs and cannot be extended; "
                           "start a new run (or use --scheduler cosine or plateau)")
@@ -151,14 +153,13 @@ class Trainer:
             config = replace(config, resume=False, exist_ok=True)
         if config.resume:
             config = resume_config(config.out or Path(), **{k: getattr(config, k) for k in RESUMABLE})
-        else:
-            config = _absolute_paths(config)
         default_input_size(config.model)  # an unknown model name fails here, with suggestions
         data = load_data(config.data, options=SourceOptions(
             data_dir=config.data_dir, preprocess=_preprocess(config), val_split=config.val_split,
             test_split=config.test_split, seed=config.seed, strict=config.strict, workers=config.workers))
         if data.train is None or len(data.train) == 0:
             raise CnnkitError(f"{config.data}: no training images")
+        config = _absolute_paths(config)
         torch.manual_seed(config.seed)
         model, weights = build_network(NetworkConfig.of(config, data.num_classes, _preprocess(config).input_size),
                                        load_weights=True)
@@ -339,6 +340,10 @@ class Trainer:
             if callback.name in state.callbacks:
                 callback.load_state_dict(state.callbacks[callback.name])
         self.history, self.elapsed_s = state.history, state.elapsed_s
+        saved = run.read_json(names.CONFIG)
+        if self.ctx.is_main and any(saved.get(k) != getattr(self.config, k) for k in ("epochs", "finetune_epochs")):
+            run.write_json(names.CONFIG, saved | {"epochs": self.config.epochs,
+                                                  "finetune_epochs": self.config.finetune_epochs})
         self.log(f"Resuming {run.path} after epoch {state.epoch} of {self.config.total_epochs}")
         return state.epoch
 

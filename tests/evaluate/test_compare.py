@@ -18,3 +18,24 @@ def test_compare_two_tiny_runs(shapes_npz: Path, tmp_path: Path) -> None:
     assert lenet[:5] == ["lenet", "lenet5", "61,411", "61,411", "2"]
     assert all(0.0 <= float(v) <= 1.0 for v in simple[6:] + lenet[6:])
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_runs_lists_every_run_with_its_export_state(shapes_npz: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from cnnkit.config import ExportConfig
+    from cnnkit.export.onnx import export_run
+
+    base = dict(data=f"npz:{shapes_npz}", epochs=1, batch_size=32, quiet=True, device="cpu", project=tmp_path / "runs")
+    train(TrainConfig(name="a", **base))
+    train(TrainConfig(name="a", **base))  # the name is taken: a-2
+    export_run(ExportConfig(run=tmp_path / "runs" / "a"))
+    result = subprocess.run([sys.executable, "-m", "cnnkit", "runs", tmp_path / "runs"], capture_output=True,
+                            text=True, timeout=120)
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["run", "model", "data", "epochs", "best", "val_loss", "test_acc", "export", "created"]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert set(rows) == {"a", "a-2"}
+    assert rows["a"][1] == "simple-cnn" and rows["a"][3] == "1/1" and rows["a"][6] == "current"
+    assert rows["a-2"][6] == "none"
