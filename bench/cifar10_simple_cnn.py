@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cifar10_dir, table  # noqa: E402
 
 from cnnkit.config import TrainConfig  # noqa: E402
-from cnnkit.train.fit import train  # noqa: E402
+from cnnkit.training.fit import train  # noqa: E402
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     python bench/fuzz_server.py [--cases 10000]
 
 Trains and exports a tiny model on generated shapes, serves it, then sends --cases requests drawn from the same
-strategies as tests/serve/test_fuzz.py (malformed JSON, wrong types, NaN and infinities, wrong shapes and ranks,
+strategies as tests/serving/test_fuzz.py (malformed JSON, wrong types, NaN and infinities, wrong shapes and ranks,
 bad base64, non-image bytes, truncated images, unknown models, versions and labels, hostile paths).
 """
 
@@ -30,8 +30,8 @@ def tiny_export(directory: Path) -> Path:
     import numpy as np
 
     from cnnkit.config import ExportConfig, TrainConfig
-    from cnnkit.export.onnx import export_run
-    from cnnkit.train.fit import train
+    from cnnkit.deploy.onnx import export_run
+    from cnnkit.training.fit import train
 
     x, y = make_shapes(30, seed=1)
     data = directory / "shapes.npz"

@@ -31,9 +31,9 @@ from cnnkit.config import (  # noqa: E402
     ScheduleConfig,
     TrainConfig,
 )
+from cnnkit.deploy.onnx import export_run  # noqa: E402
 from cnnkit.evaluate.report import evaluate_run  # noqa: E402
-from cnnkit.export.onnx import export_run  # noqa: E402
-from cnnkit.train.fit import train  # noqa: E402
+from cnnkit.training.fit import train  # noqa: E402
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ def raw_onnx(export: Path, size: int, *, seconds: float = 4.0, repeats: int = 40
     """The server's own ONNX Runtime sessions, called bare: images/s at batch 32 on every thread (timed over
     `seconds`), the median single-image latency in ms (over `repeats` calls), and images/s of batch-8 calls made by
     as many threads at once as the server has lanes, on the lanes' session (timed over `seconds`)."""
-    from cnnkit.serve.runtime import ModelRepository
+    from cnnkit.serving.runtime import ModelRepository
 
     repository = ModelRepository()
     repository.add_path(export, name="raw")
@@ -158,8 +158,8 @@ def main() -> None:
         return
 
     from cnnkit.config import ExportConfig, TrainConfig
-    from cnnkit.export.onnx import export_run
-    from cnnkit.train.fit import train
+    from cnnkit.deploy.onnx import export_run
+    from cnnkit.training.fit import train
 
     lite = imagenet_run("efficientnet_lite0", args.out / "lite0")
     train(TrainConfig(data="cifar10", data_dir=cifar10_dir(), out=args.out / "simple-cnn", epochs=1, quiet=True,

@@ -24,7 +24,7 @@ from common import cifar10_dir  # noqa: E402
 
 from cnnkit.config import ScheduleConfig, TrainConfig  # noqa: E402
 from cnnkit.evaluate.compare import compare_runs  # noqa: E402
-from cnnkit.train.fit import train  # noqa: E402
+from cnnkit.training.fit import train  # noqa: E402
 
 PER_CLASS = 500
 

@@ -46,8 +46,8 @@ def train(data: str = "", *, recipe: str | None = None, resume: str | Path | Non
     `freeze_base=True`, `scheduler="cosine"`...). `recipe`: a preset whose values the options override.
     `resume=RUN`: continue that run directory from its checkpoint (only epochs, device, quiet, workers may change).
     """
-    from cnnkit.train.fit import resume_config
-    from cnnkit.train.fit import train as fit
+    from cnnkit.training.fit import resume_config
+    from cnnkit.training.fit import train as fit
 
     if resume is not None:
         if data or recipe:
@@ -142,7 +142,7 @@ class Classifier:
 
 def export(run: str | Path, **options: Any) -> Any:
     """Export a run to ONNX (RUN/export), checked against PyTorch; `options`: `cnnkit export` flags."""
-    from cnnkit.export.onnx import export_run
+    from cnnkit.deploy.onnx import export_run
 
     return export_run(from_keywords(ExportConfig, options, base=ExportConfig(run=Path(run))))
 
@@ -150,7 +150,7 @@ def export(run: str | Path, **options: Any) -> Any:
 def serve(paths: list[str | Path], **options: Any) -> None:
     """Serve exported runs over the TensorFlow Serving REST API until interrupted; `options`: `cnnkit serve`
     flags (`port=`, `host=`, `max_batch=`...)."""
-    from cnnkit.serve.main import serve as run_server
+    from cnnkit.serving.main import serve as run_server
 
     base = ServeConfig(paths=tuple(Path(p) for p in paths))
     run_server(from_keywords(ServeConfig, options, base=base))

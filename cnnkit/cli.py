@@ -124,7 +124,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The config a `cnnkit train` command line asks for: the flags typed, over the recipe, over the defaults."""
     from cnnkit.rundir import RunDir
-    from cnnkit.train.fit import resume_config
+    from cnnkit.training.fit import resume_config
 
     typed = typed_values(args, TrainConfig)
     if typed.get("resume"):
@@ -148,8 +148,8 @@ def _resume_target(args: argparse.Namespace, typed: dict[str, object]) -> Path:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from cnnkit.train.distributed import launch_torchrun
-    from cnnkit.train.fit import train
+    from cnnkit.training.distributed import launch_torchrun
+    from cnnkit.training.fit import train
 
     config = train_config_from_args(args)
     if args.nproc > 1:
@@ -270,7 +270,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from cnnkit.export.onnx import export_run
+    from cnnkit.deploy.onnx import export_run
 
     config = from_keywords(ExportConfig, typed_values(args, ExportConfig), base=ExportConfig(run=args.run))
     result = export_run(config)
@@ -308,7 +308,7 @@ def serve_config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from cnnkit.serve.main import serve
+    from cnnkit.serving.main import serve
 
     serve(serve_config_from_args(args))
     return 0

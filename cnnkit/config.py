@@ -106,7 +106,7 @@ class TrainConfig:
             raise CnnkitError("--lr and --finetune-lr must be greater than 0")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
             raise CnnkitError(f"--name {self.name!r}: use letters, digits, '.', '_' and '-'")
-        from cnnkit.data.augment import parse_augment  # torch-importing; only training configs get here
+        from cnnkit.augment_spec import parse_augment
 
         parse_augment(self.augment)
 

@@ -32,8 +32,8 @@ def shapes_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def exported_run(shapes_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small simple-cnn run on the shapes data, trained ten epochs and exported to ONNX."""
     from cnnkit.config import ExportConfig, TrainConfig
-    from cnnkit.export.onnx import export_run
-    from cnnkit.train.fit import train
+    from cnnkit.deploy.onnx import export_run
+    from cnnkit.training.fit import train
 
     out = tmp_path_factory.mktemp("served") / "shapes"
     train(TrainConfig(data=f"npz:{shapes_npz}", out=out, epochs=10, batch_size=32, lr=3e-3, quiet=True, device="cpu"))
@@ -45,7 +45,7 @@ def exported_run(shapes_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def fast_run(shapes_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """cifar-fast-net trained two epochs on the shapes data with the cifar-fast recipe (smaller batches, fp32)."""
     from cnnkit.config import train_config
-    from cnnkit.train.fit import train
+    from cnnkit.training.fit import train
 
     out = tmp_path_factory.mktemp("fast") / "run"
     train(train_config(f"npz:{shapes_npz}", recipe="cifar-fast", epochs=2, batch_size=48, precision="fp32",

@@ -73,8 +73,8 @@ def test_training_augments_but_evaluation_images_are_untouched(
 ) -> None:
     """Evaluation must see the same pixels whatever the augmentation policy of training."""
     from cnnkit.config import TrainConfig
-    from cnnkit.train import engine
-    from cnnkit.train.fit import train
+    from cnnkit.training import engine
+    from cnnkit.training.fit import train
 
     seen: dict[str, list[torch.Tensor]] = {"train": [], "eval": []}
     original_forward = engine.StepSettings.prepare

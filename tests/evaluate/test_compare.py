@@ -2,7 +2,7 @@ from pathlib import Path
 
 from cnnkit.config import TrainConfig
 from cnnkit.evaluate.compare import compare_runs
-from cnnkit.train.fit import train
+from cnnkit.training.fit import train
 
 
 def test_compare_two_tiny_runs(shapes_npz: Path, tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_runs_lists_every_run_with_its_export_state(shapes_npz: Path, tmp_path: 
     import sys
 
     from cnnkit.config import ExportConfig
-    from cnnkit.export.onnx import export_run
+    from cnnkit.deploy.onnx import export_run
 
     base = dict(data=f"npz:{shapes_npz}", epochs=1, batch_size=32, quiet=True, device="cpu", project=tmp_path / "runs")
     train(TrainConfig(name="a", **base))

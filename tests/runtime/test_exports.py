@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 from cnnkit.config import ExportConfig, TrainConfig
+from cnnkit.deploy.onnx import export_run
 from cnnkit.errors import CnnkitError
-from cnnkit.export.onnx import export_run
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.exports import export_status
-from cnnkit.serve.runtime import ModelRepository
-from cnnkit.train.fit import resume_config, train
+from cnnkit.serving.runtime import ModelRepository
+from cnnkit.training.fit import resume_config, train
 
 
 def test_an_export_made_before_a_resume_is_refused(shapes_npz: Path, tmp_path: Path) -> None:

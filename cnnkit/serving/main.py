@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cnnkit.config import ServeConfig
 from cnnkit.errors import CnnkitError
-from cnnkit.serve.runtime import ModelRepository
+from cnnkit.serving.runtime import ModelRepository
 
 
 def build_repository(config: ServeConfig) -> ModelRepository:
@@ -27,7 +27,7 @@ def serve(config: ServeConfig) -> None:
     from PIL import Image
 
     from cnnkit.data.images import MAX_IMAGE_PIXELS
-    from cnnkit.serve.app import create_app
+    from cnnkit.serving.app import create_app
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's decompression-bomb guard stays on
     repository = build_repository(config)

@@ -8,8 +8,8 @@ import torch
 from cnnkit.config import ScheduleConfig, TrainConfig
 from cnnkit.errors import CnnkitError
 from cnnkit.rundir import RunDir
-from cnnkit.train.callbacks import BestTracker
-from cnnkit.train.fit import train
+from cnnkit.training.callbacks import BestTracker
+from cnnkit.training.fit import train
 
 ARTIFACTS = ["config.json", "classes.json", "preprocess.json", "model.safetensors", "last.safetensors",
              "checkpoint.safetensors", "history.json", "history.csv", "metrics.json", "learning_curves.png",
@@ -153,7 +153,7 @@ def test_the_fast_recipe_whitens_its_stem_from_the_training_images(fast_run: Pat
 
 
 def test_lookahead_runs_resume_exactly(shapes_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnkit.train import fit
+    from cnnkit.training import fit
 
     # 192 training images in batches of 32: 6 steps an epoch, so pulls every 4 steps fall mid-epoch too.
     config = small_config(shapes_npz, tmp_path / "full", lookahead_steps=4, optimizer="sgd", lr=0.05)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cnnkit.errors import CnnkitError
-from cnnkit.serve.runtime import ModelRepository
+from cnnkit.serving.runtime import ModelRepository
 
 
 def test_a_model_file_that_fails_its_checksum_is_refused(exported_run: Path, tmp_path: Path) -> None:

@@ -27,9 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from cnnkit.config import ServeConfig
-from cnnkit.serve.batching import MicroBatcher, Overloaded
-from cnnkit.serve.runtime import ModelRepository, ServedVersion
-from cnnkit.serve.tfserving import (
+from cnnkit.serving.batching import MicroBatcher, Overloaded
+from cnnkit.serving.runtime import ModelRepository, ServedVersion
+from cnnkit.serving.tfserving import (
     RequestError,
     classify_results,
     metadata,
@@ -41,7 +41,7 @@ from cnnkit.serve.tfserving import (
     version_status,
 )
 
-log = logging.getLogger("cnnkit.serve")
+log = logging.getLogger("cnnkit.serving")
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -117,7 +117,7 @@ def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
-        return resources.files("cnnkit.serve.web").joinpath("index.html").read_text()
+        return resources.files("cnnkit.serving.web").joinpath("index.html").read_text()
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from cnnkit.config import ScheduleConfig, TrainConfig
-from cnnkit.train.optim import Lookahead, build_optimizer
-from cnnkit.train.schedules import build_schedule
+from cnnkit.training.optim import Lookahead, build_optimizer
+from cnnkit.training.schedules import build_schedule
 
 
 def small_net() -> nn.Module:

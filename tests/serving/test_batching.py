@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from cnnkit.serve.batching import MicroBatcher, Overloaded
+from cnnkit.serving.batching import MicroBatcher, Overloaded
 
 
 def slow_identity(calls: list[int], seconds: float = 0.05):  # type: ignore[no-untyped-def]

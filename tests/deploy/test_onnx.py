@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from cnnkit.config import ExportConfig
+from cnnkit.deploy.onnx import export_run
 from cnnkit.errors import CnnkitError
-from cnnkit.export.onnx import export_run
 from cnnkit.runtime.model import load_run_model
 
 

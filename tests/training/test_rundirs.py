@@ -13,8 +13,8 @@ from helpers import CLASSES, make_shapes
 
 from cnnkit.config import TrainConfig, train_config
 from cnnkit.errors import CnnkitError
-from cnnkit.train.fit import Diverged, resume_config, train
-from cnnkit.train.rundirs import resolve_run_dir
+from cnnkit.training.fit import Diverged, resume_config, train
+from cnnkit.training.rundirs import resolve_run_dir
 
 
 def small(data: Path, **changes: object) -> TrainConfig:
@@ -140,7 +140,7 @@ def test_the_best_so_far_mark_is_explained_once(shapes_npz: Path, tmp_path: Path
 
 def test_divergence_stops_loudly_and_keeps_the_last_good_epoch(shapes_npz: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnkit.train import fit
+    from cnnkit.training import fit
 
     run_epoch = fit.Trainer._run_epoch
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.data.images import ImageError, open_rgb
-from cnnkit.serve.runtime import ServedModel, ServedVersion
+from cnnkit.serving.runtime import ServedModel, ServedVersion
 
 SIGNATURE = "serving_default"
 MAX_INSTANCES = 1024  # per request

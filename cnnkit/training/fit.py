@@ -39,13 +39,13 @@ from cnnkit.rundir import RunDir
 from cnnkit.runtime.device import resolve_device
 from cnnkit.runtime.engine import StepSettings, evaluate_data
 from cnnkit.runtime.parallel import DistContext
-from cnnkit.train.callbacks import BestTracker, Callback, EmaCallback, LookaheadCallback, ScheduleCallback
-from cnnkit.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
-from cnnkit.train.distributed import process_group
-from cnnkit.train.engine import StepConfig, train_one_epoch
-from cnnkit.train.optim import build_optimizer
-from cnnkit.train.phases import Phase, phase_of, plan_phases
-from cnnkit.train.rundirs import resolve_run_dir
+from cnnkit.training.callbacks import BestTracker, Callback, EmaCallback, LookaheadCallback, ScheduleCallback
+from cnnkit.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from cnnkit.training.distributed import process_group
+from cnnkit.training.engine import StepConfig, train_one_epoch
+from cnnkit.training.optim import build_optimizer
+from cnnkit.training.phases import Phase, phase_of, plan_phases
+from cnnkit.training.rundirs import resolve_run_dir
 
 RESUMABLE = ("epochs", "finetune_epochs", "device", "quiet", "workers")  # what may change when a run is resumed
 PER_INVOCATION = ("device", "quiet", "workers")  # how this process runs, not what it trains: never inherited

@@ -14,12 +14,12 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnnkit.config import ScheduleConfig
-from cnnkit.train.optim import Lookahead
-from cnnkit.train.phases import Phase
-from cnnkit.train.schedules import Schedule, build_schedule, mode_for
+from cnnkit.training.optim import Lookahead
+from cnnkit.training.phases import Phase
+from cnnkit.training.schedules import Schedule, build_schedule, mode_for
 
 if TYPE_CHECKING:
-    from cnnkit.train.fit import Trainer
+    from cnnkit.training.fit import Trainer
 
 
 class Callback:

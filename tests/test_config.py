@@ -1,0 +1,57 @@
+"""Each option declared once: the CLI, the API and validation come from the same declaration."""
+
+import subprocess
+import sys
+
+import pytest
+
+from cnnkit.cli import build_parser, train_config_from_args
+from cnnkit.config import RECIPES, EvaluateConfig, ServeConfig, TrainConfig, train_config
+from cnnkit.errors import CnnkitError
+from cnnkit.options import options_of
+
+
+def parse_train(*argv: str) -> TrainConfig:
+    return train_config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def test_a_typed_flag_wins_over_the_recipe_even_when_it_equals_the_default() -> None:
+    config = parse_train("cifar10", "--recipe", "cifar-fast", "--lr", "0.001", "--scheduler", "none")
+    assert config.lr == 0.001 and config.schedule.name == "none"
+    assert config.batch_size == RECIPES["cifar-fast"]["batch_size"] and config.model == "cifar-fast-net"
+    assert config.schedule.warmup_epochs == 2  # the recipe's, not typed
+    assert train_config("cifar10", recipe="cifar-fast", lr=0.001).lr == 0.001
+
+
+def test_the_cli_and_the_library_refuse_the_same_values() -> None:
+    with pytest.raises(CnnkitError, match=r"--momentum 1.5: must lie in \[0, 0.999\]"):
+        TrainConfig(data="cifar10", momentum=1.5)
+    with pytest.raises(CnnkitError, match=r"--momentum 1.5: must lie in \[0, 0.999\]"):
+        parse_train("cifar10", "--momentum", "1.5")
+    with pytest.raises(CnnkitError, match="--finetune-epochs needs --freeze-base"):
+        TrainConfig(data="cifar10", finetune_epochs=2)
+    with pytest.raises(CnnkitError, match="--target-fpr 2.0"):
+        EvaluateConfig(run="r", target_fpr=2.0)
+    with pytest.raises(CnnkitError, match="--lanes -1"):
+        ServeConfig(lanes=-1)
+    result = subprocess.run([sys.executable, "-m", "cnnkit", "train", "cifar10", "--momentum", "1.5"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.strip() == "cnnkit: error: --momentum 1.5: must lie in [0, 0.999]"
+
+
+def test_every_train_option_is_a_flag_with_help_and_choices_from_its_type() -> None:
+    parser = build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
+    flags = {option for action in train._actions for option in action.option_strings}
+    for option in options_of(TrainConfig):
+        if option.meta.get("cli", True):
+            assert option.flag in flags, option.flag
+            assert option.meta["help"]
+    by_flag = {o for a in train._actions for o in a.option_strings if a.choices}
+    assert {"--scheduler", "--device", "--resize", "--tta", "--optimizer", "--precision"} <= by_flag
+
+
+def test_strings_become_paths_and_keywords_match_the_flags(tmp_path: object) -> None:
+    config = train_config("cifar10", out="runs/x", scheduler="cosine", warmup_epochs=1, plateau_patience=4)
+    assert str(config.out) == "runs/x" and config.out.__class__.__name__.endswith("Path")
+    assert (config.schedule.name, config.schedule.warmup_epochs, config.schedule.patience) == ("cosine", 1.0, 4)
