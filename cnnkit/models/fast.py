@@ -49,12 +49,12 @@ class FastCifarNet(nn.Module):
         self.whiten.weight.requires_grad_(False)
         self.groups = nn.Sequential(_Group(self.whiten.out_channels, widths[0]), _Group(widths[0], widths[1]),
                                     _Group(widths[1], widths[2]))
-        self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(widths[2], num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.gelu(self.whiten(x))
-        return self.head(self.pool(self.groups(x)).flatten(1)) * LOGIT_SCALE
+        # Global max pooling as a reduction: exports to ONNX with every exporter (adaptive_max_pool2d does not).
+        return self.head(self.groups(x).amax(dim=(2, 3))) * LOGIT_SCALE
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor) -> None:
