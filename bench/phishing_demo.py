@@ -55,7 +55,8 @@ def main() -> None:
         finetune_epochs=args.finetune_epochs, finetune_lr=1e-4, batch_size=32, lr=1e-3, val_split=0.2,
         test_split=0.25, precision="bf16", device="cpu", overwrite=True, quiet=True,
         schedule=ScheduleConfig(monitor="val_loss")))
-    metrics = evaluate_run(EvaluateConfig(run=run, target_fpr=0.01))
+    # A 1% FPR cannot be estimated on this validation split's few dozen negatives (cnnkit refuses): 10%.
+    metrics = evaluate_run(EvaluateConfig(run=run, target_fpr=0.1))
     binary = metrics["binary"]
     export_run(ExportConfig(run=run))
     port = free_port()
@@ -70,7 +71,7 @@ def main() -> None:
     print(table([{
         "screenshots": args.count, "input_px": args.size, "test_images": metrics["num_samples"],
         "roc_auc": binary["roc_auc"], "pr_auc": binary["pr_auc"], "tpr_at_fpr_1%": binary["tpr_at_fpr_0.01"],
-        "tpr_at_fpr_0.1%": binary["tpr_at_fpr_0.001"], "threshold": binary["threshold"],
+        "roc_auc_95%": "{:.3f}-{:.3f}".format(*binary["roc_auc_ci95"]), "threshold (10% FPR)": binary["threshold"],
         "test_fpr_at_threshold": binary["fpr_at_threshold"], "test_tpr_at_threshold": binary["tpr_at_threshold"],
         "generate_s": generate_s, "train_s": result.metrics["train_time_s"],
         "classify_p50_ms": latency["p50_ms"], "classify_p95_ms": latency["p95_ms"], "errors": latency["errors"],

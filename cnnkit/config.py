@@ -174,9 +174,13 @@ class EvaluateConfig:
     target_fpr: float | None = option(None, low=1e-6, high=0.5,
                                       help="binary: choose and store the threshold for this false-positive rate")
     positive: str | None = option(None, help="binary: the positive class (default: phishing, or the second class)")
+    calibration_data: str | None = option(None, help="binary: choose the --target-fpr threshold on this data source "
+                                          "(all of it) instead of the run's validation split")
 
     def __post_init__(self) -> None:
         check(self)
+        if self.calibration_data is not None and self.target_fpr is None:
+            raise CnnkitError("--calibration-data is for choosing a threshold: give --target-fpr too")
 
 
 @dataclass(frozen=True)

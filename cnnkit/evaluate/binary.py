@@ -21,6 +21,8 @@ from sklearn.metrics import (
 from cnnkit.errors import CnnkitError
 
 REPORTED_FPRS = (0.01, 0.001)
+NEGATIVES_PER_FPR = 3  # a target FPR F is estimated from at least 3 / F negatives: a few false positives, not 0
+BOOTSTRAP_RESAMPLES = 1000
 POSITIVE_NAMES = ("phishing", "positive", "malicious", "fraud", "1", "yes", "true")
 
 
@@ -33,6 +35,9 @@ class Threshold:
     target_fpr: float
     val_fpr: float
     val_tpr: float
+    calibration: str = "validation split"  # the data the threshold was chosen on
+    negatives: int = 0
+    positives: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,16 +63,42 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     return float(tpr[allowed].max()) if allowed.any() else 0.0
 
 
+def required_negatives(target_fpr: float) -> int:
+    return int(np.ceil(NEGATIVES_PER_FPR / target_fpr - 1e-9))
+
+
 def choose_threshold(scores: np.ndarray, positives: np.ndarray, *, target_fpr: float, positive: str) -> Threshold:
-    """The lowest threshold (highest TPR) whose FPR on these scores stays within `target_fpr`."""
+    """The lowest threshold (highest TPR) whose FPR on these scores stays within `target_fpr`.
+
+    Refused when there are too few negatives to estimate that FPR: with ten negatives, a 1% FPR is a guess."""
     if positives.all() or not positives.any():
         raise CnnkitError("choosing a threshold needs validation data with both classes")
+    negatives = int((~positives).sum())
+    if negatives < required_negatives(target_fpr):
+        raise CnnkitError(
+            f"--target-fpr {target_fpr:g} cannot be estimated from {negatives} negative (non-{positive}) images: it "
+            f"takes at least {required_negatives(target_fpr)} ({NEGATIVES_PER_FPR} / FPR); with {negatives} the "
+            f"lowest target is {NEGATIVES_PER_FPR / negatives:.2g}. Give more negatives with --calibration-data "
+            "FOLDER, or a larger --target-fpr")
     fpr, tpr, thresholds = roc_curve(positives, scores)
     allowed = np.flatnonzero(fpr <= target_fpr + 1e-12)
     best = allowed[np.argmax(tpr[allowed])]
     threshold = float(min(thresholds[best], 1.0))  # roc_curve's first threshold is +inf: nothing flagged
     return Threshold(positive=positive, threshold=threshold, target_fpr=target_fpr, val_fpr=float(fpr[best]),
-                     val_tpr=float(tpr[best]))
+                     val_tpr=float(tpr[best]), negatives=negatives, positives=int(positives.sum()))
+
+
+def bootstrap_ci(scores: np.ndarray, positives: np.ndarray, statistic: Any, *, seed: int = 0) -> list[float]:
+    """95% percentile-bootstrap interval of `statistic(scores, positives)`, resampling within each class (so every
+    resample has both), seeded."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(positives), np.flatnonzero(~positives)
+    values = []
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        index = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        values.append(statistic(scores[index], positives[index]))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return [float(low), float(high)]
 
 
 def binary_metrics(scores: np.ndarray, positives: np.ndarray, *, threshold: float = 0.5) -> dict[str, Any]:
@@ -87,6 +118,11 @@ def binary_metrics(scores: np.ndarray, positives: np.ndarray, *, threshold: floa
     if both:
         fpr, tpr, _ = roc_curve(positives, scores)
         result["roc_auc"] = float(roc_auc_score(positives, scores))
+        result["roc_auc_ci95"] = bootstrap_ci(scores, positives, lambda s, p: roc_auc_score(p, s))
+        result["tpr_at_threshold_ci95"] = bootstrap_ci(scores, positives, lambda s, p: ((s >= threshold) & p).sum()
+                                                       / p.sum())
+        result["fpr_at_threshold_ci95"] = bootstrap_ci(scores, positives, lambda s, p: ((s >= threshold) & ~p).sum()
+                                                       / (~p).sum())
         result["pr_auc"] = float(average_precision_score(positives, scores))
         for target in REPORTED_FPRS:
             result[f"tpr_at_fpr_{target:g}"] = tpr_at_fpr(fpr, tpr, target)

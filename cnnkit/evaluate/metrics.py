@@ -82,10 +82,16 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"Positive class: {binary['positive']}")
         if "roc_auc" in binary:
-            lines.append(f"ROC AUC: {binary['roc_auc']:.4f}   PR AUC: {binary['pr_auc']:.4f}   "
+            lines.append(f"ROC AUC: {binary['roc_auc']:.4f}{_ci(binary, 'roc_auc_ci95')}   "
+                         f"PR AUC: {binary['pr_auc']:.4f}   "
                          f"TPR at 1% FPR: {binary['tpr_at_fpr_0.01']:.4f}   "
                          f"TPR at 0.1% FPR: {binary['tpr_at_fpr_0.001']:.4f}")
         c = binary["confusion_at_threshold"]
-        lines.append(f"At threshold {binary['threshold']:.4f}: TPR {binary['tpr_at_threshold']:.4f}, "
-                     f"FPR {binary['fpr_at_threshold']:.4f} (tp {c['tp']}, fp {c['fp']}, tn {c['tn']}, fn {c['fn']})")
+        lines.append(f"At threshold {binary['threshold']:.4f}: TPR {binary['tpr_at_threshold']:.4f}"
+                     f"{_ci(binary, 'tpr_at_threshold_ci95')}, FPR {binary['fpr_at_threshold']:.4f}"
+                     f"{_ci(binary, 'fpr_at_threshold_ci95')} (tp {c['tp']}, fp {c['fp']}, tn {c['tn']}, fn {c['fn']})")
     return "\n".join(lines)
+
+
+def _ci(metrics: dict[str, Any], key: str) -> str:
+    return f" (95% CI {metrics[key][0]:.3f}-{metrics[key][1]:.3f})" if key in metrics else ""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from cnnkit import artifacts as names
@@ -65,15 +68,16 @@ def _binary_report(run: RunDir, probs: np.ndarray, labels: np.ndarray, class_nam
 
 
 def choose_run_threshold(
-    classifier: TorchModel, val: ArrayData, *, run: RunDir, target_fpr: float, positive: str | None
+    classifier: TorchModel, val: ArrayData, *, run: RunDir, target_fpr: float, positive: str | None,
+    calibration: str = "validation split",
 ) -> Threshold:
-    """Pick the threshold for `target_fpr` on validation data and store it in the run (threshold.json)."""
+    """Pick the threshold for `target_fpr` on `val` (validation or calibration data) and store it in the run."""
     index = positive_index(classifier.class_names, positive)
     probs = predict_logits(classifier.model, val, preprocess=classifier.preprocess,
                            settings=classifier.settings).softmax(dim=1).numpy()
     scores = finite_probabilities(probs)[0][:, index]
-    chosen = choose_threshold(scores, val.labels.numpy() == index, target_fpr=target_fpr,
-                              positive=classifier.class_names[index])
+    chosen = replace(choose_threshold(scores, val.labels.numpy() == index, target_fpr=target_fpr,
+                                      positive=classifier.class_names[index]), calibration=calibration)
     run.write_json(THRESHOLD_FILE, chosen.to_dict())
     return chosen
 
@@ -94,10 +98,13 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
         raise CnnkitError(f"{spec}: classes {bundle.class_names} differ from the run's {classifier.class_names}")
     run = RunDir.open(config.run)
     if config.target_fpr is not None:
-        if bundle.val is None or len(bundle.val) == 0:
-            raise CnnkitError("--target-fpr needs validation data: train with --val-split > 0")
-        choose_run_threshold(classifier, bundle.val, run=run, target_fpr=config.target_fpr,
-                             positive=config.positive)
+        calibration = bundle.val
+        if config.calibration_data is not None:
+            calibration = _all_images(config.calibration_data, classifier, data_dir=config.data_dir)
+        if calibration is None or len(calibration) == 0:
+            raise CnnkitError("--target-fpr needs validation data (train with --val-split > 0) or --calibration-data")
+        choose_run_threshold(classifier, calibration, run=run, target_fpr=config.target_fpr,
+                             positive=config.positive, calibration=config.calibration_data or "validation split")
     top_k = config.top_k or train_config.top_k
     top_k = top_k if top_k < len(classifier.class_names) else None
     metrics = evaluate_model(classifier.model, data, run=run, class_names=classifier.class_names,
@@ -107,3 +114,13 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     previous = run.read_json(names.METRICS) if run.exists(names.METRICS) else {}
     run.write_json(names.METRICS, previous | metrics)
     return metrics
+
+
+def _all_images(spec: str, classifier: TorchModel, *, data_dir: Path | None) -> ArrayData:
+    """Every image of a data source (its train and test parts together), checked to have the run's classes."""
+    bundle = load_data(spec, options=SourceOptions(data_dir=data_dir, preprocess=classifier.preprocess,
+                                                   test_split=0.0))
+    if bundle.class_names != classifier.class_names:
+        raise CnnkitError(f"{spec}: classes {bundle.class_names} differ from the run's {classifier.class_names}")
+    parts = [part for part in (bundle.train, bundle.test) if part is not None and len(part)]
+    return ArrayData(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))

@@ -87,10 +87,18 @@ def test_recipe_train_evaluate_export_serve_explain(screenshots: Path, tmp_path:
            "--batch-size", "16", "--lr", "3e-3", "--val-split", "0.25", "--test-split", "0.25", "--out", run,
            "--device", "cpu")
     assert json.loads((run / "preprocess.json").read_text())["resize"] == "top-crop"
-    report = cnnkit("evaluate", run, "--target-fpr", "0.1").stdout
+    refused = cnnkit("evaluate", run, "--target-fpr", "0.1", check=False)
+    assert refused.returncode == 2 and "cannot be estimated from 6 negative (non-phishing) images" in refused.stderr
+    assert "it takes at least 30" in refused.stderr and not (run / "threshold.json").exists()
+    calibration = tmp_path / "calibration"
+    cnnkit("make-demo-screenshots", "--out", calibration, "--count", "64", "--width", "640", "--height", "400",
+           "--seed", "5")
+    report = cnnkit("evaluate", run, "--target-fpr", "0.1", "--calibration-data", f"folder:{calibration}").stdout
     assert "ROC AUC" in report and "TPR at 1% FPR" in report and "Positive class: phishing" in report
+    assert "95% CI" in report
     threshold = json.loads((run / "threshold.json").read_text())
     assert threshold["positive"] == "phishing" and threshold["val_fpr"] <= 0.1
+    assert threshold["calibration"] == f"folder:{calibration}" and threshold["negatives"] == 32
     binary = json.loads((run / "metrics.json").read_text())["binary"]
     assert binary["threshold"] == threshold["threshold"] and 0.0 <= binary["roc_auc"] <= 1.0
     assert (run / "roc_pr.png").stat().st_size > 10_000

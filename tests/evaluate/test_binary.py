@@ -13,7 +13,7 @@ def scores_and_labels(seed: int = 0, n: int = 2000) -> tuple[np.ndarray, np.ndar
 
 
 def test_threshold_meets_the_target_fpr_with_the_best_tpr() -> None:
-    scores, positives = scores_and_labels()
+    scores, positives = scores_and_labels(n=8000)  # 0.1% FPR needs 3,000 negatives
     for target in (0.1, 0.01, 0.001):
         chosen = choose_threshold(scores, positives, target_fpr=target, positive="phishing")
         flagged = scores >= chosen.threshold
@@ -49,3 +49,24 @@ def test_positive_class_resolution() -> None:
         positive_index(["a", "b", "c"])
     with pytest.raises(CnnkitError, match="both classes"):
         choose_threshold(np.array([0.2, 0.4]), np.array([False, False]), target_fpr=0.01, positive="x")
+
+
+def test_a_target_fpr_needs_enough_negatives() -> None:
+    scores, positives = scores_and_labels(n=40)  # about 24 negatives
+    negatives = int((~positives).sum())
+    with pytest.raises(CnnkitError, match=f"cannot be estimated from {negatives} negative .* at least 300"):
+        choose_threshold(scores, positives, target_fpr=0.01, positive="phishing")
+    chosen = choose_threshold(scores, positives, target_fpr=0.15, positive="phishing")
+    assert chosen.negatives == negatives and chosen.positives == len(scores) - negatives
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_data() -> None:
+    small = binary_metrics(*scores_and_labels(2, n=100), threshold=0.5)
+    large = binary_metrics(*scores_and_labels(2, n=4000), threshold=0.5)
+    for metrics in (small, large):
+        low, high = metrics["roc_auc_ci95"]
+        assert low <= metrics["roc_auc"] <= high
+        low, high = metrics["tpr_at_threshold_ci95"]
+        assert low <= metrics["tpr_at_threshold"] <= high
+    width = lambda m: m["roc_auc_ci95"][1] - m["roc_auc_ci95"][0]  # noqa: E731
+    assert width(large) < width(small) / 3
