@@ -1,0 +1,205 @@
+"""The phishing application on real pages (../shared/data/phishing-real; read its README first).
+
+Brand identification (`--part brands`): each www24 phishing page whose brand (the file-name prefix) is in the
+gallery of the 13 www24 legitimate pages, matched by cosine similarity of embeddings; top-1 and top-3 brand
+accuracy, and the similarity of the best match for pages of gallery brands against pages of other brands (what a
+brand threshold must separate). Embedders: the pretrained Lite0 features, and with --run a trained run's base.
+
+Classifier (`--part classifier`): Lite0 transfer runs trained on one collection and tested on the other (both
+ways), and pooled 5-fold; ROC AUC with its 95% bootstrap interval, TPR at 1% and 5% FPR on the test data, and the
+threshold for each FPR chosen on the training side's validation split, or refused there when it has fewer than
+3 / FPR negatives (as `cnnkit evaluate --target-fpr` refuses).
+
+    python bench/phishing_real.py [--data ../shared/data/phishing-real] [--part brands|classifier|all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from common import table  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "phishing-real"
+WWW24 = "www24-threatAdvPhish"
+COLLECTIONS = ("PhishOracle", WWW24)
+
+
+def brand_of(path: Path) -> str | None:
+    """'PayPal_P00466_phish.jpg' -> 'PayPal'; None for pages without a brand prefix."""
+    prefix = path.stem.split("_", 1)[0]
+    return prefix if "_" in path.stem and not prefix.startswith("P0") else None
+
+
+class Embedder:
+    """Screenshots -> L2-normalised global-average-pooled features of a convolutional base: the pretrained Lite0
+    (top of the page at 224 px), or a transfer run's own base with its preprocessing."""
+
+    def __init__(self, *, run: Path | None = None) -> None:
+        from cnnkit.data.preprocess import Preprocess
+        from cnnkit.models.network import NetworkConfig, build_network
+        from cnnkit.models.transfer import split_base
+
+        if run is None:
+            model, weights = build_network(NetworkConfig(model="efficientnet_lite0", num_classes=2, input_size=224,
+                                                         pretrained=True), load_weights=True)
+            assert weights is not None
+            self.base, _ = split_base(model)
+            self.preprocess = Preprocess(input_size=224, mean=weights.mean, std=weights.std, resize="top-crop",
+                                         interpolation=weights.interpolation)
+            self.name = "efficientnet_lite0.imagenet"
+        else:
+            from cnnkit.runtime.model import load_run_model
+
+            loaded = load_run_model(run, device="cpu")
+            self.base, self.preprocess, self.name = loaded.model.base, loaded.preprocess, f"run {run.name}"
+        self.base.eval()
+
+    def __call__(self, paths: list[Path]) -> np.ndarray:
+        import torch
+
+        from cnnkit.runtime.inputs import to_batch
+
+        batch, _, _ = to_batch(paths, preprocess=self.preprocess)
+        with torch.no_grad():
+            x = self.preprocess(torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))))
+            return torch.nn.functional.normalize(self.base(x).float(), dim=1).numpy()
+
+
+def brands_part(data: Path, runs: list[Path]) -> list[dict[str, object]]:
+    gallery_files = sorted((data / WWW24 / "legitimate").glob("*.jpg"))
+    gallery_brands = [brand_of(p) for p in gallery_files]
+    pages = sorted((data / WWW24 / "phishing").glob("*.jpg"))
+    rows = []
+    for run in [None, *runs]:
+        embed = Embedder(run=run)
+        references, queries = embed(gallery_files), embed(pages)
+        similarity = queries @ references.T  # one reference per brand
+        in_gallery = [brand_of(p) in gallery_brands for p in pages]
+        ranked = [[gallery_brands[i] for i in np.argsort(-row)] for row in similarity]
+        hits1 = [r[0] == brand_of(p) for r, p, g in zip(ranked, pages, in_gallery) if g]
+        hits3 = [brand_of(p) in r[:3] for r, p, g in zip(ranked, pages, in_gallery) if g]
+        best = similarity.max(axis=1)
+        matched = best[np.array(in_gallery)]
+        other = best[~np.array(in_gallery)]
+        rows.append({"embedder": embed.name, "pages": len(hits1),
+                     "brands": len(set(gallery_brands)), "top-1": float(np.mean(hits1)),
+                     "top-3": float(np.mean(hits3)),
+                     "best sim, gallery brands (min/median)": f"{matched.min():.3f}/{np.median(matched):.3f}",
+                     "best sim, other pages (max/median)": f"{other.max():.3f}/{np.median(other):.3f}",
+                     "other pages": len(other)})
+    return rows
+
+
+def split_collection(data: Path, out: Path, *, collections: tuple[str, ...]) -> Path:
+    """A folder tree (class subfolders) of the given collections, as symlinks: nothing is copied."""
+    for collection in collections:
+        for label in ("legitimate", "phishing"):
+            (out / label).mkdir(parents=True, exist_ok=True)
+            for image in (data / collection / label).glob("*.jpg"):
+                (out / label / f"{collection}-{image.name}").symlink_to(image.resolve())
+    return out
+
+
+def classifier_row(
+    name: str, train_dir: Path, test_dir: Path, work: Path, epochs: tuple[int, int]
+) -> dict[str, object]:
+    import cnnkit
+    from cnnkit.errors import CnnkitError
+    from cnnkit.evaluate.binary import binary_metrics, choose_threshold, positive_index
+
+    started = time.perf_counter()
+    result = cnnkit.train(f"folder:{train_dir}", model="efficientnet_lite0", pretrained=True, freeze_base=True,
+                          epochs=epochs[0], finetune_epochs=epochs[1], finetune_lr=1e-4, input_size=224,
+                          resize="top-crop", augment="screenshot", val_split=0.2, test_split=0.0,
+                          precision="bf16", device="cpu", quiet=True, out=work / name, overwrite=True)
+    clf = cnnkit.load(result.run_dir, device="cpu")
+    index = positive_index(clf.class_names)
+    test = sorted(p for p in test_dir.rglob("*.jpg"))
+    scores = clf.probabilities(test)[:, index]
+    positives = np.array([p.parent.name == "phishing" for p in test])
+    val = _validation_scores(result.run_dir, clf, index)
+    metrics = binary_metrics(scores, positives)
+    row: dict[str, object] = {"train -> test": name, "test pages": len(test),
+                              "ROC AUC": metrics["roc_auc"],
+                              "95% CI": "{:.3f}-{:.3f}".format(*metrics["roc_auc_ci95"])}
+    for target in (0.01, 0.05):
+        try:
+            chosen = choose_threshold(val[0], val[1], target_fpr=target, positive="phishing")
+            flagged = scores >= chosen.threshold
+            row[f"TPR@{target:.0%}"] = float((flagged & positives).sum() / positives.sum())
+            row[f"FPR@{target:.0%}"] = float((flagged & ~positives).sum() / (~positives).sum())
+            row[f"thr@{target:.0%}"] = chosen.threshold
+        except CnnkitError:
+            row[f"TPR@{target:.0%}"] = f"refused ({int((~val[1]).sum())} val negatives)"
+    row["train s"] = time.perf_counter() - started
+    return row
+
+
+def _validation_scores(run: Path, clf: object, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The run's validation split, re-made as training made it, scored."""
+    from cnnkit.data.sources import SourceOptions, load_data
+    from cnnkit.training.fit import resume_config
+
+    config = resume_config(run)
+    bundle = load_data(config.data, options=SourceOptions(preprocess=clf.preprocess, val_split=config.val_split,
+                                                          test_split=config.test_split, seed=config.seed))
+    assert bundle.val is not None
+    scores = clf.probabilities(bundle.val.images.permute(0, 2, 3, 1).numpy())[:, index]  # type: ignore[attr-defined]
+    return scores, bundle.val.labels.numpy() == index
+
+
+def classifier_part(data: Path, work: Path, epochs: tuple[int, int], folds: int) -> list[dict[str, object]]:
+    rows = []
+    for train_on, test_on in (COLLECTIONS, COLLECTIONS[::-1]):
+        train_dir = split_collection(data, work / f"{train_on}-train", collections=(train_on,))
+        test_dir = split_collection(data, work / f"{test_on}-test", collections=(test_on,))
+        rows.append(classifier_row(f"{train_on} -> {test_on}", train_dir, test_dir, work, epochs))
+        print(rows[-1], flush=True)
+    pooled = split_collection(data, work / "pooled", collections=COLLECTIONS)
+    files = sorted(pooled.rglob("*.jpg"))
+    order = np.random.default_rng(0).permutation(len(files))
+    for fold in range(folds):
+        held = set(order[fold::folds].tolist())
+        train_dir, test_dir = work / f"fold{fold}-train", work / f"fold{fold}-test"
+        for i, path in enumerate(files):
+            target = (test_dir if i in held else train_dir) / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path.resolve())
+        rows.append(classifier_row(f"pooled fold {fold + 1}/{folds}", train_dir, test_dir, work, epochs))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--part", choices=("brands", "classifier", "all"), default="all")
+    parser.add_argument("--run", type=Path, action="append", default=[], help="also embed with this run's base")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--folds", type=int, default=5)
+    args = parser.parse_args()
+    manifest = list(csv.DictReader((args.data / "manifest.csv").open()))
+    print(f"{len(manifest)} screenshots in {args.data}")
+    if args.part in ("brands", "all"):
+        print(table(brands_part(args.data, args.run)))
+    if args.part in ("classifier", "all"):
+        work = Path(tempfile.mkdtemp(prefix="cnnkit-phishing-real-"))
+        try:
+            print(table(classifier_part(args.data, work, (args.epochs, args.finetune_epochs), args.folds)))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
