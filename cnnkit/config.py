@@ -60,6 +60,8 @@ class TrainConfig:
     label_smoothing: float = option(0.0, low=0, high=0.99, help="label smoothing of the cross-entropy")
     val_split: float = option(0.1, low=0, high=0.9, help="fraction of the training data held out for validation")
     test_split: float = option(0.2, low=0, high=0.9, help="folder trees without test/: fraction held out for test")
+    test_source: str | None = option(None, help="folder trees of SOURCE/CLASS/ folders: these sources (comma-"
+                                     "separated) are the test split, the others are trained on (cross-source)")
     input_size: int | None = option(None, low=8, high=4096, help="input side in pixels (default: the model's)")
     normalize: Normalize = option("auto", help="auto: the pretrained weights' mean/std, else the training images'")
     resize: Resize = option("squash", help="how images reach the square input: squash, center-crop or top-crop")
@@ -112,6 +114,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
+
+    @property
+    def test_sources(self) -> tuple[str, ...]:
+        """The source folders held out as the test split (--test-source a,b)."""
+        return tuple(s.strip() for s in (self.test_source or "").split(",") if s.strip())
 
     @property
     def total_epochs(self) -> int:

@@ -34,6 +34,12 @@ class ArrayData:
         return ArrayData(self.images[index], self.labels[index])
 
     @classmethod
+    def concat(cls, parts: list[ArrayData]) -> ArrayData:
+        if not parts:
+            raise CnnkitError("no images to put together")
+        return cls(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+
+    @classmethod
     def from_numpy(cls, x: np.ndarray, y: np.ndarray, *, source: str) -> ArrayData:
         """Accept [N, H, W, C] (C = 1, 3 or 4) or [N, H, W] uint8 (or float in [0, 1]) arrays and integer labels."""
         x, y = np.asarray(x), np.asarray(y).reshape(-1)

@@ -31,6 +31,7 @@ class SourceOptions:
     seed: int = 0
     strict: bool = False  # stop on the first undecodable file instead of skipping it
     workers: int = 4  # threads decoding image files (Pillow releases the GIL while decoding)
+    test_sources: tuple[str, ...] = ()  # folder trees of SOURCE/CLASS/ folders: these sources are the test split
 
 
 SourceFn = Callable[[str | None, SourceOptions], DataBundle]
@@ -154,6 +155,8 @@ def folder(arg: str | None, options: SourceOptions) -> DataBundle:
         raise CnnkitError(f"{root}: no such directory")
     if options.preprocess is None:
         raise CnnkitError("folder data needs a preprocessing policy to decode images")
+    if options.test_sources:
+        return _by_source(root, options)
     if (root / "train").is_dir():
         names = _class_dirs(root / "train")
         train, skipped = _decode_tree(root / "train", names, options)
@@ -170,6 +173,32 @@ def folder(arg: str | None, options: SourceOptions) -> DataBundle:
     return DataBundle(train=data, val=None, test=None, class_names=names, skipped=skipped)
 
 
+def _by_source(root: Path, options: SourceOptions) -> DataBundle:
+    """ROOT/SOURCE/CLASS/ trees (collections, crawls, sites): train on some sources, test on the others, as a
+    deployed model will meet pages from sources it never saw."""
+    sources = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for held in options.test_sources:
+        if held not in sources:
+            raise CnnkitError(f"--test-source {held!r}: no such source folder in {root}; sources: "
+                              f"{', '.join(sources)}" + did_you_mean(held, sources))
+    if len(sources) < 2 or set(sources) <= set(options.test_sources):
+        raise CnnkitError(f"{root}: --test-source needs at least one other source folder to train on")
+    names = sorted({p.name for s in sources for p in (root / s).iterdir() if p.is_dir() and not p.name.startswith(".")})
+    if len(names) < 2:
+        raise CnnkitError(f"{root}: a classifier needs at least 2 class folders in its sources, found {names}")
+    parts: dict[bool, list[ArrayData]] = {True: [], False: []}
+    skipped: list[str] = []
+    for source in sources:
+        data, bad = _decode_tree(root / source, names, options, every_class=False)
+        parts[source in options.test_sources].append(data)
+        skipped += bad
+    train, test = ArrayData.concat(parts[False]), ArrayData.concat(parts[True])
+    missing = [n for i, n in enumerate(names) if not (train.labels == i).any()]
+    if missing:
+        raise CnnkitError(f"{root}: no training images of class(es) {', '.join(missing)} outside the test sources")
+    return DataBundle(train=train, val=None, test=test, class_names=names, skipped=skipped)
+
+
 def _class_dirs(root: Path) -> list[str]:
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(names) < 2:
@@ -177,10 +206,15 @@ def _class_dirs(root: Path) -> list[str]:
     return names
 
 
-def _decode_tree(root: Path, names: list[str], options: SourceOptions) -> tuple[ArrayData, list[str]]:
+def _decode_tree(
+    root: Path, names: list[str], options: SourceOptions, *, every_class: bool = True
+) -> tuple[ArrayData, list[str]]:
+    """Decode ROOT/CLASS/ images; `every_class` False lets a class folder be absent (a source without it)."""
     files: list[tuple[Path, int]] = []
     for label, name in enumerate(names):
         class_dir = root / name
+        if not class_dir.is_dir() and not every_class:
+            continue
         if not class_dir.is_dir():
             raise CnnkitError(f"{root}: missing class folder {name!r}")
         members = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -204,8 +238,10 @@ def _decode_tree(root: Path, names: list[str], options: SourceOptions) -> tuple[
     if skipped and options.strict:
         raise CnnkitError(f"{len(skipped)} unusable file(s) under {root} (--strict): " + "; ".join(skipped))
     good = [(arr, label) for arr, (_, label) in zip(decoded, files) if not isinstance(arr, str)]
+    if not good:
+        raise CnnkitError(f"{root}: no readable images in its class folders ({', '.join(names)})")
     for label, name in enumerate(names):
-        if not any(lab == label for _, lab in good):
+        if (root / name).is_dir() and not any(lab == label for _, lab in good):
             raise CnnkitError(f"{root / name}: class folder has no readable images")
     x = np.stack([arr for arr, _ in good])
     y = np.array([label for _, label in good], dtype=np.int64)

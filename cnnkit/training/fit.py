@@ -156,7 +156,8 @@ class Trainer:
         default_input_size(config.model)  # an unknown model name fails here, with suggestions
         data = load_data(config.data, options=SourceOptions(
             data_dir=config.data_dir, preprocess=_preprocess(config), val_split=config.val_split,
-            test_split=config.test_split, seed=config.seed, strict=config.strict, workers=config.workers))
+            test_split=config.test_split, seed=config.seed, strict=config.strict, workers=config.workers,
+            test_sources=config.test_sources))
         if data.train is None or len(data.train) == 0:
             raise CnnkitError(f"{config.data}: no training images")
         config = _absolute_paths(config)

@@ -123,3 +123,21 @@ def test_cifar10_download_without_network_fails_fast_with_advice(tmp_path: Path)
 def test_array_data_rejects_wrong_layout() -> None:
     with pytest.raises(CnnkitError, match="uint8"):
         ArrayData(torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long))
+
+
+def test_a_tree_of_sources_trains_on_some_and_tests_on_the_others(tmp_path: Path) -> None:
+    import shutil
+
+    from helpers import write_tree
+
+    write_tree(tmp_path / "crawl-a", 6, size=20, seed=1)
+    write_tree(tmp_path / "crawl-b", 4, size=20, seed=2)
+    write_tree(tmp_path / "crawl-c", 3, size=20, seed=3)
+    shutil.rmtree(tmp_path / "crawl-c" / "square")  # a source may lack a class
+    options = SourceOptions(preprocess=Preprocess(input_size=16), test_sources=("crawl-b",))
+    bundle = load_data(f"folder:{tmp_path}", options=options)
+    assert bundle.class_names == ["circle", "cross", "square"]
+    assert len(bundle.test) == 3 * 4 and len(bundle.train) == 3 * 6 + 2 * 3
+    with pytest.raises(CnnkitError, match="--test-source .crawl-d.: no such source folder .* did you mean crawl-c"):
+        load_data(f"folder:{tmp_path}", options=SourceOptions(preprocess=Preprocess(input_size=16),
+                                                              test_sources=("crawl-d",)))
