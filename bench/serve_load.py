@@ -89,7 +89,7 @@ def _lanes(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, lanes: in
     return len(batch) * calls / (time.perf_counter() - started)
 
 
-def wait_ready(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_ready(port: int, process: subprocess.Popen, timeout: float = 120, poll_s: float = 0.3) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout
@@ -100,7 +100,7 @@ def wait_ready(port: int, process: subprocess.Popen, timeout: float = 120) -> No
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
             return
         except OSError:
-            time.sleep(0.3)
+            time.sleep(poll_s)
     raise SystemExit("server did not start")
 
 

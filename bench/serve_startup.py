@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "tests")]
 from common import table  # noqa: E402
+from helpers import free_port  # noqa: E402
+from serve_load import wait_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,12 +43,6 @@ def exported_run(work: Path) -> Path:
     return run
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def one_start(source: Path, run: Path) -> dict[str, object]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(source)}
@@ -56,14 +50,7 @@ def one_start(source: Path, run: Path) -> dict[str, object]:
     process = subprocess.Popen([sys.executable, "-m", "cnnkit", "serve", str(run), "--port", str(port)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=source)
     try:
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"the server exited with {process.returncode}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.02)
+        wait_ready(port, process, poll_s=0.02)  # polled finely: the wait is what is measured
         seconds = time.perf_counter() - started
         status = Path(f"/proc/{process.pid}/status").read_text()
         rss_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))

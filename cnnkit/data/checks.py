@@ -10,6 +10,9 @@ from cnnkit.data.datasets import ArrayData, DataBundle
 
 MIN_TRAIN_IMAGES = 5  # per class; fewer cannot be learned, and metrics on them mean little
 BALANCE_CLASSES_SHOWN = 12
+SHORTCUT_AUC = 0.9  # a one-number feature that ranks a class above the rest this well is a shortcut to learn
+SHORTCUT_MIN_IMAGES = 10  # per class, before the shortcut check says anything
+TOP_BAND = 0.08  # of the height: where a browser's tab strip and address bar sit in a screenshot
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,64 @@ def check_data(bundle: DataBundle) -> DataReport:
         if "test" in counts and counts["test"][index] == 0:
             warnings.append(f"class {cls!r} has no test images: its test metrics cannot be measured, and test "
                             "accuracy says nothing about it")
+    if bundle.train is not None:
+        warnings += shortcut_warnings(bundle.train, bundle.class_names)
     return DataReport(_balance(bundle.class_names, counts), warnings)
+
+
+def trivial_features(images: torch.Tensor, *, chunk: int = 256) -> dict[str, torch.Tensor]:
+    """One number per image that says nothing about its content: brightness, colour, contrast, white space, and
+    the look of its top band (a browser frame: grey, flat). Computed a chunk at a time (bounded memory)."""
+    parts = [_features(images[i : i + chunk]) for i in range(0, len(images), chunk)]
+    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+
+
+def _features(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    x = images.float() / 255  # N, 3, H, W
+    band = x[:, :, : max(1, round(x.shape[2] * TOP_BAND))]
+    gray = x.mean(dim=1)
+    return {"mean brightness": gray.mean(dim=(1, 2)), "contrast": gray.std(dim=(1, 2)),
+            "redness": (x[:, 0] - x[:, 2]).mean(dim=(1, 2)), "white space": (gray > 0.95).float().mean(dim=(1, 2)),
+            "top-band brightness": band.mean(dim=(1, 2, 3)), "top-band flatness": -band.std(dim=(1, 2, 3))}
+
+
+def shortcut_warnings(train: ArrayData, class_names: list[str]) -> list[str]:
+    """A warning for each trivial feature that alone separates a class from the others in the training data."""
+    labels = train.labels
+    if int(torch.bincount(labels, minlength=len(class_names)).min()) < SHORTCUT_MIN_IMAGES:
+        return []
+    features = trivial_features(train.images[:20_000])
+    labels = labels[:20_000]
+    warnings = []
+    for name, values in features.items():
+        for index, cls in enumerate(class_names[: 1 if len(class_names) == 2 else None]):
+            auc = _auc(values, labels == index)
+            if max(auc, 1 - auc) >= SHORTCUT_AUC:
+                what = f"{cls!r} from {class_names[1 - index]!r}" if len(class_names) == 2 else f"{cls!r} from the rest"
+                warnings.append(f"{name} alone separates {what} in the training data (AUC {max(auc, 1 - auc):.2f}): "
+                                "a shortcut the model can learn instead of what matters, from how the images were "
+                                "captured (browser frames, crops, encodings) or what was collected (home pages "
+                                "against login pages); capture and crop every class alike, and check cnnkit explain")
+    return warnings
+
+
+def _auc(values: torch.Tensor, positives: torch.Tensor) -> float:
+    """ROC AUC of `values` for `positives`: the chance a positive outranks a negative (ties count half)."""
+    ranks = _average_ranks(values)
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+    order = values.double().argsort()
+    sorted_values = values.double()[order]
+    ranks = torch.empty_like(sorted_values)
+    ranks[order] = torch.arange(1, len(values) + 1, dtype=torch.float64)
+    _, inverse, counts = torch.unique_consecutive(sorted_values, return_inverse=True, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts  # tied values share their mean rank
+    mean_rank = starts.double() + (counts.double() + 1) / 2
+    ranks[order] = mean_rank[inverse]
+    return ranks
 
 
 def _counts(split: ArrayData, num_classes: int) -> list[int]:
