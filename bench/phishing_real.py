@@ -1,9 +1,11 @@
 """The phishing application on real pages (../shared/data/phishing-real; read its README first).
 
-Brand identification (`--part brands`): each www24 phishing page whose brand (the file-name prefix) is in the
-gallery of the 13 www24 legitimate pages, matched by cosine similarity of embeddings; top-1 and top-3 brand
-accuracy, and the similarity of the best match for pages of gallery brands against pages of other brands (what a
-brand threshold must separate). Embedders: the pretrained Lite0 features, and with --run a trained run's base.
+Brand identification (`--part brands`): each www24 phishing page whose brand (the file-name prefix) is one of the
+13 brands of the www24 legitimate pages. By text (what `cnnkit phishing check` does): a gallery of those brands'
+names and public domains, Tesseract OCR of the page; the share identified correctly, wrongly, or not at all, and
+how many of the PhishOracle legitimate pages (other sites) name a gallery brand (each would be flagged when served
+from a domain not that brand's). By image: the 13 legitimate pages as references, cosine similarity of embeddings
+(the pretrained Lite0 features, or with --run a trained run's base); top-1 and top-3.
 
 Classifier (`--part classifier`): Lite0 transfer runs trained on one collection and tested on the other (both
 ways), and pooled 5-fold; ROC AUC with its 95% bootstrap interval, TPR at 1% and 5% FPR on the test data, and the
@@ -73,6 +75,44 @@ class Embedder:
         with torch.no_grad():
             x = self.preprocess(torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))))
             return torch.nn.functional.normalize(self.base(x).float(), dim=1).numpy()
+
+
+# The gallery a user would declare for the www24 brands: name as pages show it, and the brand's public domains.
+GALLERY = {"ATT": ("AT&T", "att.com"), "Adobe": ("Adobe", "adobe.com"), "Amazon": ("Amazon", "amazon.com"),
+           "Apple": ("Apple", "apple.com"), "BankofAmerica": ("Bank of America", "bankofamerica.com"),
+           "Dropbox": ("Dropbox", "dropbox.com"), "Facebook": ("Facebook", "facebook.com"),
+           "Google": ("Google", "google.com"), "Microsoft": ("Microsoft", "microsoft.com,live.com"),
+           "Outlook": ("Outlook", "outlook.com,live.com"), "WellsFargo": ("Wells Fargo", "wellsfargo.com"),
+           "Yahoo": ("Yahoo", "yahoo.com"), "eBay": ("eBay", "ebay.com")}
+
+
+def text_part(data: Path, work: Path) -> list[dict[str, object]]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cnnkit.apps.phishing.brands import Gallery, page_text
+
+    gallery = Gallery.open(work / "brands.json", create=True)
+    for name, domains in GALLERY.values():
+        gallery.add(name, domains=domains.split(","))
+    pages = [p for p in sorted((data / WWW24 / "phishing").glob("*.jpg")) if brand_of(p) in GALLERY]
+    others = sorted((data / "PhishOracle" / "legitimate").glob("*.jpg"))
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        texts = list(pool.map(page_text, pages + others))
+    seconds = (time.perf_counter() - started) / len(texts)
+    expected = [GALLERY[brand_of(p)][0] for p in pages]
+    rows = []
+    for mentions in (1, 2, 3):
+        found = [gallery.identify(text, min_mentions=mentions)[0] for text in texts]
+        right = sum(b is not None and b.name == e for b, e in zip(found, expected))
+        wrong = sum(b is not None and b.name != e for b, e in zip(found, expected))
+        named = [(p.name, b.name) for p, b in zip(others, found[len(pages):]) if b is not None]
+        print(f"--min-mentions {mentions}: PhishOracle legitimate pages naming a gallery brand: {named}")
+        rows.append({"OCR, --min-mentions": mentions, "phishing pages": len(pages), "right brand": right / len(pages),
+                     "wrong brand": wrong / len(pages), "no brand": 1 - (right + wrong) / len(pages),
+                     "other sites' legit pages naming one": f"{len(named)} of {len(others)}",
+                     "OCR s/page (2 threads)": seconds})
+    return rows
 
 
 def brands_part(data: Path, runs: list[Path]) -> list[dict[str, object]]:
@@ -192,6 +232,8 @@ def main() -> None:
     manifest = list(csv.DictReader((args.data / "manifest.csv").open()))
     print(f"{len(manifest)} screenshots in {args.data}")
     if args.part in ("brands", "all"):
+        with tempfile.TemporaryDirectory() as work:
+            print(table(text_part(args.data, Path(work))))
         print(table(brands_part(args.data, args.run)))
     if args.part in ("classifier", "all"):
         work = Path(tempfile.mkdtemp(prefix="cnnkit-phishing-real-"))

@@ -17,11 +17,13 @@ from pathlib import Path
 from cnnkit import __version__
 from cnnkit.config import (
     RECIPES,
+    BrandConfig,
     CaptureConfig,
     DemoConfig,
     EvaluateConfig,
     ExplainConfig,
     ExportConfig,
+    PhishingCheckConfig,
     PreviewConfig,
     ServeConfig,
     TrainConfig,
@@ -54,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_models, _add_summary, _add_train, _add_evaluate, _add_predict, _add_compare, _add_runs,
-                _add_augment_preview, _add_export, _add_serve, _add_explain, _add_capture, _add_demo):
+                _add_augment_preview, _add_export, _add_serve, _add_explain, _add_capture, _add_demo,
+                _add_phishing):
         add(commands)
     return parser
 
@@ -360,4 +363,63 @@ def _run_demo(args: argparse.Namespace) -> int:
     config = from_keywords(DemoConfig, {**typed_values(args, DemoConfig), "out": args.out})
     out = make_demo_screenshots(config)
     print(f"Wrote {config.count} synthetic screenshots to {out}/legitimate and {out}/phishing (manifest.json)")
+    return 0
+
+
+def _add_phishing(commands: argparse._SubParsersAction) -> None:
+    sub = commands.add_parser("phishing", help="protected brands, and verdicts from brand, domain and classifier",
+                              description="protected brands, and verdicts from brand, domain and classifier")
+    actions = sub.add_subparsers(dest="action", required=True, metavar="ACTION")
+    brands = actions.add_parser("brands", help="the gallery of protected brands").add_subparsers(
+        dest="brands_action", required=True, metavar="ACTION")
+    add = brands.add_parser("add", help="add (or replace) a protected brand")
+    add.set_defaults(handler=_run_brands_add)
+    add.add_argument("name")
+    add.add_argument("--domains", required=True, help="its domains, comma-separated")
+    add_arguments(add, BrandConfig)
+    listing = brands.add_parser("list", help="list the protected brands")
+    listing.set_defaults(handler=_run_brands_list)
+    listing.add_argument("--gallery", type=Path, default=Path("brands.json"), help="the brand gallery file")
+    check = actions.add_parser("check", help="phishing or legitimate, and why, for screenshots")
+    check.set_defaults(handler=_run_phishing_check)
+    check.add_argument("images", type=Path, nargs="+")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    add_arguments(check, PhishingCheckConfig)
+
+
+def _run_brands_add(args: argparse.Namespace) -> int:
+    from cnnkit.apps.phishing.brands import Gallery
+
+    config = from_keywords(BrandConfig, {**typed_values(args, BrandConfig), "name": args.name,
+                                         "domains": args.domains})
+    keywords = config.keywords.split(",") if config.keywords else None
+    brand = Gallery.open(config.gallery, create=True).add(config.name, domains=config.domains.split(","),
+                                                          keywords=keywords)
+    print(f"{brand.name}: domains {', '.join(brand.domains)}; recognised by {', '.join(brand.keywords)} "
+          f"({config.gallery})")
+    return 0
+
+
+def _run_brands_list(args: argparse.Namespace) -> int:
+    from cnnkit.apps.phishing.brands import Gallery
+    from cnnkit.evaluate.compare import text_table
+
+    gallery = Gallery.open(args.gallery)
+    print(text_table([{"brand": b.name, "domains": ", ".join(b.domains), "keywords": ", ".join(b.keywords)}
+                      for b in gallery.brands.values()]))
+    return 0
+
+
+def _run_phishing_check(args: argparse.Namespace) -> int:
+    from cnnkit.apps.phishing.check import check_pages
+
+    config = from_keywords(PhishingCheckConfig, {**typed_values(args, PhishingCheckConfig),
+                                                 "images": tuple(args.images)})
+    results = check_pages(config)
+    if args.json:
+        print(json.dumps([{"image": str(r.path), "domain": r.domain, **r.verdict.to_dict()} for r in results],
+                         indent=2))
+        return 0
+    for r in results:
+        print(f"{r.path}: {r.verdict.label.upper()} ({r.verdict.reason})")
     return 0

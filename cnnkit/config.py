@@ -297,3 +297,32 @@ class CaptureConfig:
 
     def __post_init__(self) -> None:
         check(self)
+
+
+@dataclass(frozen=True)
+class BrandConfig:
+    name: str = option(cli=False, help="the brand's name, as pages show it (e.g. 'Bank of America')")
+    domains: str = option(cli=False, help="its domains, comma-separated (subdomains count as the brand's)")
+    keywords: str | None = option(None, help="words that name it on a page, comma-separated (default: its name, "
+                                  "and its domains' second-level labels)")
+    gallery: Path = option(Path("brands.json"), help="the brand gallery file")
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+@dataclass(frozen=True)
+class PhishingCheckConfig:
+    images: tuple[Path, ...] = option((), cli=False, help="screenshots")
+    domain: str | None = option(None, help="the domain the pages were served from")
+    manifest: Path | None = option(None, help="cnnkit capture's manifest.json: each screenshot's URL")
+    run: Path | None = option(None, help="a phishing classifier run (or export): its score decides when no "
+                              "protected brand is shown")
+    min_mentions: int = option(1, low=1, help="times a page must name a brand to count as showing it (more: fewer "
+                               "false alarms on pages that merely mention one, fewer clones caught; README)")
+    gallery: Path = option(Path("brands.json"), help="the brand gallery file")
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.domain is not None and self.manifest is not None:
+            raise CnnkitError("give --domain or --manifest, not both")
