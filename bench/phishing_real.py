@@ -151,7 +151,7 @@ def split_collection(data: Path, out: Path, *, collections: tuple[str, ...]) -> 
 
 
 def classifier_row(
-    name: str, train_dir: Path, test_dir: Path, work: Path, epochs: tuple[int, int]
+    name: str, train_dir: Path, test_dir: Path, work: Path, settings: dict[str, object]
 ) -> dict[str, object]:
     import cnnkit
     from cnnkit.errors import CnnkitError
@@ -159,9 +159,9 @@ def classifier_row(
 
     started = time.perf_counter()
     result = cnnkit.train(f"folder:{train_dir}", model="efficientnet_lite0", pretrained=True, freeze_base=True,
-                          epochs=epochs[0], finetune_epochs=epochs[1], finetune_lr=1e-4, input_size=224,
-                          resize="top-crop", augment="screenshot", val_split=0.2, test_split=0.0,
-                          precision="bf16", device="cpu", quiet=True, out=work / name, overwrite=True)
+                          finetune_lr=1e-4, input_size=224, resize="top-crop", augment="screenshot", val_split=0.2,
+                          test_split=0.0, precision="bf16", device="cpu", quiet=True, out=work / name,
+                          overwrite=True, **settings)
     clf = cnnkit.load(result.run_dir, device="cpu")
     index = positive_index(clf.class_names)
     test = sorted(p for p in test_dir.rglob("*.jpg"))
@@ -198,12 +198,12 @@ def _validation_scores(run: Path, clf: object, index: int) -> tuple[np.ndarray, 
     return scores, bundle.val.labels.numpy() == index
 
 
-def classifier_part(data: Path, work: Path, epochs: tuple[int, int], folds: int) -> list[dict[str, object]]:
+def classifier_part(data: Path, work: Path, settings: dict[str, object], folds: int) -> list[dict[str, object]]:
     rows = []
     for train_on, test_on in (COLLECTIONS, COLLECTIONS[::-1]):
         train_dir = split_collection(data, work / f"{train_on}-train", collections=(train_on,))
         test_dir = split_collection(data, work / f"{test_on}-test", collections=(test_on,))
-        rows.append(classifier_row(f"{train_on} -> {test_on}", train_dir, test_dir, work, epochs))
+        rows.append(classifier_row(f"{train_on} -> {test_on}", train_dir, test_dir, work, settings))
         print(rows[-1], flush=True)
     pooled = split_collection(data, work / "pooled", collections=COLLECTIONS)
     files = sorted(pooled.rglob("*.jpg"))
@@ -215,7 +215,7 @@ def classifier_part(data: Path, work: Path, epochs: tuple[int, int], folds: int)
             target = (test_dir if i in held else train_dir) / path.parent.name / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(path.resolve())
-        rows.append(classifier_row(f"pooled fold {fold + 1}/{folds}", train_dir, test_dir, work, epochs))
+        rows.append(classifier_row(f"pooled fold {fold + 1}/{folds}", train_dir, test_dir, work, settings))
         print(rows[-1], flush=True)
     return rows
 
@@ -227,7 +227,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, action="append", default=[], help="also embed with this run's base")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--finetune-epochs", type=int, default=2)
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--folds", type=int, default=5, help="pooled folds (0: cross-source only)")
+    parser.add_argument("--crop-browser-frame", action="store_true", help="train and score with frames cropped")
     args = parser.parse_args()
     manifest = list(csv.DictReader((args.data / "manifest.csv").open()))
     print(f"{len(manifest)} screenshots in {args.data}")
@@ -238,7 +239,9 @@ def main() -> None:
     if args.part in ("classifier", "all"):
         work = Path(tempfile.mkdtemp(prefix="cnnkit-phishing-real-"))
         try:
-            print(table(classifier_part(args.data, work, (args.epochs, args.finetune_epochs), args.folds)))
+            settings = {"epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
+                        "crop_browser_frame": args.crop_browser_frame}
+            print(table(classifier_part(args.data, work, settings, args.folds)))
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

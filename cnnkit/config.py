@@ -65,6 +65,8 @@ class TrainConfig:
     input_size: int | None = option(None, low=8, high=4096, help="input side in pixels (default: the model's)")
     normalize: Normalize = option("auto", help="auto: the pretrained weights' mean/std, else the training images'")
     resize: Resize = option("squash", help="how images reach the square input: squash, center-crop or top-crop")
+    crop_browser_frame: bool = option(False, help="screenshots: crop a browser frame (tab strip, address bar) "
+                                      "captured at the top, in training and in every prediction")
     top_k: int = option(3, low=1, help="also report top-k accuracy (dropped when k >= the number of classes)")
     augment: str = option("none", help="none | standard | screenshot | a spec like flip,rotate=0.1,zoom=0.1")
     pretrained: bool = option(False, help="start from ImageNet weights")

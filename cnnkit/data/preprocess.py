@@ -37,6 +37,7 @@ class Preprocess:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     resize: ResizeMode = "squash"
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    crop_frame: bool = False  # crop a browser frame captured at the top (see data.frames)
     channel_order: Literal["RGB"] = "RGB"
     layout: Literal["NCHW"] = "NCHW"
 
@@ -56,6 +57,12 @@ class Preprocess:
 
     def resize_image(self, image: Image.Image) -> np.ndarray:
         """Resize an RGB PIL image to input_size x input_size by the resize mode; HWC uint8."""
+        if self.crop_frame:
+            from cnnkit.data.frames import browser_frame_height
+
+            frame = browser_frame_height(image)
+            if frame:
+                image = image.crop((0, frame, image.width, image.height))
         size = self.input_size
         resample = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
         width, height = image.size
