@@ -257,6 +257,8 @@ class ServeConfig:
     lanes: int = option(0, low=0, help="batches that may run at once under load, splitting the threads between them "
                         "(0: one per thread, at most 4; 1: every batch uses every thread)")
     top_k: int = option(5, low=1, help="classes in a :classify answer")
+    brands: Path | None = option(None, help="a protected-brand gallery (cnnkit phishing brands add): :classify "
+                                 "examples that carry a \"domain\" are checked against it (Tesseract OCR)")
 
     def __post_init__(self) -> None:
         check(self)

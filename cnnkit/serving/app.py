@@ -70,6 +70,11 @@ class Server:
         self.config = config
         self.metrics = Metrics()
         self.batchers: dict[tuple[str, int], MicroBatcher] = {}
+        self.brands = None
+        if config.brands is not None:
+            from cnnkit.serving.brands import BrandChecker
+
+            self.brands = BrandChecker(config.brands)
 
     def batcher(self, served: ServedVersion) -> MicroBatcher:
         key = (served.name, served.version)
@@ -188,12 +193,15 @@ async def _infer(server: Server, path: str, request: Request) -> dict[str, Any]:
         images, columnar = await asyncio.to_thread(lambda: parse_predict(_parse_json(raw), served))
         probs = await server.infer(served, images)
         return {"outputs" if columnar else "predictions": probs}
-    images = await asyncio.to_thread(lambda: parse_classify(_parse_json(raw), served))
+    body = await asyncio.to_thread(_parse_json, raw)
+    images = await asyncio.to_thread(lambda: parse_classify(body, served))
     probs = await server.infer(served, images)
     answer: dict[str, Any] = {"results": classify_results(probs, served, top_k=server.config.top_k)}
     decisions = threshold_decisions(probs, served)
     if decisions is not None:
         answer["decisions"] = decisions
+    if server.brands is not None:
+        answer["brand_checks"] = await server.brands.check(body, decisions)
     return answer
 
 

@@ -110,15 +110,17 @@ def normalise_domain(text: str) -> str:
     return host
 
 
-def page_text(image: Path | Any) -> str:
-    """The text Tesseract reads in a screenshot (a path, or a PIL image)."""
+def page_text(image: Path | bytes | Any) -> str:
+    """The text Tesseract reads in a screenshot (a path, encoded image bytes, or a PIL image)."""
     binary = shutil.which("tesseract")
     if binary is None:
         raise CnnkitError("reading brands needs Tesseract OCR: apt-get install tesseract-ocr")
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(image) if isinstance(image, (str, Path)) else Path(tmp) / "page.png"
-        if not isinstance(image, (str, Path)):
-            image.save(path)
+        path = Path(image) if isinstance(image, (str, Path)) else Path(tmp) / "page"
+        if isinstance(image, bytes):
+            path.write_bytes(image)
+        elif not isinstance(image, (str, Path)):
+            image.save(path, format="PNG")
         if not path.is_file():
             raise CnnkitError(f"{path}: no such file")
         try:

@@ -40,14 +40,26 @@ def _classifier_scores(config: PhishingCheckConfig) -> tuple[list[float] | None,
     """The run's phishing probability for each image, and the threshold chosen for it (threshold.json) or 0.5."""
     if config.run is None:
         return None, DEFAULT_THRESHOLD
-    from cnnkit.api import load
     from cnnkit.evaluate.binary import positive_index
+    from cnnkit.runtime.inputs import to_batch
 
-    classifier = load(config.run, device="cpu")
+    classifier = _load(Path(config.run))
     stored = _stored_threshold(config.run)
     index = positive_index(classifier.class_names, stored["positive"] if stored else None)
-    probabilities = classifier.probabilities(list(config.images))
+    batch, _, _ = to_batch(list(config.images), preprocess=classifier.preprocess)
+    probabilities = classifier.probabilities(batch)
     return probabilities[:, index].tolist(), stored["threshold"] if stored else DEFAULT_THRESHOLD
+
+
+def _load(path: Path):  # type: ignore[no-untyped-def]  # runtime.model.TorchModel or runtime.onnx.OnnxModel
+    """A run in PyTorch, or an export in ONNX Runtime (the runtime's own loaders: apps sit below the API)."""
+    if (path / names.CONFIG).is_file():
+        from cnnkit.runtime.model import load_run_model
+
+        return load_run_model(path, device="cpu")
+    from cnnkit.runtime.onnx import load_export
+
+    return load_export(path)
 
 
 def _stored_threshold(run: Path) -> dict | None:
