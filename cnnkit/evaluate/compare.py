@@ -54,8 +54,8 @@ def _listing(run: RunDir, root: Path) -> dict[str, Any]:
     created = config.get("created") or time.strftime("%Y-%m-%d %H:%M", time.localtime(
         (run.path / names.CONFIG).stat().st_mtime))
     return {"run": str(run.path.relative_to(root)), "model": config.get("model"), "data": _short(config.get("data")),
-            "epochs": f"{len(history)}/{planned}", f"best {monitor}": best, "test_acc": metrics.get("accuracy"),
-            "export": export_status(run.path), "created": created}
+            "epochs": f"{len(history)}/{planned}", "monitor": monitor, "best": best,
+            "test_acc": metrics.get("accuracy"), "export": export_status(run.path), "created": created}
 
 
 def _short(spec: str | None, width: int = 32) -> str:

@@ -34,8 +34,8 @@ def test_runs_lists_every_run_with_its_export_state(shapes_npz: Path, tmp_path: 
     result = subprocess.run([sys.executable, "-m", "cnnkit", "runs", tmp_path / "runs"], capture_output=True,
                             text=True, timeout=120)
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["run", "model", "data", "epochs", "best", "val_loss", "test_acc", "export", "created"]
+    assert lines[0].split() == ["run", "model", "data", "epochs", "monitor", "best", "test_acc", "export", "created"]
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert set(rows) == {"a", "a-2"}
-    assert rows["a"][1] == "simple-cnn" and rows["a"][3] == "1/1" and rows["a"][6] == "current"
-    assert rows["a-2"][6] == "none"
+    assert rows["a"][1] == "simple-cnn" and rows["a"][3] == "1/1" and rows["a"][4] == "val_loss"
+    assert rows["a"][7] == "current" and rows["a-2"][7] == "none"
