@@ -257,6 +257,11 @@ class ServeConfig:
     lanes: int = option(0, low=0, help="batches that may run at once under load, splitting the threads between them "
                         "(0: one per thread, at most 4; 1: every batch uses every thread)")
     top_k: int = option(5, low=1, help="classes in a :classify answer")
+    allowed_hosts: str | None = option(None, help="host names a request's Host header may give, comma-separated "
+                                       "(default: the bound address and loopback names; any for 0.0.0.0)")
+    cors_origin: str | None = option(None, help="web origins whose pages may call the API, comma-separated "
+                                     "(default: none but the server's own page)")
+    docs: bool = option(False, help="serve the OpenAPI docs at /docs (they load scripts from a public CDN)")
     brands: Path | None = option(None, help="a protected-brand gallery (cnnkit phishing brands add): :classify "
                                  "examples that carry a \"domain\" are checked against it (Tesseract OCR)")
 

@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 
 from cnnkit.config import ServeConfig
 from cnnkit.serving.batching import MicroBatcher, Overloaded
+from cnnkit.serving.guard import Guard, default_hosts, page_csp
 from cnnkit.serving.runtime import ModelRepository, ServedVersion
 from cnnkit.serving.tfserving import (
     RequestError,
@@ -108,8 +109,18 @@ def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
         yield
         await server.close()
 
-    app = FastAPI(title="cnnkit model server", version="1", lifespan=lifespan)
+    docs = {} if config.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="cnnkit model server", version="1", lifespan=lifespan, **docs)
     app.state.server = server
+    page = resources.files("cnnkit.serving.web").joinpath("index.html").read_text()
+    origins = _split(config.cors_origin)
+    if origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type"])
+    hosts = _split(config.allowed_hosts) or default_hosts(config.host)
+    app.add_middleware(Guard, hosts=hosts, origins=origins, csp=page_csp(page))  # outermost: runs first
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -122,7 +133,7 @@ def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
-        return resources.files("cnnkit.serving.web").joinpath("index.html").read_text()
+        return page
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -254,5 +265,9 @@ async def _drain(stream: AsyncIterator[bytes], *, already: int = 0) -> None:
 def _parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # also a 5,000-digit integer (int's string-conversion limit)
         raise RequestError(400, f"malformed JSON: {exc}") from None
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(part.strip().lower().rstrip("/") for part in (text or "").split(",") if part.strip())

@@ -48,7 +48,7 @@ def parse_url(path: str) -> Target:
     if not match:
         raise RequestError(404, f"malformed model URL: /v1/models/{path}")
     version = match["version"]
-    if version is not None and not (version.isdigit() and len(version) < 19):
+    if version is not None and not re.fullmatch(r"[0-9]{1,18}", version):  # ASCII: "²".isdigit() is True
         raise RequestError(404, f"version must be a non-negative integer, got {version!r}")
     return Target(match["name"], int(version) if version else None, match["label"], bool(match["metadata"]),
                   match["verb"])

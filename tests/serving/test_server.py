@@ -158,7 +158,8 @@ def test_a_slow_client_sending_an_oversized_body_still_reads_the_413(server: str
     address = urlsplit(server)
     size = 1024 * 1024 + 1
     with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
-        sock.sendall(f"POST /v1/models/shapes:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"POST /v1/models/shapes:predict HTTP/1.1\r\nHost: {address.netloc}\r\n"
+                     "Content-Type: application/json\r\n"
                      f"Content-Length: {size}\r\nConnection: close\r\n\r\n".encode())
         piece = 64 * 1024
         for start in range(0, size, piece):
