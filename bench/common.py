@@ -44,7 +44,7 @@ def imagenet_run(model: str, out: Path) -> Path:
     network, info = build_network(NetworkConfig(model, 1000, size, pretrained=True), load_weights=True)
     assert info is not None
     run = RunDir.create(out, overwrite=True)
-    config = TrainConfig(data="imagenet", out=out, model=model, input_size=size, pretrained=True, epochs=0)
+    config = TrainConfig(data="imagenet", out=out, model=model, input_size=size, pretrained=True, epochs=1)
     run.write_json("config.json", config.to_dict())
     info_names = ImageNetInfo()
     run.write_json("classes.json", [info_names.index_to_description(i) for i in range(1000)])
