@@ -13,6 +13,7 @@ Errors are `cnnkit.CnnkitError` with one clear message, the same ones the CLI pr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +108,16 @@ class Classifier:
             top = [(self.class_names[i], float(row[i])) for i in order]
             predictions.append(Prediction(source, top[0][0], top[0][1], top))
         return predictions[0] if single else predictions
+
+    def predict_files(self, paths: Any, *, batch_size: int = 64, top_k: int = 3) -> Iterator[dict[str, Any]]:
+        """Rows for files, folders (recursive), globs and @FILE lists, streamed in batches of `batch_size`: path,
+        label, score, top-k, the decision for a binary run with a threshold; an unreadable file is a row with its
+        `error`."""
+        from cnnkit.runtime.bulk import expand, predict_rows, stored_threshold
+
+        specs = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        return predict_rows(self._model, expand(specs), batch_size=batch_size, top_k=top_k,
+                            threshold=stored_threshold(self.path))
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         parts = [self._model.probabilities(batch[i : i + PREDICT_BATCH]) for i in range(0, len(batch), PREDICT_BATCH)]

@@ -11,8 +11,9 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from cnnkit import __version__
 from cnnkit.config import (
@@ -24,6 +25,7 @@ from cnnkit.config import (
     ExplainConfig,
     ExportConfig,
     PhishingCheckConfig,
+    PredictConfig,
     PreviewConfig,
     ServeConfig,
     TrainConfig,
@@ -195,29 +197,85 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_predict(commands: argparse._SubParsersAction) -> None:
-    sub = _command(commands, "predict", _run_predict, "classify image files with a trained run or export")
+    sub = _command(commands, "predict", _run_predict, "classify images (files, folders, globs, @lists) with a run "
+                   "or an export")
     sub.add_argument("run", type=Path, help="a run directory, or an export directory (ONNX Runtime)")
-    sub.add_argument("images", type=Path, nargs="+")
-    sub.add_argument("--top-k", type=int, default=3, help="classes per image (default: 3)")
-    sub.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    sub.add_argument("images", nargs="+", help="image files, folders (recursive), globs, or @FILE (one path a line)")
+    add_arguments(sub, PredictConfig)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    """Rows stream to the terminal or to --csv/--jsonl; an unreadable file is an error row, and the exit status
+    is 2 when any file failed."""
     from cnnkit.api import load
+    from cnnkit.runtime.bulk import done_paths, expand
 
-    predictions = load(args.run, device=args.device).predict(list(args.images), top_k=args.top_k)
-    assert isinstance(predictions, list)
-    if args.json:
-        print(json.dumps([{"image": p.source, "top": [{"label": label, "probability": round(score, 6)}
-                                                      for label, score in p.top]}
-                          for p in predictions], indent=2))
-        return 0
-    for p in predictions:
-        print(p.source)
-        for label, score in p.top:
-            print(f"  {label:<20} {score:7.2%}")
-    return 0
+    config = from_keywords(PredictConfig, {**typed_values(args, PredictConfig), "run": args.run,
+                                           "images": tuple(args.images)})
+    output = config.csv or config.jsonl
+    paths = list(expand(config.images))
+    if config.resume and output is not None:
+        done = done_paths(output)
+        paths = [p for p in paths if str(p) not in done]
+    rows = load(config.run, device=config.device).predict_files(paths, batch_size=config.batch_size,
+                                                               top_k=config.top_k)
+    failed = _write_rows(rows, config) if output else _print_rows(rows, as_json=config.json)
+    if output:
+        print(f"Written: {output}" + (f" ({failed} file(s) failed; see their error column)" if failed else ""))
+    return 2 if failed else 0
+
+
+def _print_rows(rows: Iterable[dict[str, Any]], *, as_json: bool) -> int:
+    failed, collected = 0, []
+    for row in rows:
+        if "error" in row:
+            failed += 1
+            print(f"cnnkit: error: {row['error']}", file=sys.stderr)
+        if as_json:
+            collected.append({"image": row["path"], "error": row["error"]} if "error" in row else
+                             {"image": row["path"], "top": [{"label": label, "probability": p}
+                                                            for label, p in row["top"]], **_decision(row)})
+        elif "error" not in row:
+            print(row["path"])
+            for label, score in row["top"]:
+                print(f"  {label:<20} {score:7.2%}")
+    if as_json:
+        print(json.dumps(collected, indent=2))
+    return failed
+
+
+def _decision(row: dict[str, Any]) -> dict[str, Any]:
+    return {"decision": row["decision"]} if "decision" in row else {}
+
+
+def _write_rows(rows: Iterable[dict[str, Any]], config: PredictConfig) -> int:
+    """Write rows to --csv/--jsonl as they come (flushed every row); with --resume, append to what is there."""
+    import csv
+
+    from cnnkit.runtime.bulk import cut_partial_line
+
+    output = config.csv or config.jsonl
+    assert output is not None
+    if config.resume:
+        cut_partial_line(output)
+    fresh = not (config.resume and output.is_file() and output.stat().st_size)
+    failed = 0
+    from tqdm import tqdm
+
+    with open(output, "w" if fresh else "a", newline="") as handle:
+        writer = None
+        if config.csv is not None:
+            writer = csv.DictWriter(handle, fieldnames=["path", "label", "score", "top", "decision", "error"])
+            if fresh:
+                writer.writeheader()
+        for row in tqdm(rows, desc="Predicting", unit="image", file=sys.stderr, disable=not sys.stderr.isatty()):
+            failed += "error" in row
+            if writer is not None:
+                writer.writerow({**row, "top": ";".join(f"{label}:{p:.6f}" for label, p in row.get("top", []))})
+            else:
+                handle.write(json.dumps(row) + "\n")
+            handle.flush()
+    return failed
 
 
 # compare / runs / augment-preview -------------------------------------------------------------------------------

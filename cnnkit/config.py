@@ -194,13 +194,22 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class PredictConfig:
-    run: Path = option(cli=False, help="the run directory")
-    images: tuple[Path, ...] = option((), cli=False, help="image files")
+    run: Path = option(cli=False, help="a run directory, or an export directory (ONNX Runtime)")
+    images: tuple[str, ...] = option((), cli=False, help="files, folders, globs, @FILE lists of paths")
     top_k: int = option(3, low=1, help="classes per image")
     device: Device = option("auto", help=DEVICE_HELP)
+    batch_size: int = option(64, low=1, help="images decoded and run at a time (bounds memory)")
+    json: bool = option(False, help="print JSON instead of text")
+    csv: Path | None = option(None, help="write one row per image to this CSV file")
+    jsonl: Path | None = option(None, help="write one JSON object per image to this file")
+    resume: bool = option(False, help="with --csv/--jsonl: skip the images the file already has, append the rest")
 
     def __post_init__(self) -> None:
         check(self)
+        if self.csv is not None and self.jsonl is not None:
+            raise CnnkitError("give --csv or --jsonl, not both")
+        if self.resume and self.csv is None and self.jsonl is None:
+            raise CnnkitError("--resume continues an output file: give --csv FILE or --jsonl FILE")
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,63 @@
+"""Prediction in bulk: folders, globs and lists; a row for every file, bad ones included; --resume."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from helpers import write_tree
+from PIL import Image
+
+import cnnkit
+
+
+def cli(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cnnkit", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def photos(tmp_path: Path) -> Path:
+    root = write_tree(tmp_path / "photos", 4, size=36, seed=7)
+    (root / "circle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+def test_every_file_gets_a_row_and_a_bad_one_its_error(exported_run: Path, tmp_path: Path) -> None:
+    root = photos(tmp_path)
+    out = tmp_path / "predictions.csv"
+    result = cli("predict", exported_run, root, "--csv", out, "--batch-size", "5")
+    assert result.returncode == 2 and "1 file(s) failed" in result.stdout
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 13 and len({r["path"] for r in rows}) == 13
+    broken = next(r for r in rows if r["path"].endswith("broken.png"))
+    assert broken["error"] and not broken["label"]
+    good = [r for r in rows if not r["error"]]
+    assert all(r["label"] in ("circle", "cross", "square") and r["top"].count(":") == 3 for r in good)
+    clf = cnnkit.load(exported_run, device="cpu")
+    first = Path(good[0]["path"])
+    assert good[0]["label"] == clf.predict(first).label
+
+
+def test_resume_skips_what_the_file_has(exported_run: Path, tmp_path: Path) -> None:
+    root = photos(tmp_path)
+    out = tmp_path / "predictions.jsonl"
+    listing = tmp_path / "some.txt"
+    listing.write_text("\n".join(str(p) for p in sorted((root / "cross").glob("*"))[:2]) + "\n")
+    assert cli("predict", exported_run, f"@{listing}", "--jsonl", out).returncode == 0
+    with out.open("a") as handle:
+        handle.write('{"path": "cut sho')  # as a killed run leaves its last line
+    result = cli("predict", exported_run, f"{root}/*/*.png", "--jsonl", out, "--resume")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    paths = [r["path"] for r in rows]
+    assert len(paths) == len(set(paths)) == len(list(root.glob("*/*.png")))
+    assert result.returncode == 2  # broken.png is among them
+
+
+def test_predict_files_in_the_api_holds_a_batch_at_a_time(exported_run: Path, tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    rows = list(cnnkit.load(exported_run / "export").predict_files([tmp_path, tmp_path / "missing.png"],
+                                                                    batch_size=1, top_k=2))
+    assert [Path(r["path"]).name for r in rows] == ["a.png", "missing.png"]
+    assert len(rows[0]["top"]) == 2 and "no such file" in rows[1]["error"]
