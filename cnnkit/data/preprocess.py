@@ -70,13 +70,16 @@ class Preprocess:
             return np.array(image, dtype=np.uint8)  # every mode is the identity at the target size
         if self.resize == "squash":
             return np.array(image.resize((size, size), resample), dtype=np.uint8)
+        # Crop policies resize only the source region they keep (Pillow's `box`), never the whole image: a
+        # 1 x 1,000,000 strip would otherwise be scaled to size x 32M pixels first.
         if self.resize == "center-crop":
-            scale = size / min(width, height)
-            new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-            image = image.resize((new_w, new_h), resample)
-            left, top = (new_w - size) // 2, (new_h - size) // 2
-            return np.array(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
-        new_h = max(1, round(height * size / width))
+            side = min(width, height)
+            left, top = (width - side) / 2, (height - side) / 2
+            return np.array(image.resize((size, size), resample, box=(left, top, left + side, top + side)),
+                            dtype=np.uint8)
+        if height >= width:  # top-crop of a tall page: its top square, scaled
+            return np.array(image.resize((size, size), resample, box=(0, 0, width, width)), dtype=np.uint8)
+        new_h = max(1, round(height * size / width))  # a short page: scaled to the width and padded below
         image = image.resize((size, new_h), resample)
         out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
         rows = min(size, new_h)

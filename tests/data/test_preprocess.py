@@ -49,3 +49,33 @@ def test_normalisation_and_batch_resize() -> None:
     x = pre(batch)
     assert x.shape == (2, 3, 16, 16) and torch.allclose(x, torch.full_like(x, 2.0))
     assert Preprocess.from_dict(pre.to_dict()) == pre
+
+
+def test_crop_policies_resize_only_what_they_keep(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    requested: list[tuple[int, int]] = []
+    resize = Image.Image.resize
+
+    def spy(self: Image.Image, size: tuple[int, int], *args: object, **kwargs: object) -> Image.Image:
+        requested.append(tuple(size))
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    strip = Image.new("RGB", (1, 1_000_000), (10, 200, 30))  # as a decode-stage attack sends
+    wide = Image.new("RGB", (1_000_000, 1), (10, 200, 30))
+    for policy in ("top-crop", "center-crop", "squash"):
+        for image in (strip, wide):
+            assert Preprocess(input_size=32, resize=policy).resize_image(image).shape == (32, 32, 3)
+    assert requested and max(max(size) for size in requested) <= 32  # never the strip scaled whole (32 x 32M)
+
+
+def test_top_crop_keeps_the_top_square_of_a_tall_page() -> None:
+    from PIL import Image
+
+    page = np.full((400, 100, 3), 255, np.uint8)
+    page[:100] = (200, 0, 0)  # the first screen is red, the rest white
+    out = Preprocess(input_size=20, resize="top-crop").resize_image(Image.fromarray(page))
+    assert out[:18, :, 0].min() > 150 and out[:18, :, 1].max() < 60
+    centre = Preprocess(input_size=20, resize="center-crop").resize_image(Image.fromarray(page))
+    assert centre[:, :, 1].min() > 200  # the middle square is all white
