@@ -20,7 +20,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cnnkit import artifacts as names
 from cnnkit.config import EvaluateConfig, ExportConfig, ServeConfig, train_config
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
@@ -60,15 +59,9 @@ def train(data: str = "", *, recipe: str | None = None, resume: str | Path | Non
 def load(path: str | Path, *, device: str = "auto", backend: Literal["auto", "torch", "onnx"] = "auto") -> Classifier:
     """A trained classifier from a run directory (PyTorch; `backend="onnx"` uses its export) or an export
     directory (ONNX Runtime, no PyTorch needed)."""
-    path = Path(path)
-    is_run = (path / names.CONFIG).is_file()
-    if backend == "torch" or (backend == "auto" and is_run):
-        from cnnkit.runtime.model import load_run_model
+    from cnnkit.runtime.load import load_model
 
-        return Classifier(load_run_model(path, device=device), path)
-    from cnnkit.runtime.onnx import load_export
-
-    return Classifier(load_export(path), path)
+    return Classifier(load_model(Path(path), device=device, backend=backend), Path(path))
 
 
 class Classifier:
@@ -113,7 +106,8 @@ class Classifier:
         """Rows for files, folders (recursive), globs and @FILE lists, streamed in batches of `batch_size`: path,
         label, score, top-k, the decision for a binary run with a threshold; an unreadable file is a row with its
         `error`."""
-        from cnnkit.runtime.bulk import expand, predict_rows, stored_threshold
+        from cnnkit.runtime.bulk import expand, predict_rows
+        from cnnkit.runtime.exports import stored_threshold
 
         specs = [paths] if isinstance(paths, (str, Path)) else list(paths)
         return predict_rows(self._model, expand(specs), batch_size=batch_size, top_k=top_k,

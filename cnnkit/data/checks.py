@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from sklearn.metrics import roc_auc_score
 
 from cnnkit.data.datasets import ArrayData, DataBundle
 
@@ -68,7 +69,7 @@ def shortcut_warnings(train: ArrayData, class_names: list[str]) -> list[str]:
     warnings = []
     for name, values in features.items():
         for index, cls in enumerate(class_names[: 1 if len(class_names) == 2 else None]):
-            auc = _auc(values, labels == index)
+            auc = float(roc_auc_score((labels == index).numpy(), values.numpy()))
             if max(auc, 1 - auc) >= SHORTCUT_AUC:
                 what = f"{cls!r} from {class_names[1 - index]!r}" if len(class_names) == 2 else f"{cls!r} from the rest"
                 warnings.append(f"{name} alone separates {what} in the training data (AUC {max(auc, 1 - auc):.2f}): "
@@ -76,25 +77,6 @@ def shortcut_warnings(train: ArrayData, class_names: list[str]) -> list[str]:
                                 "captured (browser frames, crops, encodings) or what was collected (home pages "
                                 "against login pages); capture and crop every class alike, and check cnnkit explain")
     return warnings
-
-
-def _auc(values: torch.Tensor, positives: torch.Tensor) -> float:
-    """ROC AUC of `values` for `positives`: the chance a positive outranks a negative (ties count half)."""
-    ranks = _average_ranks(values)
-    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _average_ranks(values: torch.Tensor) -> torch.Tensor:
-    order = values.double().argsort()
-    sorted_values = values.double()[order]
-    ranks = torch.empty_like(sorted_values)
-    ranks[order] = torch.arange(1, len(values) + 1, dtype=torch.float64)
-    _, inverse, counts = torch.unique_consecutive(sorted_values, return_inverse=True, return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts  # tied values share their mean rank
-    mean_rank = starts.double() + (counts.double() + 1) / 2
-    ranks[order] = mean_rank[inverse]
-    return ranks
 
 
 def _counts(split: ArrayData, num_classes: int) -> list[int]:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from cnnkit import artifacts as names
@@ -123,5 +122,4 @@ def _all_images(spec: str, classifier: TorchModel, *, data_dir: Path | None) -> 
                                                    test_split=0.0))
     if bundle.class_names != classifier.class_names:
         raise CnnkitError(f"{spec}: classes {bundle.class_names} differ from the run's {classifier.class_names}")
-    parts = [part for part in (bundle.train, bundle.test) if part is not None and len(part)]
-    return ArrayData(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+    return ArrayData.concat([part for part in (bundle.train, bundle.test) if part is not None and len(part)])

@@ -11,10 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit import artifacts as names
 from cnnkit.data.images import IMAGE_SUFFIXES, ImageError, open_rgb
 from cnnkit.errors import CnnkitError
-from cnnkit.files import read_json
 
 
 def expand(specs: Iterable[str | Path]) -> Iterator[Path]:
@@ -36,17 +34,6 @@ def expand(specs: Iterable[str | Path]) -> Iterator[Path]:
             yield from map(Path, matches)
         else:
             yield Path(spec)  # a missing file becomes a row with its error
-
-
-def stored_threshold(path: Path) -> dict[str, Any] | None:
-    """A binary model's decision threshold: RUN/threshold.json, or the one an export carries."""
-    path = Path(path)
-    if (path / names.THRESHOLD).is_file():
-        return read_json(path / names.THRESHOLD)
-    for export in (path, path / names.EXPORT_DIR):
-        if (export / names.EXPORT_INFO).is_file():
-            return read_json(export / names.EXPORT_INFO).get("threshold")
-    return None
 
 
 def predict_rows(model: Any, paths: Iterable[Path], *, batch_size: int = 64, top_k: int = 3,

@@ -5,6 +5,7 @@ No torch here: the server uses it.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,26 @@ def check_current(export: Path) -> None:
 
 def read_export(export: Path) -> dict[str, Any]:
     return read_json(Path(export) / names.EXPORT_INFO)
+
+
+def read_verified_model(export: Path) -> tuple[dict[str, Any], bytes]:
+    """export.json and the model.onnx bytes that passed its sha256: read once, so a session is built from exactly
+    the bytes that were checked."""
+    info = read_export(export)
+    model = (Path(export) / names.ONNX_MODEL).read_bytes()
+    expected = info.get("sha256", {}).get(names.ONNX_MODEL)
+    if expected and hashlib.sha256(model).hexdigest() != expected:
+        raise CnnkitError(f"{Path(export) / names.ONNX_MODEL}: checksum does not match {names.EXPORT_INFO}; "
+                          "refusing to use it")
+    return info, model
+
+
+def stored_threshold(path: Path) -> dict[str, Any] | None:
+    """A binary model's decision threshold: RUN/threshold.json, or the one an export carries."""
+    path = Path(path)
+    if (path / names.THRESHOLD).is_file():
+        return read_json(path / names.THRESHOLD)
+    for export in (path, path / names.EXPORT_DIR):
+        if (export / names.EXPORT_INFO).is_file():
+            return read_export(export).get("threshold")
+    return None

@@ -12,7 +12,7 @@ from cnnkit import artifacts as names
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
 from cnnkit.files import read_json
-from cnnkit.runtime.exports import check_current, find_export_dir
+from cnnkit.runtime.exports import check_current, find_export_dir, read_verified_model
 
 
 @dataclass
@@ -33,19 +33,13 @@ class OnnxModel:
 
 def load_export(path: Path) -> OnnxModel:
     """An export directory (or a run directory with a current export/), checksum-verified."""
-    import hashlib
-
     import onnxruntime as ort
 
     export = find_export_dir(path)
     if export is None:
         raise CnnkitError(f"{path}: no exported model (run `cnnkit export RUN` first)")
     check_current(export)
-    info = read_json(export / names.EXPORT_INFO)
-    model = (export / names.ONNX_MODEL).read_bytes()
-    expected = info.get("sha256", {}).get(names.ONNX_MODEL)
-    if expected and hashlib.sha256(model).hexdigest() != expected:
-        raise CnnkitError(f"{export / names.ONNX_MODEL}: checksum does not match {names.EXPORT_INFO}")
+    info, model = read_verified_model(export)
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     return OnnxModel(session, Preprocess.from_dict(read_json(export / names.PREPROCESS)),
                      read_json(export / names.CLASSES), info, export)

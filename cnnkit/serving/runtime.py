@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -15,7 +14,7 @@ import numpy as np
 from cnnkit import artifacts as names
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
-from cnnkit.runtime.exports import check_current, find_export_dir
+from cnnkit.runtime.exports import check_current, find_export_dir, read_verified_model
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_DEFAULT_LANES = 4
@@ -127,13 +126,7 @@ class ModelRepository:
     def _load(self, name: str, version: int, export: Path) -> ServedVersion:
         import onnxruntime as ort
 
-        info = json.loads((export / names.EXPORT_INFO).read_text())
-        # Read once: the bytes that pass the checksum are the bytes every session is built from.
-        model = (export / names.ONNX_MODEL).read_bytes()
-        expected = info.get("sha256", {}).get(names.ONNX_MODEL)
-        if expected and hashlib.sha256(model).hexdigest() != expected:
-            raise CnnkitError(f"{export / names.ONNX_MODEL}: checksum does not match {names.EXPORT_INFO}; "
-                              "refusing to serve it")
+        info, model = read_verified_model(export)  # every session is built from the bytes that were checked
 
         def session(threads: int) -> Any:
             return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])

@@ -105,11 +105,11 @@ class Trainer:
     """One training run: set up by `prepare`, run by `fit`."""
 
     def __init__(self, config: TrainConfig, ctx: DistContext, data: DataBundle, model: nn.Module,
-                 weights: WeightsInfo | None) -> None:
+                 weights: WeightsInfo | None, preprocess: Preprocess) -> None:
         self.config, self.ctx, self.data, self.weights = config, ctx, data, weights
         self.device = resolve_device(config.device, local_rank=ctx.local_rank)
         self.phases = plan_phases(config)
-        self.preprocess = _normalization(config, _preprocess(config), data.train, weights)
+        self.preprocess = _normalization(config, preprocess, data.train, weights)
         self.top_k = config.top_k if config.top_k < data.num_classes else None
         settings = StepSettings(device=self.device, precision=config.precision, channels_last=config.channels_last,
                                 tta=config.tta)
@@ -153,18 +153,18 @@ class Trainer:
             config = replace(config, resume=False, exist_ok=True)
         if config.resume:
             config = resume_config(config.out or Path(), **{k: getattr(config, k) for k in RESUMABLE})
-        default_input_size(config.model)  # an unknown model name fails here, with suggestions
+        preprocess = _preprocess(config)  # an unknown model name fails here (its input size), with suggestions
         data = load_data(config.data, options=SourceOptions(
-            data_dir=config.data_dir, preprocess=_preprocess(config), val_split=config.val_split,
+            data_dir=config.data_dir, preprocess=preprocess, val_split=config.val_split,
             test_split=config.test_split, seed=config.seed, strict=config.strict, workers=config.workers,
             test_sources=config.test_sources))
         if data.train is None or len(data.train) == 0:
             raise CnnkitError(f"{config.data}: no training images")
         config = _absolute_paths(config)
         torch.manual_seed(config.seed)
-        model, weights = build_network(NetworkConfig.of(config, data.num_classes, _preprocess(config).input_size),
+        model, weights = build_network(NetworkConfig.of(config, data.num_classes, preprocess.input_size),
                                        load_weights=True)
-        trainer = cls(config, ctx, data, model, weights)
+        trainer = cls(config, ctx, data, model, weights, preprocess)
         trainer._report_data()
         return trainer
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cnnkit import artifacts as names
 from cnnkit.apps.phishing.brands import Gallery, Verdict, decide, page_text
 from cnnkit.config import PhishingCheckConfig
 from cnnkit.errors import CnnkitError
@@ -41,33 +40,16 @@ def _classifier_scores(config: PhishingCheckConfig) -> tuple[list[float] | None,
     if config.run is None:
         return None, DEFAULT_THRESHOLD
     from cnnkit.evaluate.binary import positive_index
+    from cnnkit.runtime.exports import stored_threshold
     from cnnkit.runtime.inputs import to_batch
+    from cnnkit.runtime.load import load_model
 
-    classifier = _load(Path(config.run))
-    stored = _stored_threshold(config.run)
+    classifier = load_model(Path(config.run), device="cpu")
+    stored = stored_threshold(config.run)
     index = positive_index(classifier.class_names, stored["positive"] if stored else None)
     batch, _, _ = to_batch(list(config.images), preprocess=classifier.preprocess)
     probabilities = classifier.probabilities(batch)
     return probabilities[:, index].tolist(), stored["threshold"] if stored else DEFAULT_THRESHOLD
-
-
-def _load(path: Path):  # type: ignore[no-untyped-def]  # runtime.model.TorchModel or runtime.onnx.OnnxModel
-    """A run in PyTorch, or an export in ONNX Runtime (the runtime's own loaders: apps sit below the API)."""
-    if (path / names.CONFIG).is_file():
-        from cnnkit.runtime.model import load_run_model
-
-        return load_run_model(path, device="cpu")
-    from cnnkit.runtime.onnx import load_export
-
-    return load_export(path)
-
-
-def _stored_threshold(run: Path) -> dict | None:
-    for path in (Path(run) / names.THRESHOLD, Path(run) / names.EXPORT_INFO):
-        if path.is_file():
-            data = read_json(path)
-            return data.get("threshold", data) if path.name == names.EXPORT_INFO else data
-    return None
 
 
 def _manifest_domains(manifest: Path) -> dict[Path, str]:
