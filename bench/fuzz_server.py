@@ -3,8 +3,11 @@
     python bench/fuzz_server.py [--cases 10000]
 
 Trains and exports a tiny model on generated shapes, serves it, then sends --cases requests drawn from the same
-strategies as tests/serving/test_fuzz.py (malformed JSON, wrong types, NaN and infinities, wrong shapes and ranks,
-bad base64, non-image bytes, truncated images, unknown models, versions and labels, hostile paths).
+strategies as tests/serving/test_fuzz.py. Most go to routes that exist with well-formed bodies carrying hostile
+images (every format and mode Pillow writes, extreme aspect ratios, transparency, 16-bit, many frames, EXIF
+rotations, truncated or bit-flipped files); the rest are malformed JSON, wrong types, NaN and infinities, wrong
+shapes and ranks, bad base64, unknown models, versions and labels, and hostile paths. `reached_decoder` counts the
+answers that came from decoding images (a 200, or a 400 naming an image).
 """
 
 from __future__ import annotations
@@ -17,13 +20,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests"), str(ROOT / "tests" / "serve")]
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests"), str(ROOT / "tests" / "serving")]
 
 from common import table  # noqa: E402
-from fuzzing import paths, raw_bodies, send  # noqa: E402
+from fuzzing import requests, send  # noqa: E402
 from helpers import CLASSES, free_port, make_shapes, start_server, stop_server  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 def tiny_export(directory: Path) -> Path:
@@ -55,12 +57,15 @@ def main() -> None:
         server = start_server(str(models), "--label", "shapes:stable=1", "--max-body-mb", "1", port=port)
         codes: collections.Counter[int] = collections.Counter()
         bad: list[str] = []
+        decoded = {"n": 0}
+        reasons: collections.Counter[str] = collections.Counter()
         started = time.perf_counter()
 
         @settings(max_examples=args.cases, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
-        @given(method=st.sampled_from(["POST", "POST", "POST", "GET"]), path=paths, body=raw_bodies)
-        def one(method: str, path: str, body: bytes) -> None:
+        @given(request=requests)
+        def one(request: tuple[str, str, bytes]) -> None:
+            method, path, body = request
             try:
                 status, payload = send("127.0.0.1", port, method, f"/v1/models/{path}",
                                        body if method == "POST" else None)
@@ -69,6 +74,10 @@ def main() -> None:
                 bad.append(f"{method} {path}: {exc!r}")
                 return
             codes[status] += 1
+            error = payload.get("error", "") if isinstance(payload, dict) else ""
+            reasons[" ".join(str(error).split()[:4])] += 1
+            if status == 200 or str(error).startswith("image "):
+                decoded["n"] += 1  # reached the image decoder (answered, or refused an image)
             if status >= 500 or (status >= 400 and not (isinstance(payload, dict) and payload.get("error"))):
                 bad.append(f"{method} {path}: {status} {payload}")
 
@@ -80,8 +89,10 @@ def main() -> None:
     print(table([{"cases": total, "seconds": elapsed, "2xx": sum(v for k, v in codes.items() if 200 <= k < 300),
                   "4xx": sum(v for k, v in codes.items() if 400 <= k < 500),
                   "5xx_or_dropped": sum(v for k, v in codes.items() if k >= 500 or k == 0),
+                  "reached_decoder": decoded["n"], "404_or_405": codes[404] + codes[405],
                   "bad_answers": len(bad), "server_alive": alive}]))
     print("status codes:", dict(sorted(codes.items())))
+    print("most common answers (first words of the error):", reasons.most_common(8))
     for line in bad[:20]:
         print("  ", line)
 

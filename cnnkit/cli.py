@@ -346,7 +346,6 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="serve PATH as NAME")
     sub.add_argument("--label", action="append", default=[], metavar="NAME:LABEL=VERSION",
                      help="point a version label at a version")
-    sub.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body, MiB (default: 16)")
     add_arguments(sub, ServeConfig)
 
 
@@ -363,8 +362,7 @@ def serve_config_from_args(args: argparse.Namespace) -> ServeConfig:
         if not match:
             raise CnnkitError(f"--label {item!r}: expected NAME:LABEL=VERSION")
         labels.append((match[1], match[2], int(match[3])))
-    base = ServeConfig(paths=tuple(args.paths), named=tuple(named), labels=tuple(labels),
-                       max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    base = ServeConfig(paths=tuple(args.paths), named=tuple(named), labels=tuple(labels))
     return from_keywords(ServeConfig, typed_values(args, ServeConfig), base=base)
 
 

@@ -260,8 +260,9 @@ class ServeConfig:
     port: int = option(8501, low=0, high=65535, help="TCP port")
     max_batch: int = option(32, low=1, help="images per ONNX Runtime call")
     max_wait_ms: float = option(0.0, low=0, help="extra wait for a fuller batch (0: run what is queued at once)")
-    max_queue: int = option(1024, low=1, help="waiting requests before answering 429")
-    max_body_bytes: int = option(16 * 1024 * 1024, low=1024, cli=False, help="largest request body, bytes")
+    max_queue: int = option(1024, low=1, help="waiting model calls (a request's images in groups of "
+                            "--max-batch) before answering 429")
+    max_body_mb: float = option(16.0, low=0.001, help="largest request body, MiB (413 above it)")
     threads: int = option(0, low=0, help="ONNX Runtime threads per model version (0: one per core)")
     lanes: int = option(0, low=0, help="batches that may run at once under load, splitting the threads between them "
                         "(0: one per thread, at most 4; 1: every batch uses every thread)")
@@ -273,9 +274,33 @@ class ServeConfig:
     docs: bool = option(False, help="serve the OpenAPI docs at /docs (they load scripts from a public CDN)")
     brands: Path | None = option(None, help="a protected-brand gallery (cnnkit phishing brands add): :classify "
                                  "examples that carry a \"domain\" are checked against it (Tesseract OCR)")
+    # Request budgets: what one request, and all requests at once, may ask of the decoder (see README, Security).
+    max_images: int = option(1024, low=1, help="images in one request (400 above it)")
+    max_request_mpx: float = option(128.0, low=0.001, help="decoded pixels of one request's images together, "
+                                    "megapixels, read from their headers before decoding (413 above it)")
+    decode_budget_mb: float = option(1024.0, low=1, help="memory that images being decoded may hold at once, "
+                                     "MiB; a request that would go over it waits for none: 429 with Retry-After")
+    decode_timeout: float = option(10.0, low=0.01, help="seconds a request's images may take to decode (503)")
+    decode_threads: int = option(0, low=0, help="threads decoding images (0: one per core); images of over 4 Mpx "
+                                 "a request decode on a separate pool of half as many, so small requests never wait "
+                                 "behind them")
+    body_budget_mb: float = option(512.0, low=1, help="request bodies being received at once, MiB (429 above it)")
+    # HTTP limits, enforced by the server's own protocol class (serving.http): uvicorn's parser has no header limits.
+    max_header_kb: float = option(64.0, low=1, help="a request's line and headers together, KiB (400 above it)")
+    max_headers: int = option(100, low=1, help="header fields in one request (431 above it)")
+    header_timeout: float = option(10.0, low=0.01, help="seconds a connection may take to send a request's line "
+                                   "and headers, counted from its first byte or from the connection (408)")
+    body_timeout: float = option(30.0, low=0.01, help="seconds a request body may take to arrive (408)")
+    keep_alive: float = option(5.0, low=0.01, help="seconds an idle keep-alive connection stays open")
+    max_connections: int = option(0, low=0, help="open connections; more are answered 503 and closed (0: 1,000, or "
+                                  "the process's file-descriptor limit less 100 if lower)")
 
     def __post_init__(self) -> None:
         check(self)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
 
 
 @dataclass(frozen=True)

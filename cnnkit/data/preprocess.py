@@ -6,11 +6,13 @@ The tensor methods import torch when called, so the ONNX-only server can use thi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image
 
+from cnnkit.data.images import open_rgb
 from cnnkit.errors import CnnkitError
 
 if TYPE_CHECKING:
@@ -54,6 +56,11 @@ class Preprocess:
     def from_dict(cls, data: dict[str, object]) -> Preprocess:
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**fields)  # type: ignore[arg-type]
+
+    def load(self, source: Path | bytes, *, name: str | None = None) -> np.ndarray:
+        """Decode an image file (or its bytes) and resize it: HWC uint8 at input_size. Large images are reduced
+        while they are decoded (see data.images.LARGE_PIXELS)."""
+        return self.resize_image(open_rgb(source, name=name, min_side=self.input_size))
 
     def resize_image(self, image: Image.Image) -> np.ndarray:
         """Resize an RGB PIL image to input_size x input_size by the resize mode; HWC uint8."""

@@ -13,7 +13,7 @@ import torch
 
 from cnnkit.data.cifar10 import find_or_download_cifar10
 from cnnkit.data.datasets import ArrayData, DataBundle, stratified_split
-from cnnkit.data.images import ImageError, is_image_file, open_rgb
+from cnnkit.data.images import ImageError, is_image_file
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
 from cnnkit.options import did_you_mean
@@ -228,7 +228,7 @@ def _decode_tree(
         if not is_image_file(path):
             return f"{path}: not an image file (extension {path.suffix or 'none'})"
         try:
-            return preprocess.resize_image(open_rgb(path))
+            return preprocess.load(path)
         except ImageError as exc:
             return str(exc)
 
@@ -258,5 +258,5 @@ def dataset_stats(data: ArrayData, *, max_images: int = 10_000) -> tuple[tuple[f
 
 def decode_images(paths: list[Path], *, preprocess: Preprocess) -> torch.Tensor:
     """Decode and resize image files into a uint8 [N, 3, S, S] batch; raises ImageError naming a bad file."""
-    arrays = [preprocess.resize_image(open_rgb(Path(p))) for p in paths]
+    arrays = [preprocess.load(Path(p)) for p in paths]
     return torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy())

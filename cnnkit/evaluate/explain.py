@@ -12,7 +12,6 @@ from PIL import Image
 from torch import nn
 
 from cnnkit.config import ExplainConfig
-from cnnkit.data.images import open_rgb
 from cnnkit.errors import CnnkitError
 from cnnkit.files import write_atomic
 from cnnkit.runtime.model import load_run_model
@@ -67,7 +66,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, *, target: int | None = None) ->
 def explain(config: ExplainConfig) -> Explanation:
     """Write the image with its Grad-CAM heatmap beside it to `config.out`; return the explained prediction."""
     classifier = load_run_model(config.run, device="cpu")
-    pixels = classifier.preprocess.resize_image(open_rgb(config.image))
+    pixels = classifier.preprocess.load(config.image)
     batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
     x = classifier.settings.prepare(classifier.preprocess(batch))
     target = None

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.data.images import IMAGE_SUFFIXES, ImageError, open_rgb
+from cnnkit.data.images import IMAGE_SUFFIXES, ImageError
 from cnnkit.errors import CnnkitError
 
 
@@ -44,7 +44,7 @@ def predict_rows(model: Any, paths: Iterable[Path], *, batch_size: int = 64, top
     batch: list[tuple[Path, np.ndarray]] = []
     for path in paths:
         try:
-            batch.append((path, model.preprocess.resize_image(open_rgb(path))))
+            batch.append((path, model.preprocess.load(path)))
         except ImageError as exc:
             yield from _flush(model, batch, top_k, threshold)
             batch = []

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cnnkit.data.images import ImageError, open_rgb, to_rgb
+from cnnkit.data.images import ImageError, to_rgb
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
 
@@ -28,7 +28,8 @@ def to_batch(inputs: Any, *, preprocess: Preprocess) -> tuple[np.ndarray, list[s
     arrays, names = [], []
     for index, item in enumerate(items):
         name = str(item) if isinstance(item, (str, Path)) else f"<image {index}>"
-        arrays.append(preprocess.resize_image(_to_image(item, name)))
+        path = isinstance(item, (str, Path))
+        arrays.append(preprocess.load(Path(item)) if path else preprocess.resize_image(_to_image(item, name)))
         names.append(name)
     return np.stack(arrays), names, single
 
@@ -56,8 +57,6 @@ def _numpy(value: Any) -> np.ndarray | None:
 
 
 def _to_image(item: Any, name: str) -> Image.Image:
-    if isinstance(item, (str, Path)):
-        return open_rgb(Path(item))
     if isinstance(item, Image.Image):
         return to_rgb(item)
     array = _numpy(item)

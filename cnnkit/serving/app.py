@@ -28,7 +28,9 @@ from starlette.requests import ClientDisconnect
 
 from cnnkit.config import ServeConfig
 from cnnkit.serving.batching import MicroBatcher, Overloaded
+from cnnkit.serving.decoding import RETRY_AFTER_S, Budget, Decoder
 from cnnkit.serving.guard import Guard, default_hosts, page_csp
+from cnnkit.serving.memory import Trimmer
 from cnnkit.serving.runtime import ModelRepository, ServedVersion
 from cnnkit.serving.tfserving import (
     RequestError,
@@ -71,6 +73,12 @@ class Server:
         self.config = config
         self.metrics = Metrics()
         self.batchers: dict[tuple[str, int], MicroBatcher] = {}
+        self.decoder = Decoder(threads=config.decode_threads, budget_bytes=int(config.decode_budget_mb * 2**20),
+                               max_request_pixels=int(config.max_request_mpx * 1e6), timeout_s=config.decode_timeout)
+        self.bodies = Budget(int(config.body_budget_mb * 2**20), what="request bodies being received",
+                             flag="--body-budget-mb")
+        self.trimmer = Trimmer()
+        self.decoder.on_decoded = self.trimmer.note
         self.brands = None
         if config.brands is not None:
             from cnnkit.serving.brands import BrandChecker
@@ -93,11 +101,13 @@ class Server:
         try:
             return await self.batcher(served).submit(images)
         except Overloaded as exc:
-            raise RequestError(429, str(exc)) from None
+            raise RequestError(429, str(exc), retry_after_s=RETRY_AFTER_S) from None
 
     async def close(self) -> None:
+        await self.trimmer.stop()
         for batcher in self.batchers.values():
             await batcher.close()
+        self.decoder.close()
 
 
 def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
@@ -106,6 +116,7 @@ def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+        server.trimmer.start()
         yield
         await server.close()
 
@@ -120,7 +131,8 @@ def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type"])
     hosts = _split(config.allowed_hosts) or default_hosts(config.host)
-    app.add_middleware(Guard, hosts=hosts, origins=origins, csp=page_csp(page))  # outermost: runs first
+    app.add_middleware(Guard, hosts=hosts, origins=origins, csp=page_csp(page),  # outermost: runs first
+                       max_headers=config.max_headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -162,23 +174,30 @@ async def _answer(server: Server, path: str, verb: str, handler: Any) -> Respons
     started = time.perf_counter()
     name = path.split("/", 1)[0].split(":", 1)[0]
     model = name if name in server.repository.models else "-"  # bounded label values: served names only
+    headers = None
     try:
         payload = await handler()
         status = 200
     except RequestError as exc:
         status, payload = exc.status, {"error": str(exc)}
+        if exc.retry_after_s is not None:
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        if status in (408, 413):  # the body was not read whole: the connection cannot carry another request
+            headers = {"Connection": "close"}
+    except ClientDisconnect:
+        status, payload = 499, {"error": "client closed the connection"}  # nginx's code; nobody reads the answer
     except Exception:  # noqa: BLE001 - a bug must not take the server down; it is logged and counted
         log.exception("internal error")
         status, payload = 500, {"error": "internal server error"}
     server.metrics.requests.labels(model=model, verb=verb, code=str(status)).inc()
     server.metrics.latency.labels(verb=verb).observe(time.perf_counter() - started)
-    return _json(payload, status)
+    return _json(payload, status, headers)
 
 
-def _json(payload: Any, status: int) -> Response:
+def _json(payload: Any, status: int, headers: dict[str, str] | None = None) -> Response:
     """orjson writes float32 arrays straight from NumPy, several times faster than json.dumps of lists."""
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
-                    media_type="application/json")
+                    media_type="application/json", headers=headers)
 
 
 async def _status(server: Server, path: str) -> dict[str, Any]:
@@ -198,15 +217,18 @@ async def _infer(server: Server, path: str, request: Request) -> dict[str, Any]:
                            f"unsupported method {target.verb!r}; use :predict or :classify")
     model = _model(server, target.name)
     served = resolve(model, target)
-    raw = await _read_body(request, limit=server.config.max_body_bytes)
-    # JSON parsing and image decoding run in a worker thread, so the event loop keeps serving other requests.
+    raw = await _read_body(request, server)
+    # JSON parsing and image decoding run on the decoder's pools, so the event loop keeps serving other requests.
+    max_images = server.config.max_images
     if target.verb == "predict":
-        images, columnar = await asyncio.to_thread(lambda: parse_predict(_parse_json(raw), served))
-        probs = await server.infer(served, images)
+        items, columnar = await server.decoder.parse(lambda: parse_predict(_parse_json(raw), served,
+                                                                           max_images=max_images),
+                                                     body_bytes=len(raw))
+        probs = await server.infer(served, await server.decoder.decode(items, served))
         return {"outputs" if columnar else "predictions": probs}
-    body = await asyncio.to_thread(_parse_json, raw)
-    images = await asyncio.to_thread(lambda: parse_classify(body, served))
-    probs = await server.infer(served, images)
+    body, items = await server.decoder.parse(lambda: _parse_classify(raw, served, max_images=max_images),
+                                             body_bytes=len(raw))
+    probs = await server.infer(served, await server.decoder.decode(items, served))
     answer: dict[str, Any] = {"results": classify_results(probs, served, top_k=server.config.top_k)}
     decisions = threshold_decisions(probs, served)
     if decisions is not None:
@@ -229,23 +251,37 @@ DRAIN_MAX_BYTES = 64 * 1024 * 1024
 DRAIN_MAX_S = 5.0
 
 
-async def _read_body(request: Request, *, limit: int) -> bytes:
-    too_large = RequestError(413, f"request body over the {limit}-byte limit")
+async def _read_body(request: Request, server: Server) -> bytes:
+    """The body, within --max-body-mb (413), --body-timeout (408) and the server's --body-budget-mb (429)."""
+    limit = server.config.max_body_bytes
+    too_large = RequestError(413, f"request body over the {limit}-byte limit (--max-body-mb)")
     stream = request.stream()
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared_bytes = int(declared) if declared is not None and declared.isascii() and declared.isdigit() else None
+    if declared_bytes is not None and declared_bytes > limit:
         # A client that sent "Expect: 100-continue" waits for our answer before it sends the body.
-        if int(declared) <= DRAIN_MAX_BYTES and request.headers.get("expect", "").lower() != "100-continue":
+        if declared_bytes <= DRAIN_MAX_BYTES and request.headers.get("expect", "").lower() != "100-continue":
             await _drain(stream)
         raise too_large
-    chunks, size = [], 0
-    async for chunk in stream:
-        size += len(chunk)
-        if size > limit:
-            await _drain(stream, already=size)
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    reserved = declared_bytes if declared_bytes is not None else limit  # a chunked body may grow to the limit
+    server.bodies.reserve(reserved)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(server.config.body_timeout):
+            async for chunk in stream:
+                size += len(chunk)
+                if size > limit:
+                    await _drain(stream, already=size)
+                    raise too_large
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except TimeoutError:
+        raise RequestError(408, f"the request body took over {server.config.body_timeout:g} s to arrive "
+                                "(--body-timeout)") from None
+    finally:
+        server.bodies.release(reserved)
+        server.trimmer.note(size)
 
 
 async def _drain(stream: AsyncIterator[bytes], *, already: int = 0) -> None:
@@ -260,6 +296,11 @@ async def _drain(stream: AsyncIterator[bytes], *, already: int = 0) -> None:
         await asyncio.wait_for(drop(), timeout=DRAIN_MAX_S)
     except (asyncio.TimeoutError, ClientDisconnect):
         pass  # the 413 goes out anyway; the client may not see it
+
+
+def _parse_classify(raw: bytes, served: ServedVersion, *, max_images: int) -> tuple[Any, list[Any]]:
+    body = _parse_json(raw)
+    return body, parse_classify(body, served, max_images=max_images)
 
 
 def _parse_json(raw: bytes) -> Any:

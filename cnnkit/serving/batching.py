@@ -56,17 +56,25 @@ class MicroBatcher:
         return self._busy
 
     async def submit(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities for `images` [n, H, W, 3]; raises Overloaded when the queue is full."""
+        """Probabilities for `images` [n, H, W, 3]; raises Overloaded when the queue is full.
+
+        A request of more than max_batch images is queued as several jobs: no model call is ever larger than
+        max_batch, so ONNX Runtime's memory arena (which keeps its largest size) stays bounded."""
         if len(self._workers) < self.lanes or any(worker.done() for worker in self._workers):
             loop = asyncio.get_running_loop()  # started here, where the loop runs; replaced if one ever died
             self._workers = [worker for worker in self._workers if not worker.done()]
             self._workers += [loop.create_task(self._serve()) for _ in range(self.lanes - len(self._workers))]
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait(_Job(images, future))
-        except asyncio.QueueFull:
-            raise Overloaded("server overloaded: too many requests waiting; retry later") from None
-        return await future
+        parts = [images[start : start + self.max_batch] for start in range(0, len(images), self.max_batch)]
+        if self._queue.maxsize - self._queue.qsize() < len(parts):
+            raise Overloaded("server overloaded: too many requests waiting; retry later")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[np.ndarray]] = []
+        for part in parts:
+            futures.append(loop.create_future())
+            self._queue.put_nowait(_Job(part, futures[-1]))
+        if len(futures) == 1:
+            return await futures[0]
+        return np.concatenate(await asyncio.gather(*futures))
 
     async def _serve(self) -> None:
         """One lane: take whatever is queued (up to max_batch images and its share of a backlog) and run it; while

@@ -3,7 +3,8 @@ carries an Origin must come from this server's own page or an origin allowed wit
 operator visits cannot post to a loopback server), and every answer says nosniff; the web page has a strict CSP.
 
 Clients that send no Origin (curl, TF Serving client libraries, scripts) are not affected, whatever Content-Type
-they send. A pure ASGI middleware: refused requests are answered before their body is read.
+they send. A pure ASGI middleware: refused requests (and those with more than --max-headers header fields) are
+answered before their body is read.
 """
 
 from __future__ import annotations
@@ -46,12 +47,18 @@ def page_csp(html: str) -> str:
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, *, hosts: tuple[str, ...] | None, origins: tuple[str, ...], csp: str) -> None:
+    def __init__(self, app: ASGIApp, *, hosts: tuple[str, ...] | None, origins: tuple[str, ...], csp: str,
+                 max_headers: int) -> None:
         self.app, self.hosts, self.origins, self.csp = app, hosts, origins, csp
+        self.max_headers = max_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if len(scope["headers"]) > self.max_headers:
+            await _refuse(send, 431, f"{len(scope['headers'])} header fields, over the limit of {self.max_headers} "
+                                     "(--max-headers)")
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")

@@ -28,6 +28,7 @@ def serve(config: ServeConfig) -> None:
 
     from cnnkit.data.images import MAX_IMAGE_PIXELS
     from cnnkit.serving.app import create_app
+    from cnnkit.serving.http import HttpLimits, limited_protocol, max_connections
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's decompression-bomb guard stays on
     repository = build_repository(config)
@@ -35,4 +36,8 @@ def serve(config: ServeConfig) -> None:
     for name, model in repository.models.items():
         print(f"Serving {name} versions {sorted(model.versions)} at http://{config.host}:{config.port}/v1/models/{name}",
               flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    limits = HttpLimits(max_connections=max_connections(config.max_connections),
+                        max_head_bytes=int(config.max_header_kb * 1024), header_timeout_s=config.header_timeout,
+                        body_timeout_s=config.body_timeout)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False,
+                http=limited_protocol(limits), timeout_keep_alive=config.keep_alive)

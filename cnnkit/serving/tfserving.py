@@ -1,7 +1,8 @@
 """The TensorFlow Serving REST protocol: URL grammar, request parsing and response shapes.
 
 Pure functions over parsed JSON: no I/O, so every rule is testable on its own. Bad input raises RequestError with
-the HTTP status to answer.
+the HTTP status to answer. Parsing reads encoded images' headers but decodes no pixels: serving.decoding does that,
+under a budget, once it knows what the request will cost.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.data.images import ImageError, open_rgb
+from cnnkit.data.images import ImageError, ImageInfo, peek
 from cnnkit.serving.runtime import ServedModel, ServedVersion
 
 SIGNATURE = "serving_default"
-MAX_INSTANCES = 1024  # per request
 URLSAFE_B64 = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 URL = re.compile(
     r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
@@ -27,9 +27,24 @@ URL = re.compile(
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """A request the server answers with `status` and {"error": message}; `retry_after_s` for 429 and 503."""
+
+    def __init__(self, status: int, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An encoded image from a request, its header read, its pixels not yet decoded."""
+
+    index: int
+    raw: bytes
+    info: ImageInfo
+
+
+Item = np.ndarray | Encoded  # a request's image: float32 pixels as sent, or an encoded file
 
 
 @dataclass(frozen=True)
@@ -94,8 +109,8 @@ def metadata(served: ServedVersion) -> dict[str, Any]:
 
 
 # predict ----------------------------------------------------------------------------------------------------------
-def parse_predict(body: Any, served: ServedVersion) -> tuple[np.ndarray, bool]:
-    """Images [N, H, W, 3] float32 from a predict body, and whether it used the columnar ("inputs") form."""
+def parse_predict(body: Any, served: ServedVersion, *, max_images: int) -> tuple[list[Item], bool]:
+    """The images of a predict body, and whether it used the columnar ("inputs") form."""
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
     _check_signature(body)
@@ -116,10 +131,10 @@ def parse_predict(body: Any, served: ServedVersion) -> tuple[np.ndarray, bool]:
             items = [items]
         if not isinstance(items, list):
             raise RequestError(400, '"inputs" must be a list of images or {"%s": [...]}' % served.input_name)
-    return _images(items, served), has_columns
+    return _images(items, served, max_images=max_images), has_columns
 
 
-def parse_classify(body: Any, served: ServedVersion) -> np.ndarray:
+def parse_classify(body: Any, served: ServedVersion, *, max_images: int) -> list[Item]:
     """Images from {"examples": [{"image": {"b64": ...}} | {"image": [[...]]}, ...]}."""
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
@@ -135,7 +150,7 @@ def parse_classify(body: Any, served: ServedVersion) -> np.ndarray:
         if key not in example:
             raise RequestError(400, f'example {i} has no "image" feature')
         items.append(example[key])
-    return _images(items, served)
+    return _images(items, served, max_images=max_images)
 
 
 def classify_results(probs: np.ndarray, served: ServedVersion, *, top_k: int) -> list[list[list[Any]]]:
@@ -176,19 +191,19 @@ def _unwrap_named(item: Any, served: ServedVersion) -> Any:
     return item
 
 
-def _images(items: list[Any], served: ServedVersion) -> np.ndarray:
+def _images(items: list[Any], served: ServedVersion, *, max_images: int) -> list[Item]:
     if not items:
         raise RequestError(400, "no images in the request")
-    if len(items) > MAX_INSTANCES:
-        raise RequestError(400, f"too many images in one request: {len(items)} > {MAX_INSTANCES}")
-    return np.stack([_image(item, i, served) for i, item in enumerate(items)])
+    if len(items) > max_images:
+        raise RequestError(400, f"too many images in one request: {len(items)} > {max_images} (--max-images)")
+    return [_image(item, i, served) for i, item in enumerate(items)]
 
 
-def _image(item: Any, index: int, served: ServedVersion) -> np.ndarray:
+def _image(item: Any, index: int, served: ServedVersion) -> Item:
     if isinstance(item, dict):
         if set(item) != {"b64"} or not isinstance(item["b64"], str):
             raise RequestError(400, f'image {index}: expected {{"b64": "<base64 PNG/JPEG>"}}')
-        return _decode_b64(item["b64"], index, served)
+        return _decode_b64(item["b64"], index)
     if not isinstance(item, list):
         raise RequestError(400, f"image {index}: expected a [H][W][3] array of numbers or a b64 object")
     try:
@@ -205,7 +220,7 @@ def _image(item: Any, index: int, served: ServedVersion) -> np.ndarray:
     return array
 
 
-def _decode_b64(text: str, index: int, served: ServedVersion) -> np.ndarray:
+def _decode_b64(text: str, index: int) -> Encoded:
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -217,7 +232,6 @@ def _decode_b64(text: str, index: int, served: ServedVersion) -> np.ndarray:
         except (binascii.Error, ValueError):
             raise RequestError(400, f"image {index}: invalid base64") from None
     try:
-        image = open_rgb(raw, name=f"image {index}")
+        return Encoded(index, raw, peek(raw, name=f"image {index}"))
     except ImageError as exc:
         raise RequestError(400, str(exc)) from None
-    return served.preprocess.resize_image(image).astype(np.float32)

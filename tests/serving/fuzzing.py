@@ -38,47 +38,103 @@ def image_arrays(draw: st.DrawFn) -> Any:
     return build(0)
 
 
+def _weighted(common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any], *, rare_in: int) -> Any:
+    """`rare` once in `rare_in` draws, `common` otherwise."""
+    return st.integers(1, rare_in).flatmap(lambda n: rare if n == 1 else common)
+
+
+@st.composite
+def hostile_images(draw: st.DrawFn) -> bytes:
+    """Encoded images that are valid but awkward: every format Pillow writes, every common mode, extreme aspect
+    ratios, transparency, 16-bit samples, several frames, EXIF rotation; sometimes truncated or with bytes flipped."""
+    fmt = draw(st.sampled_from(["PNG", "PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"]))
+    modes = {"JPEG": ["RGB", "L", "CMYK"], "GIF": ["P", "L"], "BMP": ["RGB", "L", "P", "1"],
+             "WEBP": ["RGB", "RGBA"], "TIFF": ["RGB", "L", "RGBA", "1", "I;16"],
+             "PNG": ["RGB", "L", "RGBA", "P", "1", "LA", "I;16"]}[fmt]
+    mode = draw(st.sampled_from(modes))
+    side = st.sampled_from([1, 2, 7, 31, 32, 33, 64, 300, 2000])
+    width, height = draw(side), draw(side)
+    image = Image.new(mode, (width, height), draw(st.integers(0, 255)) if mode not in ("RGB", "RGBA", "CMYK") else
+                      (draw(st.integers(0, 255)),) * len(mode))
+    options: dict[str, Any] = {}
+    if mode == "P" and draw(st.booleans()):
+        options["transparency"] = 0
+    if fmt == "GIF" and draw(st.booleans()):
+        options.update(save_all=True, append_images=[image.copy() for _ in range(draw(st.integers(1, 20)))])
+    if fmt in ("JPEG", "PNG", "WEBP", "TIFF") and draw(st.booleans()):
+        exif = Image.Exif()
+        exif[0x0112] = draw(st.integers(0, 9))  # orientation, including invalid values
+        options["exif"] = exif
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    data = buffer.getvalue()
+    damage = draw(st.sampled_from(["none", "none", "truncate", "flip"]))
+    if damage == "truncate":
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    elif damage == "flip":
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+    return data
+
+
 @st.composite
 def b64_payloads(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["text", "bytes", "png", "truncated", "wrong_type"]))
+    kind = draw(st.sampled_from(["image"] * 8 + ["text", "bytes", "wrong_type", "urlsafe"]))
     if kind == "text":
         return {"b64": draw(st.text(max_size=40))}
     if kind == "bytes":
         return {"b64": base64.b64encode(draw(st.binary(max_size=200))).decode()}
     if kind == "wrong_type":
         return {"b64": draw(json_values)}
-    size = (draw(st.integers(1, 80)), draw(st.integers(1, 80)))
-    buffer = io.BytesIO()
-    Image.new(draw(st.sampled_from(["RGB", "L", "RGBA", "P", "1"])), size).save(buffer, format="PNG")
-    data = buffer.getvalue()
-    if kind == "truncated":
-        data = data[: draw(st.integers(0, len(data) - 1))]
+    data = draw(hostile_images())
+    if kind == "urlsafe":
+        return {"b64": base64.urlsafe_b64encode(data).decode().rstrip("=")}
     return {"b64": base64.b64encode(data).decode()}
 
 
-instances = st.lists(st.one_of(image_arrays(), b64_payloads(), json_values), max_size=4)
-bodies = st.one_of(
+images = _weighted(b64_payloads(), st.one_of(image_arrays(), json_values), rare_in=12)
+instances = _weighted(st.lists(images, min_size=1, max_size=4), st.lists(images, max_size=0), rare_in=20)
+predict_bodies = st.one_of(
     st.fixed_dictionaries({"instances": instances}),
     st.fixed_dictionaries({"inputs": st.one_of(instances, st.fixed_dictionaries({"images": instances}))}),
+)
+classify_bodies = st.fixed_dictionaries(
+    {"examples": st.lists(st.fixed_dictionaries({"image": images}), min_size=1, max_size=4)})
+hostile_bodies = st.one_of(
     st.fixed_dictionaries({"instances": instances, "inputs": instances}),
     st.fixed_dictionaries({"instances": instances, "signature_name": json_values}),
-    st.fixed_dictionaries({"examples": st.lists(st.fixed_dictionaries({"image": st.one_of(b64_payloads(),
-                                                                                          image_arrays())}),
-                                                max_size=3)}),
     st.fixed_dictionaries({"examples": json_values}),
+    predict_bodies,
+    classify_bodies,
     json_values,
 )
-paths = st.one_of(
-    st.sampled_from([f"{MODEL}:predict", f"{MODEL}:classify", f"{MODEL}/versions/1:predict",
-                     f"{MODEL}/labels/stable:classify", f"{MODEL}/versions/99:predict", "nope:predict",
-                     f"{MODEL}/versions/-1:predict", f"{MODEL}/versions/99999999999999999999999:predict",
-                     f"{MODEL}:regress", f"{MODEL}", f"../{MODEL}:predict", f"{MODEL}/../../etc/passwd:predict"]),
+hostile_paths = st.one_of(
+    st.sampled_from([f"{MODEL}/versions/99:predict", "nope:predict", f"{MODEL}/versions/-1:predict",
+                     f"{MODEL}/versions/99999999999999999999999:predict", f"{MODEL}:regress", f"{MODEL}",
+                     f"../{MODEL}:predict", f"{MODEL}/../../etc/passwd:predict", f"{MODEL}/versions/%C2%B2:predict"]),
     st.text(max_size=30).map(lambda s: quote(s, safe="/:")),
 )
-raw_bodies = st.one_of(
-    bodies.map(lambda body: json.dumps(body, allow_nan=True).encode()),
-    st.binary(max_size=300),
-    st.text(max_size=100).map(str.encode),
+
+
+def _encoded(bodies: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
+    return bodies.map(lambda body: json.dumps(body, allow_nan=True).encode())
+
+
+# (method, path under /v1/models/, body). Three in four are well-formed requests to routes that exist, carrying
+# hostile images, so that they reach the parser, the budgets and the decoder; the rest are hostile everywhere.
+requests = _weighted(
+    st.one_of(
+        st.tuples(st.just("POST"), st.sampled_from([f"{MODEL}:predict", f"{MODEL}/versions/1:predict"]),
+                  _encoded(predict_bodies)),
+        st.tuples(st.just("POST"), st.sampled_from([f"{MODEL}:classify", f"{MODEL}/labels/stable:classify"]),
+                  _encoded(classify_bodies)),
+    ),
+    st.tuples(
+        st.sampled_from(["POST", "POST", "POST", "GET"]),
+        st.one_of(hostile_paths, st.sampled_from([f"{MODEL}:predict", f"{MODEL}:classify"])),
+        st.one_of(_encoded(hostile_bodies), st.binary(max_size=300), st.text(max_size=100).map(str.encode)),
+    ),
+    rare_in=4,
 )
 
 

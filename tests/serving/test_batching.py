@@ -129,3 +129,33 @@ def test_a_lone_request_runs_on_every_thread() -> None:
 
     asyncio.run(main())
     assert [label for label, *_ in log] == ["alone"] * 3
+
+
+def test_a_request_larger_than_max_batch_runs_in_calls_of_at_most_max_batch() -> None:
+    calls: list[int] = []
+
+    async def main() -> np.ndarray:
+        batcher = MicroBatcher(slow_identity(calls, 0.0), max_batch=32, max_wait_ms=0, max_queue=100)
+        try:
+            return await batcher.submit(np.arange(70 * 2, dtype=np.float32).reshape(70, 2))
+        finally:
+            await batcher.close()
+
+    answer = asyncio.run(main())
+    assert np.array_equal(answer, 2 * np.arange(70 * 2, dtype=np.float32).reshape(70, 2))  # rows in order
+    assert max(calls) <= 32 and sum(calls) == 70  # ONNX Runtime's arena never sees a 70-image batch
+
+
+def test_a_request_that_does_not_fit_the_queue_is_refused_whole() -> None:
+    calls: list[int] = []
+
+    async def main() -> None:
+        batcher = MicroBatcher(slow_identity(calls, 0.0), max_batch=4, max_wait_ms=0, max_queue=2)
+        try:
+            with pytest.raises(Overloaded):
+                await batcher.submit(np.zeros((12, 2), np.float32))  # three calls' worth, room for two
+        finally:
+            await batcher.close()
+
+    asyncio.run(main())
+    assert calls == []

@@ -6,10 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fuzzing import check_response, paths, raw_bodies, send
+from fuzzing import check_response, requests, send
 from helpers import free_port, start_server, stop_server
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 CASES = 300
 
@@ -30,8 +29,9 @@ def test_fuzzed_requests_never_crash_or_5xx(server: int) -> None:
 
     @settings(max_examples=CASES, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(method=st.sampled_from(["POST", "POST", "POST", "GET"]), path=paths, body=raw_bodies)
-    def one(method: str, path: str, body: bytes) -> None:
+    @given(request=requests)
+    def one(request: tuple[str, str, bytes]) -> None:
+        method, path, body = request
         tried["n"] += 1
         status, payload = send("127.0.0.1", server, method, f"/v1/models/{path}",
                                body if method == "POST" else None)

@@ -177,8 +177,12 @@ def test_an_undeclared_body_is_cut_off_at_the_limit() -> None:
 
     from starlette.requests import Request
 
-    from cnnkit.serving.app import _read_body
+    from cnnkit.config import ServeConfig
+    from cnnkit.serving.app import Server, _read_body
+    from cnnkit.serving.runtime import ModelRepository
     from cnnkit.serving.tfserving import RequestError
+
+    server = Server(ModelRepository(), ServeConfig(max_body_mb=2000 / 2**20))
 
     def request_of(chunks: list[bytes]) -> Request:
         messages = [{"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks]
@@ -189,10 +193,11 @@ def test_an_undeclared_body_is_cut_off_at_the_limit() -> None:
 
         return Request({"type": "http", "method": "POST", "headers": []}, receive)
 
-    assert asyncio.run(_read_body(request_of([b"ab", b"cd"]), limit=4)) == b"abcd"
-    with pytest.raises(RequestError, match="4-byte limit") as refused:
-        asyncio.run(_read_body(request_of([b"ab", b"cd", b"e"]), limit=4))
+    assert asyncio.run(_read_body(request_of([b"a" * 1000, b"b" * 1000]), server)) == b"a" * 1000 + b"b" * 1000
+    with pytest.raises(RequestError, match="2000-byte limit") as refused:
+        asyncio.run(_read_body(request_of([b"a" * 1000, b"b" * 1000, b"c"]), server))
     assert refused.value.status == 413
+    assert server.bodies.used == 0  # every reservation given back
 
 
 def test_unrouted_paths_and_methods_answer_in_the_same_error_shape(server: str) -> None:

@@ -1,0 +1,115 @@
+"""Decoding request images under a budget, on thread pools of their own.
+
+What a request will cost is known before any pixel is decoded: each encoded image's header gives its size and mode.
+So a request over its own limit is refused (413) and one that would push the images being decoded at once past the
+server's memory budget is refused too (429 with Retry-After), instead of queueing work the server cannot afford.
+Admitted work runs on one of two pools, apart from asyncio's default pool and the model lanes: requests of at most
+LIGHT_PIXELS decode on the light pool; bigger ones on a heavy pool half its size, so a flood of huge images takes at
+most half the cores and ordinary requests never queue behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+
+from cnnkit.data.images import ImageError
+from cnnkit.serving.runtime import ServedVersion
+from cnnkit.serving.tfserving import Encoded, Item, RequestError
+
+T = TypeVar("T")
+LIGHT_PIXELS = 4_000_000  # a request's encoded images together; two full-HD screenshots
+LIGHT_BODY_BYTES = 1024 * 1024  # bodies up to this size are parsed on the light pool
+RETRY_AFTER_S = 1
+
+
+class Budget:
+    """A quantity (bytes) that concurrent work reserves and gives back; thread-safe, never waits."""
+
+    def __init__(self, limit: int, *, what: str, flag: str) -> None:
+        self.limit, self.what, self.flag = limit, what, flag
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, amount: int) -> None:
+        """Take `amount`, or raise a 429. A request alone may take more than the limit (its own limits bound it),
+        so that whatever a request is allowed to ask for eventually runs."""
+        with self._lock:
+            if self.used and self.used + amount > self.limit:
+                raise RequestError(429, f"server busy: {self.what} at its {self.limit // 2**20} MiB budget "
+                                        f"({self.flag}); retry later", retry_after_s=RETRY_AFTER_S)
+            self.used += amount
+
+    def release(self, amount: int) -> None:
+        with self._lock:
+            self.used -= amount
+
+
+class Decoder:
+    """Parses and decodes request images off the event loop, within per-request and per-server budgets."""
+
+    def __init__(self, *, threads: int, budget_bytes: int, max_request_pixels: int, timeout_s: float) -> None:
+        threads = threads or os.cpu_count() or 1
+        self.light = ThreadPoolExecutor(threads, thread_name_prefix="cnnkit-decode")
+        self.heavy = ThreadPoolExecutor(max(1, threads // 2), thread_name_prefix="cnnkit-decode-large")
+        self.budget = Budget(budget_bytes, what="images being decoded", flag="--decode-budget-mb")
+        self.max_request_pixels = max_request_pixels
+        self.timeout_s = timeout_s
+        self.on_decoded: Callable[[int], None] = lambda nbytes: None  # told the memory each decode held
+
+    async def parse(self, work: Callable[[], T], *, body_bytes: int) -> T:
+        """Run JSON parsing (and header reading) for a body of `body_bytes` on the pool its size calls for."""
+        pool = self.light if body_bytes <= LIGHT_BODY_BYTES else self.heavy
+        return await asyncio.wrap_future(pool.submit(work))
+
+    async def decode(self, items: list[Item], served: ServedVersion) -> np.ndarray:
+        """float32 [N, H, W, 3] model inputs of a parsed request, decoded within the budgets."""
+        encoded = [item for item in items if isinstance(item, Encoded)]
+        pixels = sum(item.info.pixels for item in encoded)
+        if pixels > self.max_request_pixels:
+            raise RequestError(413, f"the request's images hold {pixels / 1e6:.1f} megapixels, over the "
+                                    f"{self.max_request_pixels / 1e6:g}-megapixel limit (--max-request-mpx)")
+        cost = sum(item.info.decoded_bytes for item in encoded)
+        self.budget.reserve(cost)
+        pool = self.light if pixels <= LIGHT_PIXELS else self.heavy
+        try:
+            future = pool.submit(_decode_all, items, served, self.timeout_s)
+        except BaseException:
+            self.budget.release(cost)
+            raise
+        # Released when the work ends, not when the request does: a client that hangs up does not stop a decode.
+        future.add_done_callback(lambda _: self._done(cost))
+        return await asyncio.wrap_future(future)
+
+    def _done(self, cost: int) -> None:
+        self.budget.release(cost)
+        self.on_decoded(cost)
+
+    def close(self) -> None:
+        self.light.shutdown(wait=False, cancel_futures=True)
+        self.heavy.shutdown(wait=False, cancel_futures=True)
+
+
+def _decode_all(items: list[Item], served: ServedVersion, timeout_s: float) -> np.ndarray:
+    deadline = time.monotonic() + timeout_s
+    arrays = []
+    for item in items:
+        if not isinstance(item, Encoded):
+            arrays.append(item)
+            continue
+        if time.monotonic() > deadline:
+            raise RequestError(503, f"decoding the request's images took over {timeout_s:g} s (--decode-timeout)",
+                               retry_after_s=RETRY_AFTER_S)
+        try:
+            pixels = served.preprocess.load(item.raw, name=f"image {item.index}")
+        except ImageError as exc:
+            raise RequestError(400, str(exc)) from None
+        arrays.append(pixels.astype(np.float32))
+    return np.stack(arrays)

@@ -1,0 +1,33 @@
+import asyncio
+
+from cnnkit.serving.memory import Trimmer
+
+
+async def until(condition, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met")
+
+
+def test_memory_is_trimmed_after_a_burst_and_once_more_when_it_ends() -> None:
+    trims: list[int] = []
+
+    async def main() -> None:
+        trimmer = Trimmer(interval_s=0.02, after_bytes=1000)
+        trimmer.trim = lambda pad: trims.append(pad) or 1
+        trimmer.start()
+        await asyncio.sleep(0.1)
+        assert trims == []  # nothing passed through: nothing to trim
+        trimmer.note(10)  # a little: trimmed once it is quiet
+        await until(lambda: len(trims) == 1)
+        await asyncio.sleep(0.1)
+        assert len(trims) == 1  # quiet since: no more trims
+        for _ in range(20):  # a steady stream over after_bytes: trimmed while it lasts
+            trimmer.note(400)
+            await asyncio.sleep(0.01)
+        assert len(trims) >= 2
+        await trimmer.stop()
+
+    asyncio.run(main())
