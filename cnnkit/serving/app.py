@@ -121,7 +121,8 @@ def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
         await server.close()
 
     docs = {} if config.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
-    app = FastAPI(title="cnnkit model server", version="1", lifespan=lifespan, **docs)
+    # No trailing-slash redirects: an API client gets a 404 in the usual error shape, not an empty 307.
+    app = FastAPI(title="cnnkit model server", version="1", lifespan=lifespan, redirect_slashes=False, **docs)
     app.state.server = server
     page = resources.files("cnnkit.serving.web").joinpath("index.html").read_text()
     origins = _split(config.cors_origin)

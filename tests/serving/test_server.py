@@ -206,7 +206,8 @@ def test_unrouted_paths_and_methods_answer_in_the_same_error_shape(server: str) 
 
     address = urlsplit(server)
     for method, path in (("POST", "/v1/models/a%0Ab:predict"), ("GET", "/nowhere"), ("DELETE", "/v1/models/shapes"),
-                         ("GET", "/v1/models/shapes:predict"), ("POST", "/v1/models/..%2F..%2Fetc%2Fpasswd:predict")):
+                         ("GET", "/v1/models/shapes:predict"), ("POST", "/v1/models/..%2F..%2Fetc%2Fpasswd:predict"),
+                         ("POST", "/v1/models/a%0Ab/")):  # no route, trailing slash: a 404, not an empty redirect
         connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
         connection.request(method, path, body=b"{}" if method == "POST" else None)
         response = connection.getresponse()
