@@ -131,6 +131,8 @@ class Classifier:
         return self._evaluate_onnx(data, options)
 
     def _evaluate_onnx(self, data: str, options: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
         from cnnkit.data.sources import SourceOptions, load_data
         from cnnkit.evaluate.metrics import classification_metrics
 
@@ -139,7 +141,8 @@ class Classifier:
         split = bundle.test if bundle.test is not None else bundle.train
         if split is None or bundle.class_names != self.class_names:
             raise CnnkitError(f"{data}: classes {bundle.class_names} differ from the model's {self.class_names}")
-        probs = self._run(split.images.permute(0, 2, 3, 1).numpy())
+        probs = np.concatenate([self._run(split.batch(index).permute(0, 2, 3, 1).numpy())
+                                for index in torch.arange(len(split)).split(256)])  # bounded memory
         top_k = options.get("top_k", 3)
         return classification_metrics(probs, split.labels.numpy(), class_names=self.class_names,
                                       top_k=top_k if top_k < len(self.class_names) else None)

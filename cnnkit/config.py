@@ -7,6 +7,7 @@ the server imports this module.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -87,6 +88,9 @@ class TrainConfig:
     overwrite: bool = option(False, help="replace an existing run in the run directory")
     resume: bool = option(False, help="continue the run directory's run from its last checkpoint")
     workers: int = option(4, low=1, help="threads decoding image files")
+    cache_dir: Path | None = option(None, help="where folder data is cached decoded, for later runs and other ranks "
+                                    "(default: $CNNKIT_CACHE_DIR or ~/.cache/cnnkit/images)")
+    no_cache: bool = option(False, help="decode folder data into memory on every run (no cache)")
     quiet: bool = option(False, help="print nothing but errors")
     test_every_epoch: bool = option(False, help="also evaluate the test split each epoch (reported only)")
     ema_decay: float = option(0.0, low=0, high=0.99999, help="keep a moving average of the weights (per step)")
@@ -116,6 +120,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
+
+    @property
+    def image_cache(self) -> Path | None:
+        """Where folder data's decoded images are cached (data.cache); None: decoded into memory (--no-cache)."""
+        if self.no_cache:
+            return None
+        return self.cache_dir or Path(os.environ.get("CNNKIT_CACHE_DIR") or Path.home() / ".cache/cnnkit/images")
 
     @property
     def test_sources(self) -> tuple[str, ...]:

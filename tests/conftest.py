@@ -9,6 +9,16 @@ import pytest
 from helpers import CLASSES, make_shapes, write_tree
 
 
+@pytest.fixture(scope="session", autouse=True)
+def image_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Decoded-image caches go to a temporary folder, never the user's ~/.cache (also for CLI subprocesses)."""
+    import os
+
+    path = tmp_path_factory.mktemp("image-cache")
+    os.environ["CNNKIT_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def shapes_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An .npz with x_train/y_train (3 x 80) and x_test/y_test (3 x 20) 32x32 images and class_names."""

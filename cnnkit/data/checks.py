@@ -43,10 +43,11 @@ def check_data(bundle: DataBundle) -> DataReport:
     return DataReport(_balance(bundle.class_names, counts), warnings)
 
 
-def trivial_features(images: torch.Tensor, *, chunk: int = 256) -> dict[str, torch.Tensor]:
-    """One number per image that says nothing about its content: brightness, colour, contrast, white space, and
-    the look of its top band (a browser frame: grey, flat). Computed a chunk at a time (bounded memory)."""
-    parts = [_features(images[i : i + chunk]) for i in range(0, len(images), chunk)]
+def trivial_features(data: ArrayData, *, limit: int, chunk: int = 256) -> dict[str, torch.Tensor]:
+    """For the first `limit` images, numbers that say nothing of their content: brightness, colour, contrast, white
+    space, and the look of the top band (a browser frame: grey, flat). A chunk at a time (bounded memory)."""
+    n = min(limit, len(data))
+    parts = [_features(data.batch(torch.arange(i, min(n, i + chunk)))) for i in range(0, n, chunk)]
     return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
 
 
@@ -64,7 +65,7 @@ def shortcut_warnings(train: ArrayData, class_names: list[str]) -> list[str]:
     labels = train.labels
     if int(torch.bincount(labels, minlength=len(class_names)).min()) < SHORTCUT_MIN_IMAGES:
         return []
-    features = trivial_features(train.images[:20_000])
+    features = trivial_features(train, limit=20_000)
     labels = labels[:20_000]
     warnings = []
     for name, values in features.items():

@@ -1,43 +1,72 @@
-"""In-memory image data sets: uint8 NCHW tensors plus int64 labels, batched by indexing (no per-image work)."""
+"""Image data sets: uint8 NCHW images (in memory or in a cache file) plus int64 labels, batched by indexing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from cnnkit.errors import CnnkitError
 
+if TYPE_CHECKING:
+    from cnnkit.data.cache import DiskImages
+
 
 @dataclass
 class ArrayData:
-    """Images as a uint8 tensor [N, 3, H, W] and labels as int64 [N]."""
+    """Images and their int64 labels [N]. `store` holds uint8 [M, 3, H, W] images: a tensor, or a decoded-image
+    cache file read a batch at a time (data.cache.DiskImages); `rows` says which of them this data set is, in order
+    (None: all of them), so that splits and subsets are views that copy no pixels."""
 
-    images: torch.Tensor
+    store: torch.Tensor | DiskImages
     labels: torch.Tensor
+    rows: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise CnnkitError(f"images must be uint8 [N, 3, H, W], got {self.images.dtype} {list(self.images.shape)}")
-        if self.labels.shape != (self.images.shape[0],):
-            raise CnnkitError(f"{len(self.labels)} labels for {len(self.images)} images")
+        if isinstance(self.store, torch.Tensor) and (self.store.dtype != torch.uint8 or self.store.ndim != 4
+                                                     or self.store.shape[1] != 3):
+            raise CnnkitError(f"images must be uint8 [N, 3, H, W], got {self.store.dtype} {list(self.store.shape)}")
+        count = len(self.rows) if self.rows is not None else int(self.store.shape[0])
+        if self.labels.shape != (count,):
+            raise CnnkitError(f"{len(self.labels)} labels for {count} images")
 
     def __len__(self) -> int:
-        return int(self.images.shape[0])
+        return int(self.labels.shape[0])
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return int(self.images.shape[2]), int(self.images.shape[3])
+        return int(self.store.shape[2]), int(self.store.shape[3])
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        """uint8 [len(index), 3, H, W] images at positions `index` of this data set, in memory."""
+        return self.store[self.rows[index] if self.rows is not None else index]
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first `n` images (all, if fewer), in memory."""
+        return self.batch(torch.arange(min(n, len(self))))
+
+    @property
+    def images(self) -> torch.Tensor:
+        """Every image, in memory: for small data sets and tests; iterate with batch() over large ones."""
+        if self.rows is None and isinstance(self.store, torch.Tensor):
+            return self.store
+        return self.head(len(self))
 
     def subset(self, index: torch.Tensor) -> ArrayData:
-        return ArrayData(self.images[index], self.labels[index])
+        return ArrayData(self.store, self.labels[index], self.rows[index] if self.rows is not None else index)
 
     @classmethod
     def concat(cls, parts: list[ArrayData]) -> ArrayData:
+        """Parts of one store stay views of it; parts of different stores are copied into one tensor."""
         if not parts:
             raise CnnkitError("no images to put together")
-        return cls(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+        labels = torch.cat([p.labels for p in parts])
+        if all(p.store is parts[0].store for p in parts):
+            rows = [p.rows if p.rows is not None else torch.arange(len(p)) for p in parts]
+            return cls(parts[0].store, labels, torch.cat(rows))
+        return cls(torch.cat([p.images for p in parts]), labels)
 
     @classmethod
     def from_numpy(cls, x: np.ndarray, y: np.ndarray, *, source: str) -> ArrayData:

@@ -1,4 +1,4 @@
-"""Batching in-memory data: each batch is one indexing operation on a uint8 tensor, no per-image Python work."""
+"""Batching: each batch is one indexing operation on a uint8 tensor (or one read per image of a cache file)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def iterate(
     """Yield (uint8 images, labels) on `device` for each index tensor."""
     non_blocking = device.type == "cuda"
     for index in batches:
-        images, labels = data.images[index], data.labels[index]
+        images, labels = data.batch(index), data.labels[index]
         if non_blocking:
             images, labels = images.pin_memory(), labels.pin_memory()
         yield images.to(device, non_blocking=non_blocking), labels.to(device, non_blocking=non_blocking)

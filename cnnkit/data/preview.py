@@ -28,7 +28,7 @@ def augment_preview(config: PreviewConfig) -> None:
     preprocess = Preprocess(input_size=size)
     generator = torch.Generator().manual_seed(config.seed)
     picks = torch.randperm(len(bundle.train), generator=generator)[: config.images]
-    originals = preprocess.to_unit(bundle.train.images[picks])
+    originals = preprocess.to_unit(bundle.train.batch(picks))
     augmenter = Augmenter(spec)
     columns = [originals] + [augmenter(originals, generator) for _ in range(config.samples)]
     grid = _tile(columns, size)

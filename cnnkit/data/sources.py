@@ -7,6 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ class SourceOptions:
     strict: bool = False  # stop on the first undecodable file instead of skipping it
     workers: int = 4  # threads decoding image files (Pillow releases the GIL while decoding)
     test_sources: tuple[str, ...] = ()  # folder trees of SOURCE/CLASS/ folders: these sources are the test split
+    cache_dir: Path | None = None  # decoded-image cache for folder sources (data.cache); None: decode into memory
+    quiet: bool = False  # no progress bar
 
 
 SourceFn = Callable[[str | None, SourceOptions], DataBundle]
@@ -159,14 +162,15 @@ def folder(arg: str | None, options: SourceOptions) -> DataBundle:
         return _by_source(root, options)
     if (root / "train").is_dir():
         names = _class_dirs(root / "train")
-        train, skipped = _decode_tree(root / "train", names, options)
-        test = None
+        trees = {"train": (root / "train", _list_tree(root / "train", names))}
         if (root / "test").is_dir():
-            test, skipped_test = _decode_tree(root / "test", names, options)
-            skipped += skipped_test
-        return DataBundle(train=train, val=None, test=test, class_names=names, skipped=skipped)
+            trees["test"] = (root / "test", _list_tree(root / "test", names))
+        parts, skipped = _decode_trees(trees, names, options)
+        return DataBundle(train=parts["train"], val=None, test=parts.get("test"), class_names=names,
+                          skipped=skipped)
     names = _class_dirs(root)
-    data, skipped = _decode_tree(root, names, options)
+    parts, skipped = _decode_trees({"all": (root, _list_tree(root, names))}, names, options)
+    data = parts["all"]
     if options.test_split:
         keep, held = stratified_split(data.labels, fraction=options.test_split, seed=options.seed + 1)
         return DataBundle(train=data.subset(keep), val=None, test=data.subset(held), class_names=names, skipped=skipped)
@@ -186,13 +190,10 @@ def _by_source(root: Path, options: SourceOptions) -> DataBundle:
     names = sorted({p.name for s in sources for p in (root / s).iterdir() if p.is_dir() and not p.name.startswith(".")})
     if len(names) < 2:
         raise CnnkitError(f"{root}: a classifier needs at least 2 class folders in its sources, found {names}")
-    parts: dict[bool, list[ArrayData]] = {True: [], False: []}
-    skipped: list[str] = []
-    for source in sources:
-        data, bad = _decode_tree(root / source, names, options, every_class=False)
-        parts[source in options.test_sources].append(data)
-        skipped += bad
-    train, test = ArrayData.concat(parts[False]), ArrayData.concat(parts[True])
+    trees = {source: (root / source, _list_tree(root / source, names, every_class=False)) for source in sources}
+    decoded, skipped = _decode_trees(trees, names, options, every_class=False)  # one store: the splits are views
+    train = ArrayData.concat([decoded[s] for s in sources if s not in options.test_sources])
+    test = ArrayData.concat([decoded[s] for s in sources if s in options.test_sources])
     missing = [n for i, n in enumerate(names) if not (train.labels == i).any()]
     if missing:
         raise CnnkitError(f"{root}: no training images of class(es) {', '.join(missing)} outside the test sources")
@@ -206,10 +207,9 @@ def _class_dirs(root: Path) -> list[str]:
     return names
 
 
-def _decode_tree(
-    root: Path, names: list[str], options: SourceOptions, *, every_class: bool = True
-) -> tuple[ArrayData, list[str]]:
-    """Decode ROOT/CLASS/ images; `every_class` False lets a class folder be absent (a source without it)."""
+def _list_tree(root: Path, names: list[str], *, every_class: bool = True) -> list[tuple[Path, int]]:
+    """(file, label) for the files of ROOT/CLASS/ folders; `every_class` False lets a class folder be absent (a
+    source without it)."""
     files: list[tuple[Path, int]] = []
     for label, name in enumerate(names):
         class_dir = root / name
@@ -221,6 +221,35 @@ def _decode_tree(
         if not members:
             raise CnnkitError(f"{class_dir}: class folder is empty")
         files += [(path, label) for path in members]
+    return files
+
+
+def _decode_trees(trees: dict[str, tuple[Path, list[tuple[Path, int]]]], names: list[str], options: SourceOptions,
+                  *, every_class: bool = True) -> tuple[dict[str, ArrayData], list[str]]:
+    """Decode the files of several trees at once (into memory, or through the cache) into one store; each tree's
+    data is a view of it. Unusable files are skipped with their reason (--strict: an error)."""
+    files = [item for _, listed in trees.values() for item in listed]
+    store, rows = _decode_files(files, options)
+    skipped = [row for row in rows if isinstance(row, str)]
+    if skipped and options.strict:
+        raise CnnkitError(f"{len(skipped)} unusable file(s) (--strict): " + "; ".join(skipped))
+    parts, start = {}, 0
+    for key, (root, listed) in trees.items():
+        mine = rows[start : start + len(listed)]
+        good = [(row, label) for row, (_, label) in zip(mine, listed) if not isinstance(row, str)]
+        start += len(listed)
+        if not good:
+            raise CnnkitError(f"{root}: no readable images in its class folders ({', '.join(names)})")
+        for label, name in enumerate(names):
+            if (root / name).is_dir() and not any(lab == label for _, lab in good):
+                raise CnnkitError(f"{root / name}: class folder has no readable images")
+        parts[key] = ArrayData(store, torch.tensor([lab for _, lab in good], dtype=torch.int64),
+                               torch.tensor([row for row, _ in good], dtype=torch.int64))
+    return parts, skipped
+
+
+def _decode_files(files: list[tuple[Path, int]], options: SourceOptions) -> tuple[Any, list[int | str]]:
+    """(uint8 images, per file its row in them or why it could not be decoded)."""
     preprocess = options.preprocess
     assert preprocess is not None
 
@@ -232,27 +261,40 @@ def _decode_tree(
         except ImageError as exc:
             return str(exc)
 
+    if options.cache_dir is not None:
+        from cnnkit.data.cache import decode_cached
+
+        decoded = decode_cached(files, preprocess=preprocess, cache_dir=options.cache_dir, workers=options.workers,
+                                decode=decode, quiet=options.quiet)
+        return decoded.images, decoded.rows
     with ThreadPoolExecutor(max_workers=max(1, min(options.workers, os.cpu_count() or 1))) as pool:
-        decoded = list(pool.map(decode, [path for path, _ in files]))
-    skipped = [item for item in decoded if isinstance(item, str)]
-    if skipped and options.strict:
-        raise CnnkitError(f"{len(skipped)} unusable file(s) under {root} (--strict): " + "; ".join(skipped))
-    good = [(arr, label) for arr, (_, label) in zip(decoded, files) if not isinstance(arr, str)]
-    if not good:
-        raise CnnkitError(f"{root}: no readable images in its class folders ({', '.join(names)})")
-    for label, name in enumerate(names):
-        if (root / name).is_dir() and not any(lab == label for _, lab in good):
-            raise CnnkitError(f"{root / name}: class folder has no readable images")
-    x = np.stack([arr for arr, _ in good])
-    y = np.array([label for _, label in good], dtype=np.int64)
-    return ArrayData.from_numpy(x, y, source=str(root)), skipped
+        results = list(pool.map(decode, [path for path, _ in files]))
+    arrays = [r for r in results if not isinstance(r, str)]
+    rows: list[int | str] = []
+    good = 0
+    for result in results:
+        rows.append(result if isinstance(result, str) else good)
+        good += not isinstance(result, str)
+    if not arrays:
+        return torch.zeros((0, 3, preprocess.input_size, preprocess.input_size), dtype=torch.uint8), rows
+    return torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy()), rows
 
 
-def dataset_stats(data: ArrayData, *, max_images: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of pixels in [0, 1], from up to `max_images` images."""
-    images = data.images[:max_images].float().div_(255)
-    mean = images.mean(dim=(0, 2, 3))
-    std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
+def dataset_stats(data: ArrayData, *, max_images: int = 10_000,
+                  chunk: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of pixels in [0, 1], from up to `max_images` images, a chunk at a time (float64
+    sums: bounded memory, no loss of precision over millions of pixels)."""
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    count = 0
+    n = min(max_images, len(data))
+    for start in range(0, n, chunk):
+        x = data.batch(torch.arange(start, min(n, start + chunk))).double().div_(255)
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-3)
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
 

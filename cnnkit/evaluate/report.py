@@ -90,7 +90,7 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
         data_dir=config.data_dir or train_config.data_dir, preprocess=classifier.preprocess,
         val_split=train_config.val_split if config.target_fpr else 0.0, test_split=train_config.test_split,
         seed=train_config.seed, workers=train_config.workers,
-        test_sources=() if config.data else train_config.test_sources))
+        test_sources=() if config.data else train_config.test_sources, cache_dir=train_config.image_cache))
     data = bundle.test if bundle.test is not None else bundle.train
     if data is None or len(data) == 0:
         raise CnnkitError(f"{spec}: no images to evaluate on")

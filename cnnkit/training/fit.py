@@ -47,8 +47,9 @@ from cnnkit.training.optim import build_optimizer
 from cnnkit.training.phases import Phase, phase_of, plan_phases
 from cnnkit.training.rundirs import resolve_run_dir
 
-RESUMABLE = ("epochs", "finetune_epochs", "device", "quiet", "workers")  # what may change when a run is resumed
-PER_INVOCATION = ("device", "quiet", "workers")  # how this process runs, not what it trains: never inherited
+# What may change when a run is resumed; and of that, how this process runs, not what it trains: never inherited.
+RESUMABLE = ("epochs", "finetune_epochs", "device", "quiet", "workers", "cache_dir", "no_cache")
+PER_INVOCATION = ("device", "quiet", "workers", "cache_dir", "no_cache")
 
 
 @dataclass
@@ -157,7 +158,7 @@ class Trainer:
         data = load_data(config.data, options=SourceOptions(
             data_dir=config.data_dir, preprocess=preprocess, val_split=config.val_split,
             test_split=config.test_split, seed=config.seed, strict=config.strict, workers=config.workers,
-            test_sources=config.test_sources))
+            test_sources=config.test_sources, cache_dir=config.image_cache, quiet=config.quiet))
         if data.train is None or len(data.train) == 0:
             raise CnnkitError(f"{config.data}: no training images")
         config = _absolute_paths(config)
@@ -439,7 +440,7 @@ def _normalization(
 def _init_from_data(model: nn.Module, train: ArrayData | None, preprocess: Preprocess, *, images: int = 5000) -> None:
     """Layers set from data (a whitening stem) see the first `images` training images, as they will be fed."""
     if isinstance(model, InitializedFromData) and train is not None:  # only then is the sample worth preprocessing
-        model.init_from_data(preprocess(train.images[:images]))
+        model.init_from_data(preprocess(train.head(images)))
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:

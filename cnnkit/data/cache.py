@@ -1,0 +1,252 @@
+"""A decoded-image cache on disk: image files decoded once, in parallel, into one uint8 file that later runs (and
+every rank of a distributed run) read instead of decoding again.
+
+An entry is a directory named by a key: the sha256 of what determines its content (cache format, preprocessing:
+input size, resize policy, interpolation, frame cropping; and each file's absolute path, size, mtime and label).
+A changed, added or removed file changes the key: the whole entry is rebuilt, but the new build copies the rows of
+files that did not change from the newest entry of the same folder and preprocessing, so only new or changed files
+are decoded again. An entry is built in a temporary directory and renamed into place once complete, so a killed
+build leaves nothing that could be read; a truncated or unreadable entry is removed and rebuilt. One process builds
+while the others wait on a file lock (all ranks of a torchrun job, or two runs started at once), then map it.
+
+Training reads batches with positioned reads (`os.pread`), not a memory map: the pages it reads land in the
+operating system's page cache, which the kernel may drop, instead of the process's resident memory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnkit.data.preprocess import Preprocess
+from cnnkit.errors import CnnkitError
+
+FORMAT = 1
+IMAGES = "images.u8"
+META = "meta.json"
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Decoded images of a list of files: `images` (a tensor, or rows read from the cache file), one row per file
+    that decoded, in file order; `errors` the reason for each file that did not; and whether they came from a
+    cache entry already built."""
+
+    images: torch.Tensor | DiskImages
+    rows: list[int | str]  # per input file: its row in `images`, or why it could not be decoded
+    cached: bool
+
+
+class DiskImages:
+    """uint8 [N, 3, S, S] images in a file, read a batch at a time; indexing returns an in-memory tensor."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int, int]) -> None:
+        self.path, self.shape = path, shape
+        self.row_bytes = int(np.prod(shape[1:]))
+        self._fd = os.open(path, os.O_RDONLY)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)  # batches jump around: no read-ahead
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
+        rows = torch.arange(self.shape[0])[index] if isinstance(index, slice) else index.reshape(-1)
+        out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
+        flat = out.reshape(len(rows), self.row_bytes)
+        for i, row in enumerate(rows.tolist()):
+            view = memoryview(flat[i])
+            got = os.preadv(self._fd, [view], row * self.row_bytes)
+            if got != self.row_bytes:
+                raise CnnkitError(f"{self.path}: cache file shorter than expected (row {row}); delete it to rebuild")
+        return torch.from_numpy(out)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"path": self.path, "shape": self.shape}  # a file descriptor does not travel between processes
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["path"], state["shape"])  # type: ignore[misc, arg-type]
+
+
+def decode_cached(files: list[tuple[Path, int]], *, preprocess: Preprocess, cache_dir: Path, workers: int,
+                  decode: Callable[[Path], np.ndarray | str], quiet: bool = False) -> Decoded:
+    """The decoded images of `files` from the cache entry for them, built first if needed."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stats = [_stat(path, label) for path, label in files]
+    key = _key(stats, preprocess)
+    entry = cache_dir / key
+    with _locked(cache_dir / f"{key}.lock"):
+        found = _open(entry, key, len(files), preprocess.input_size)
+        if found is not None:
+            return found
+        _build(entry, key, stats, files, preprocess=preprocess, workers=workers, decode=decode, quiet=quiet,
+               previous=_newest_sibling(cache_dir, _group(stats, preprocess), exclude=key))
+        built = _open(entry, key, len(files), preprocess.input_size)
+        if built is None:
+            raise CnnkitError(f"{entry}: the decoded-image cache could not be read back after building it")
+        return Decoded(built.images, built.rows, cached=False)
+
+
+# keys ---------------------------------------------------------------------------------------------------------------
+def _stat(path: Path, label: int) -> list[object]:
+    try:
+        st = path.stat()
+        return [str(path.resolve()), st.st_size, st.st_mtime_ns, label]
+    except OSError:
+        return [str(path), -1, -1, label]
+
+
+def _key(stats: list[list[object]], preprocess: Preprocess) -> str:
+    digest = hashlib.sha256(json.dumps({"format": FORMAT, "preprocess": preprocess.to_dict()}).encode())
+    for item in stats:
+        digest.update(json.dumps(item).encode())
+    return digest.hexdigest()[:32]
+
+
+def _group(stats: list[list[object]], preprocess: Preprocess) -> str:
+    """What entries of the same folder and preprocessing share, whatever their files: their common parent folder."""
+    folders = {str(Path(str(item[0])).parent.parent) for item in stats}
+    text = json.dumps({"format": FORMAT, "preprocess": preprocess.to_dict(), "folders": sorted(folders)})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# reading an entry ---------------------------------------------------------------------------------------------------
+def _open(entry: Path, key: str, count: int, size: int) -> Decoded | None:
+    """The entry, if it is complete and matches; an unreadable or truncated one is removed (and None returned)."""
+    if not entry.is_dir():
+        return None
+    try:
+        meta = json.loads((entry / META).read_text())
+        shape = (int(meta["images"]), 3, size, size)
+        ok = (meta["format"] == FORMAT and meta["key"] == key and len(meta["rows"]) == count
+              and (entry / IMAGES).stat().st_size == int(np.prod(shape)))  # a truncated file fails here
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        print(f"Decoded-image cache {entry} is incomplete or does not match; rebuilding it", file=sys.stderr)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+    return Decoded(DiskImages(entry / IMAGES, shape), meta["rows"], cached=True)
+
+
+def _newest_sibling(cache_dir: Path, group: str, *, exclude: str) -> tuple[Path, dict[str, object]] | None:
+    """The newest complete entry of the same folder and preprocessing (its unchanged files are copied, not
+    decoded again)."""
+    best: tuple[float, Path, dict[str, object]] | None = None
+    for meta_path in cache_dir.glob(f"*/{META}"):
+        if meta_path.parent.name == exclude or meta_path.parent.name.startswith("."):
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("group") == group and meta.get("format") == FORMAT:
+                when = meta_path.stat().st_mtime
+                if best is None or when > best[0]:
+                    best = (when, meta_path.parent, meta)
+        except (OSError, ValueError):
+            continue
+    return (best[1], best[2]) if best else None
+
+
+# building an entry --------------------------------------------------------------------------------------------------
+def _build(entry: Path, key: str, stats: list[list[object]], files: list[tuple[Path, int]], *,
+           preprocess: Preprocess, workers: int, decode: Callable[[Path], np.ndarray | str], quiet: bool,
+           previous: tuple[Path, dict[str, object]] | None) -> None:
+    """Decode `files` into a new entry: one row per file (a file that fails keeps a zero row and its error)."""
+    size = preprocess.input_size
+    source, reuse = _reusable(previous, stats, size)
+    temp = entry.parent / f".{key}.{os.getpid()}.tmp"
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir()
+    started = time.perf_counter()
+    try:
+        out = np.memmap(temp / IMAGES, dtype=np.uint8, mode="w+", shape=(max(1, len(files)), 3, size, size))
+        rows: list[int | str] = list(range(len(files)))
+
+        def one(i: int) -> None:
+            if i in reuse:
+                old = reuse[i]
+                if isinstance(old, str):
+                    rows[i] = old
+                elif source is not None:
+                    out[i] = source[torch.tensor([old])][0].numpy()
+                return
+            decoded = decode(files[i][0])
+            if isinstance(decoded, str):
+                rows[i] = decoded
+            else:
+                out[i] = decoded.transpose(2, 0, 1)
+
+        new = len(files) - len(reuse)
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, os.cpu_count() or 1))) as pool:
+            for _ in _progress(pool.map(one, range(len(files))), total=len(files), quiet=quiet,
+                               desc=f"Decoding {new} images into the cache ({len(reuse)} kept)"):
+                pass
+        out.flush()
+        out = None  # unmapped before the fsync below
+        with open(temp / IMAGES, "rb+") as handle:
+            os.fsync(handle.fileno())
+        meta = {"format": FORMAT, "key": key, "group": _group(stats, preprocess), "images": max(1, len(files)),
+                "rows": rows, "files": stats, "preprocess": preprocess.to_dict(), "decoded": new,
+                "seconds": round(time.perf_counter() - started, 3)}
+        (temp / META).write_text(json.dumps(meta))  # last: an entry without it is incomplete
+        if entry.exists():
+            shutil.rmtree(temp)  # built meanwhile by a process that did not take the lock (another host)
+        else:
+            os.replace(temp, entry)
+        if not quiet:
+            print(f"Decoded {new} images into the cache {entry} ({len(reuse)} kept from an earlier entry) in "
+                  f"{meta['seconds']:.1f}s", file=sys.stderr, flush=True)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def _reusable(previous: tuple[Path, dict[str, object]] | None, stats: list[list[object]],
+              size: int) -> tuple[DiskImages | None, dict[int, int | str]]:
+    """`previous`'s images, and by file index the row (or error) it holds for each file unchanged since."""
+    if previous is None:
+        return None, {}
+    entry, meta = previous
+    old = {json.dumps(item[:3]): row for item, row in zip(meta["files"], meta["rows"])}  # type: ignore[call-overload]
+    reuse = {i: old[json.dumps(item[:3])] for i, item in enumerate(stats)
+             if item[1] != -1 and json.dumps(item[:3]) in old}
+    try:
+        return DiskImages(entry / IMAGES, (int(meta["images"]), 3, size, size)), reuse  # type: ignore[call-overload]
+    except OSError:
+        return None, {}
+
+
+def _progress(items: Iterator[None], *, total: int, quiet: bool, desc: str) -> Iterator[None]:
+    from tqdm import tqdm
+
+    return iter(tqdm(items, total=total, desc=desc, unit="image", file=sys.stderr, leave=False,
+                     disable=quiet or not sys.stderr.isatty()))
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (flock: released by the kernel if the holder dies)."""
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
