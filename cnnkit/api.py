@@ -113,6 +113,25 @@ class Classifier:
         return predict_rows(self._model, expand(specs), batch_size=batch_size, top_k=top_k,
                             threshold=stored_threshold(self.path))
 
+    def predict_to_file(self, paths: Any, output: str | Path, *, resume: bool = False, batch_size: int = 64,
+                        top_k: int = 3) -> int:
+        """Predict files, folders, globs and @FILE lists into `output` (.csv or .jsonl), a row per file as it comes;
+        returns how many files failed. `resume`: skip the files `output` already has and append. In every rank of
+        a torchrun job that has joined its process group, the ranks share the files and rank 0 merges one file."""
+        import os
+
+        from cnnkit.runtime.bulk import expand, predict_to_file
+        from cnnkit.runtime.exports import stored_threshold
+
+        ctx = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torch.distributed only under torchrun
+            from cnnkit.runtime.parallel import current_context
+
+            ctx = current_context()
+        specs = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        return predict_to_file(self._model, list(expand(specs)), output=Path(output), resume=resume, ctx=ctx,
+                               batch_size=batch_size, top_k=top_k, threshold=stored_threshold(self.path))
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
         parts = [self._model.probabilities(batch[i : i + PREDICT_BATCH]) for i in range(0, len(batch), PREDICT_BATCH)]
         return np.concatenate(parts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -153,7 +154,7 @@ def _resume_target(args: argparse.Namespace, typed: dict[str, object]) -> Path:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from cnnkit.training.distributed import launch_torchrun
+    from cnnkit.runtime.parallel import launch_torchrun
     from cnnkit.training.fit import train
 
     config = train_config_from_args(args)
@@ -202,26 +203,39 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("run", type=Path, help="a run directory, or an export directory (ONNX Runtime)")
     sub.add_argument("images", nargs="+", help="image files, folders (recursive), globs, or @FILE (one path a line)")
     add_arguments(sub, PredictConfig)
+    sub.add_argument("--nproc", type=int, default=1, help="processes sharing the images (launches torchrun); "
+                     "with --csv/--jsonl")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     """Rows stream to the terminal or to --csv/--jsonl; an unreadable file is an error row, and the exit status
-    is 2 when any file failed."""
+    is 2 when any file failed. Under torchrun (or --nproc N) the ranks share the paths and merge one output file."""
     from cnnkit.api import load
-    from cnnkit.runtime.bulk import done_paths, expand
+    from cnnkit.runtime.bulk import count_errors, expand
+    from cnnkit.runtime.parallel import LAUNCHED, launch_torchrun, process_group
 
     config = from_keywords(PredictConfig, {**typed_values(args, PredictConfig), "run": args.run,
                                            "images": tuple(args.images)})
     output = config.csv or config.jsonl
-    paths = list(expand(config.images))
-    if config.resume and output is not None:
-        done = done_paths(output)
-        paths = [p for p in paths if str(p) not in done]
-    rows = load(config.run, device=config.device).predict_files(paths, batch_size=config.batch_size,
-                                                               top_k=config.top_k)
-    failed = _write_rows(rows, config) if output else _print_rows(rows, as_json=config.json)
-    if output:
-        print(f"Written: {output}" + (f" ({failed} file(s) failed; see their error column)" if failed else ""))
+    if args.nproc > 1:
+        if output is None:
+            raise CnnkitError("--nproc writes --csv FILE or --jsonl FILE (the ranks merge their rows into it)")
+        code = launch_torchrun(_without_option(args.argv, "--nproc"), nproc=args.nproc)
+        return code or (2 if count_errors(output) else 0)
+    with process_group(config.device) as ctx:
+        if ctx.enabled and output is None:
+            raise CnnkitError("under torchrun, predict writes --csv FILE or --jsonl FILE")
+        classifier = load(config.run, device=config.device)
+        if output is None:
+            failed = _print_rows(classifier.predict_files(list(expand(config.images)), batch_size=config.batch_size,
+                                                          top_k=config.top_k), as_json=config.json)
+        else:
+            failed = classifier.predict_to_file(config.images, output, resume=config.resume,
+                                                batch_size=config.batch_size, top_k=config.top_k)
+            if ctx.is_main:
+                print(f"Written: {output}" + (f" ({failed} file(s) failed; see their error column)" if failed else ""))
+        if ctx.enabled and os.environ.get(LAUNCHED):
+            return 0  # a rank's exit 2 would read as a crash to torchrun: the launcher reports failed files
     return 2 if failed else 0
 
 
@@ -246,36 +260,6 @@ def _print_rows(rows: Iterable[dict[str, Any]], *, as_json: bool) -> int:
 
 def _decision(row: dict[str, Any]) -> dict[str, Any]:
     return {"decision": row["decision"]} if "decision" in row else {}
-
-
-def _write_rows(rows: Iterable[dict[str, Any]], config: PredictConfig) -> int:
-    """Write rows to --csv/--jsonl as they come (flushed every row); with --resume, append to what is there."""
-    import csv
-
-    from cnnkit.runtime.bulk import cut_partial_line
-
-    output = config.csv or config.jsonl
-    assert output is not None
-    if config.resume:
-        cut_partial_line(output)
-    fresh = not (config.resume and output.is_file() and output.stat().st_size)
-    failed = 0
-    from tqdm import tqdm
-
-    with open(output, "w" if fresh else "a", newline="") as handle:
-        writer = None
-        if config.csv is not None:
-            writer = csv.DictWriter(handle, fieldnames=["path", "label", "score", "top", "decision", "error"])
-            if fresh:
-                writer.writeheader()
-        for row in tqdm(rows, desc="Predicting", unit="image", file=sys.stderr, disable=not sys.stderr.isatty()):
-            failed += "error" in row
-            if writer is not None:
-                writer.writerow({**row, "top": ";".join(f"{label}:{p:.6f}" for label, p in row.get("top", []))})
-            else:
-                handle.write(json.dumps(row) + "\n")
-            handle.flush()
-    return failed
 
 
 # compare / runs / augment-preview -------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def decode_cached(files: list[tuple[Path, int]], *, preprocess: Preprocess, cach
         found = _open(entry, key, len(files), preprocess.input_size)
         if found is not None:
             return found
-        _build(entry, key, stats, files, preprocess=preprocess, workers=workers, decode=decode, quiet=quiet,
+        _build(entry, stats, files, preprocess=preprocess, workers=workers, decode=decode, quiet=quiet,
                previous=_newest_sibling(cache_dir, _group(stats, preprocess), exclude=key))
         built = _open(entry, key, len(files), preprocess.input_size)
         if built is None:
@@ -166,11 +166,12 @@ def _newest_sibling(cache_dir: Path, group: str, *, exclude: str) -> tuple[Path,
 
 
 # building an entry --------------------------------------------------------------------------------------------------
-def _build(entry: Path, key: str, stats: list[list[object]], files: list[tuple[Path, int]], *,
+def _build(entry: Path, stats: list[list[object]], files: list[tuple[Path, int]], *,
            preprocess: Preprocess, workers: int, decode: Callable[[Path], np.ndarray | str], quiet: bool,
            previous: tuple[Path, dict[str, object]] | None) -> None:
-    """Decode `files` into a new entry: one row per file (a file that fails keeps a zero row and its error)."""
-    size = preprocess.input_size
+    """Decode `files` into a new entry (named by its key): one row per file (a file that fails keeps a zero row
+    and its error)."""
+    key, size = entry.name, preprocess.input_size
     source, reuse = _reusable(previous, stats, size)
     temp = entry.parent / f".{key}.{os.getpid()}.tmp"
     shutil.rmtree(temp, ignore_errors=True)

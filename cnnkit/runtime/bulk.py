@@ -3,8 +3,11 @@ file is a row with its error, never the end of the job."""
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
+import os
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,23 +40,32 @@ def expand(specs: Iterable[str | Path]) -> Iterator[Path]:
 
 
 def predict_rows(model: Any, paths: Iterable[Path], *, batch_size: int = 64, top_k: int = 3,
-                 threshold: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+                 threshold: dict[str, Any] | None = None, workers: int = 0) -> Iterator[dict[str, Any]]:
     """One row per path, in order: path, label, score, top-k and (with a threshold) the decision; or its error.
 
-    `model` is a runtime TorchModel or OnnxModel. At most `batch_size` decoded images are held at a time."""
-    batch: list[tuple[Path, np.ndarray]] = []
-    for path in paths:
+    `model` is a runtime TorchModel or OnnxModel. Each batch of `batch_size` paths is decoded by `workers` threads
+    (0: one per core; Pillow releases the GIL while decoding), so at most one batch of decoded images is held."""
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import islice
+
+    def load(path: Path) -> np.ndarray | str:
         try:
-            batch.append((path, model.preprocess.load(path)))
+            return model.preprocess.load(path)
         except ImageError as exc:
+            return str(exc)
+
+    iterator = iter(paths)
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        while chunk := list(islice(iterator, batch_size)):
+            batch: list[tuple[Path, np.ndarray]] = []
+            for path, pixels in zip(chunk, pool.map(load, chunk)):
+                if isinstance(pixels, str):
+                    yield from _flush(model, batch, top_k, threshold)  # rows stay in path order
+                    batch = []
+                    yield {"path": str(path), "error": pixels}
+                else:
+                    batch.append((path, pixels))
             yield from _flush(model, batch, top_k, threshold)
-            batch = []
-            yield {"path": str(path), "error": str(exc)}
-            continue
-        if len(batch) == batch_size:
-            yield from _flush(model, batch, top_k, threshold)
-            batch = []
-    yield from _flush(model, batch, top_k, threshold)
 
 
 def _flush(model: Any, batch: list[tuple[Path, np.ndarray]], top_k: int,
@@ -73,11 +85,12 @@ def _flush(model: Any, batch: list[tuple[Path, np.ndarray]], top_k: int,
         yield result
 
 
-def done_paths(output: Path) -> set[str]:
-    """Paths an earlier (interrupted) run already wrote to `output` (.csv or .jsonl), for --resume."""
+def done_paths(output: Path, *, jsonl: bool | None = None) -> set[str]:
+    """Paths an earlier (interrupted) run already wrote to `output` (.csv or .jsonl, or as `jsonl` says), for
+    --resume."""
     if not Path(output).is_file():
         return set()
-    if Path(output).suffix == ".jsonl":
+    if jsonl if jsonl is not None else Path(output).suffix == ".jsonl":
         paths = set()
         for line in Path(output).read_text().splitlines():
             try:
@@ -100,3 +113,98 @@ def cut_partial_line(output: Path) -> None:
     data = path.read_bytes()
     if not data.endswith(b"\n"):
         path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+CSV_FIELDS = ["path", "label", "score", "top", "decision", "error"]
+
+
+def write_rows(rows: Iterable[dict[str, Any]], output: Path, *, jsonl: bool, append: bool) -> int:
+    """Write rows to a CSV or JSON-lines file as they come (flushed every row), appending when `append` and the file
+    has rows; returns how many rows were errors."""
+    from tqdm import tqdm
+
+    if append:
+        cut_partial_line(output)
+    fresh = not (append and output.is_file() and output.stat().st_size)
+    failed = 0
+    with open(output, "w" if fresh else "a", newline="") as handle:
+        writer = None
+        if not jsonl:
+            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+            if fresh:
+                writer.writeheader()
+        for row in tqdm(rows, desc="Predicting", unit="image", file=sys.stderr, disable=not sys.stderr.isatty()):
+            failed += "error" in row
+            if writer is not None:
+                writer.writerow({**row, "top": ";".join(f"{label}:{p:.6f}" for label, p in row.get("top", []))})
+            else:
+                handle.write(json.dumps(row) + "\n")
+            handle.flush()
+    return failed
+
+
+def predict_to_file(model: Any, paths: list[Path], *, output: Path, resume: bool, ctx: Any = None,
+                    **options: Any) -> int:
+    """Predict `paths` into `output` (.csv or .jsonl); returns the number of files that failed, over all ranks.
+
+    Under torchrun (`ctx` a runtime.parallel.DistContext of several ranks) rank r predicts paths[r::world] into
+    OUTPUT.partR, then rank 0 merges the parts (and, with `resume`, what OUTPUT already had) into OUTPUT in path
+    order. With `resume` each rank skips what OUTPUT and its own part already hold, so a killed job goes on where
+    it stopped. `options`: predict_rows' batch_size, top_k, threshold, workers."""
+    jsonl = output.suffix == ".jsonl"
+    done = done_paths(output, jsonl=jsonl) if resume else set()
+    if ctx is None or not ctx.enabled:
+        todo = [p for p in paths if str(p) not in done]
+        return write_rows(predict_rows(model, todo, **options), output, jsonl=jsonl, append=resume)
+    import torch
+
+    part = _part(output, ctx.rank)
+    if not resume:
+        part.unlink(missing_ok=True)
+    done |= done_paths(part, jsonl=jsonl)
+    mine = [p for p in paths[ctx.rank :: ctx.world_size] if str(p) not in done]
+    failed = torch.tensor([write_rows(predict_rows(model, mine, **options), part, jsonl=jsonl, append=True)])
+    ctx.barrier()  # every part is complete
+    if ctx.is_main:
+        _merge(output, [_part(output, rank) for rank in range(ctx.world_size)], order=paths, keep=resume,
+               jsonl=jsonl)
+    ctx.barrier()
+    return int(ctx.all_reduce_sum(failed).item())
+
+
+def count_errors(output: Path) -> int:
+    """Rows of `output` (.csv or .jsonl) that are errors."""
+    if not output.is_file():
+        return 0
+    return sum(bool(row.get("error")) for row in _read_rows(output, jsonl=output.suffix == ".jsonl"))
+
+
+def _part(output: Path, rank: int) -> Path:
+    return output.with_name(f"{output.name}.part{rank}")
+
+
+def _merge(output: Path, parts: list[Path], *, order: list[Path], keep: bool, jsonl: bool) -> None:
+    """Rows of `parts` (and of `output` when `keep`) into `output`, in the order of `order`; atomically."""
+    position = {str(p): i for i, p in enumerate(order)}
+    sources = ([output] if keep and output.is_file() else []) + [p for p in parts if p.is_file()]
+    rows = [row for source in sources for row in _read_rows(source, jsonl=jsonl)]
+    rows.sort(key=lambda row: position.get(row["path"], len(position)))
+    temp = output.with_name(f".{output.name}.merging")
+    with open(temp, "w", newline="") as handle:
+        if jsonl:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+        else:
+            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    os.replace(temp, output)
+    for part in parts:
+        part.unlink(missing_ok=True)
+
+
+def _read_rows(path: Path, *, jsonl: bool) -> list[dict[str, Any]]:
+    cut_partial_line(path)
+    if jsonl:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -1,11 +1,20 @@
-"""Which process this is among data-parallel ranks; reductions that are no-ops in a single process."""
+"""Data-parallel processes under torchrun: which process this is, reductions that are no-ops in a single process,
+process-group set-up and tear-down, and the launcher behind --nproc. Used by training and by bulk prediction."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from cnnkit.errors import CnnkitError
 
 
 @dataclass(frozen=True)
@@ -34,3 +43,49 @@ class DistContext:
 
 
 SINGLE_PROCESS = DistContext()
+
+
+def current_context() -> DistContext:
+    """This process's place in the process group it has joined (see process_group); one process if none."""
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
+                           local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    return SINGLE_PROCESS
+
+
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[DistContext]:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1); else one process.
+
+    gloo on CPU, NCCL on CUDA (each rank on its LOCAL_RANK's GPU). On the way out every rank meets at a barrier
+    before the group is destroyed: a rank that exits while another still talks to it can abort with "terminate
+    called without an active exception".
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        yield SINGLE_PROCESS
+        return
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    ctx = DistContext(rank=rank, world_size=world, local_rank=local_rank)
+    try:
+        yield ctx
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+LAUNCHED = "CNNKIT_LAUNCHED"  # set for the ranks that --nproc starts: the launcher reports the outcome
+
+
+def launch_torchrun(argv: Sequence[str], *, nproc: int) -> int:
+    """Re-run `cnnkit ARGV` under torchrun with `nproc` processes on this machine; return its exit code."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise CnnkitError("--nproc is for launching; under torchrun already, leave it out")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "cnnkit", *argv]
+    return subprocess.run(command, check=False, env={**os.environ, LAUNCHED: "1"}).returncode

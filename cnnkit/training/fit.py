@@ -38,10 +38,9 @@ from cnnkit.models.transfer import TransferNet, set_base_trainable
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.device import resolve_device
 from cnnkit.runtime.engine import StepSettings, evaluate_data
-from cnnkit.runtime.parallel import DistContext
+from cnnkit.runtime.parallel import DistContext, process_group
 from cnnkit.training.callbacks import BestTracker, Callback, EmaCallback, LookaheadCallback, ScheduleCallback
 from cnnkit.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
-from cnnkit.training.distributed import process_group
 from cnnkit.training.engine import StepConfig, train_one_epoch
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.phases import Phase, phase_of, plan_phases

@@ -61,3 +61,30 @@ def test_predict_files_in_the_api_holds_a_batch_at_a_time(exported_run: Path, tm
                                                                     batch_size=1, top_k=2))
     assert [Path(r["path"]).name for r in rows] == ["a.png", "missing.png"]
     assert len(rows[0]["top"]) == 2 and "no such file" in rows[1]["error"]
+
+
+def test_two_processes_share_the_files_and_merge_one_file_in_order(exported_run: Path, tmp_path: Path) -> None:
+    root = photos(tmp_path)
+    single, double = tmp_path / "single.csv", tmp_path / "double.csv"
+    assert cli("predict", exported_run, root, "--csv", single).returncode == 2
+    result = cli("predict", exported_run, root, "--csv", double, "--nproc", "2", "--device", "cpu")
+    assert result.returncode == 2, result.stdout + result.stderr  # broken.png failed, in whichever rank had it
+    assert result.stdout.count("Written:") == 1  # rank 0 merged and reported
+    one, two = list(csv.DictReader(single.open())), list(csv.DictReader(double.open()))
+    assert [r["path"] for r in two] == [r["path"] for r in one]  # every file once, in the single run's order
+    assert [(r["label"], r["error"] != "") for r in two] == [(r["label"], r["error"] != "") for r in one]
+    assert not list(tmp_path.glob("double.csv.part*"))  # the ranks' parts were merged away
+
+
+def test_a_killed_distributed_job_resumes_from_its_parts(exported_run: Path, tmp_path: Path) -> None:
+    root = photos(tmp_path)
+    out = tmp_path / "out.jsonl"
+    files = sorted(str(p) for p in root.rglob("*.png"))
+    # As rank 1 of two leaves its part when the job is killed: one row done, the next cut short.
+    (tmp_path / "out.jsonl.part1").write_text(json.dumps({"path": files[1], "label": "circle", "score": 1.0,
+                                                          "top": [["circle", 1.0]]}) + '\n{"path": "cut')
+    result = cli("predict", exported_run, *files, "--jsonl", out, "--nproc", "2", "--device", "cpu", "--resume")
+    assert result.returncode == 2, result.stdout + result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["path"] for r in rows] == files
+    assert rows[1]["score"] == 1.0  # kept from the part, not predicted again
