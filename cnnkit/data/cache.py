@@ -9,8 +9,9 @@ are decoded again. An entry is built in a temporary directory and renamed into p
 build leaves nothing that could be read; a truncated or unreadable entry is removed and rebuilt. One process builds
 while the others wait on a file lock (all ranks of a torchrun job, or two runs started at once), then map it.
 
-Training reads batches with positioned reads (`os.pread`), not a memory map: the pages it reads land in the
-operating system's page cache, which the kernel may drop, instead of the process's resident memory.
+Training reads an entry of over IN_MEMORY_BYTES a batch at a time, with positioned reads (`os.preadv`), not a
+memory map: the pages it reads land in the operating system's page cache, which the kernel may drop, instead of the
+process's resident memory. Smaller entries are read whole into memory: CIFAR-10 is 150 MB at 32 px.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from cnnkit.errors import CnnkitError
 FORMAT = 1
 IMAGES = "images.u8"
 META = "meta.json"
+# Entries up to this size are read into memory whole (one sequential read, then batches cost what in-memory data
+# costs); larger ones are read a batch at a time, leaving what to keep to the page cache.
+IN_MEMORY_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,9 @@ def _open(entry: Path, key: str, count: int, size: int) -> Decoded | None:
         print(f"Decoded-image cache {entry} is incomplete or does not match; rebuilding it", file=sys.stderr)
         shutil.rmtree(entry, ignore_errors=True)
         return None
+    if int(np.prod(shape)) <= IN_MEMORY_BYTES:
+        images = torch.from_numpy(np.fromfile(entry / IMAGES, dtype=np.uint8).reshape(shape))
+        return Decoded(images, meta["rows"], cached=True)
     return Decoded(DiskImages(entry / IMAGES, shape), meta["rows"], cached=True)
 
 

@@ -107,7 +107,13 @@ def test_a_killed_build_leaves_nothing_that_is_read(tree: Path, tmp_path: Path) 
     assert not decoded(files, cache, calls).cached and len(calls) == len(files)
 
 
-def test_folder_data_from_the_cache_matches_decoding_into_memory(tree: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_whole_below", [0, 1 << 30], ids=["read-per-batch", "read-whole"])
+def test_folder_data_from_the_cache_matches_decoding_into_memory(tree: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 read_whole_below: int) -> None:
+    import cnnkit.data.cache
+
+    monkeypatch.setattr(cnnkit.data.cache, "IN_MEMORY_BYTES", read_whole_below)
     options = {"preprocess": PRE, "val_split": 0.2, "test_split": 0.3}
     memory = load_data(f"folder:{tree}", options=SourceOptions(**options))
     cached = load_data(f"folder:{tree}", options=SourceOptions(**options, cache_dir=tmp_path / "cache"))
@@ -115,6 +121,11 @@ def test_folder_data_from_the_cache_matches_decoding_into_memory(tree: Path, tmp
         a, b = getattr(memory, split), getattr(cached, split)
         assert torch.equal(a.labels, b.labels) and torch.equal(a.images, b.images), split
     assert memory.skipped == cached.skipped and len(cached.skipped) == 1
+    from cnnkit.data.cache import DiskImages
+
+    assert isinstance(cached.train.store, DiskImages) == (read_whole_below == 0)
+    index = torch.tensor([3, 0, 3])  # any order, repeats
+    assert torch.equal(cached.train.batch(index), memory.train.batch(index))
 
 
 def test_ranks_of_a_distributed_run_share_one_cache(tmp_path: Path) -> None:
