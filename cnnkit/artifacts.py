@@ -26,6 +26,7 @@ MANIFEST = "manifest.json"
 
 EXPORT_DIR = "export"
 ONNX_MODEL = "model.onnx"
+ONNX_INT8 = "model.int8.onnx"  # beside model.onnx after `cnnkit export --quantize int8`
 EXPORT_INFO = "export.json"
 # What a server needs of an export; the export's own manifest is export.json's sha256 table.
 EXPORT_FILES = (ONNX_MODEL, CLASSES, PREPROCESS, EXPORT_INFO)

@@ -321,6 +321,8 @@ def _run_export(args: argparse.Namespace) -> int:
     result = export_run(config)
     print(f"Exported {result.path} in {result.seconds:.1f}s; "
           f"largest difference from PyTorch: {result.max_abs_diff:.2e} (tolerance {config.tolerance:g})")
+    if result.int8:
+        print(f"INT8 model: {result.path.parent / result.int8['file']}\n{result.int8_table}")
     return 0
 
 

@@ -255,6 +255,13 @@ class ExportConfig:
     format: Literal["onnx"] = option("onnx", help="export format")
     opset: int = option(18, low=13, help="ONNX opset")
     tolerance: float = option(1e-4, low=0, help="largest allowed |ONNX - PyTorch| difference of a probability")
+    quantize: Literal["none", "int8"] = option("none", help="int8: also write model.int8.onnx (static INT8, "
+                                               "calibrated on the run's images), checked on its test split")
+    calibration: int = option(300, low=1, help="images (from the run's training and validation splits, fixed "
+                              "seed) that calibrate the INT8 model")
+    max_drop: float = option(1.0, low=-100, high=100, help="refuse an INT8 model whose top-1 is more than this many "
+                             "points below fp32's")
+    force: bool = option(False, help="keep an INT8 model that fails --max-drop")
 
     def __post_init__(self) -> None:
         check(self)
@@ -278,6 +285,8 @@ class ServeConfig:
     lanes: int = option(0, low=0, help="batches that may run at once under load, splitting the threads between them "
                         "(0: one per thread, at most 4; 1: every batch uses every thread)")
     top_k: int = option(5, low=1, help="classes in a :classify answer")
+    precision: Literal["fp32", "int8"] = option("fp32", help="int8: serve each export's INT8 variant (cnnkit "
+                                                "export --quantize int8); answers keep their form")
     allowed_hosts: str | None = option(None, help="host names a request's Host header may give, comma-separated "
                                        "(default: the bound address and loopback names; any for 0.0.0.0)")
     cors_origin: str | None = option(None, help="web origins whose pages may call the API, comma-separated "

@@ -115,6 +115,12 @@ class RunDir:
         manifest[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         write_json(self.path / MANIFEST, dict(sorted(manifest.items())))
 
+    def forget(self, name: str) -> None:
+        """Take a file that no longer exists (a replaced export's INT8 variant) out of the manifest."""
+        manifest = self.manifest()
+        if manifest.pop(name, None) is not None:
+            write_json(self.path / MANIFEST, dict(sorted(manifest.items())))
+
     # reading -------------------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, dict[str, Any]]:
         return read_json(self.path / MANIFEST) if (self.path / MANIFEST).is_file() else {}

@@ -68,15 +68,23 @@ def read_export(export: Path) -> dict[str, Any]:
     return read_json(Path(export) / names.EXPORT_INFO)
 
 
-def read_verified_model(export: Path) -> tuple[dict[str, Any], bytes]:
-    """export.json and the model.onnx bytes that passed its sha256: read once, so a session is built from exactly
-    the bytes that were checked."""
+def read_verified_model(export: Path, *, precision: str = "fp32") -> tuple[dict[str, Any], bytes]:
+    """export.json and the model bytes (model.onnx, or model.int8.onnx for precision "int8") that passed its
+    sha256: read once, so a session is built from exactly the bytes that were checked."""
     info = read_export(export)
-    model = (Path(export) / names.ONNX_MODEL).read_bytes()
-    expected = info.get("sha256", {}).get(names.ONNX_MODEL)
+    if precision == "int8":
+        record = info.get("int8")
+        if not record:
+            raise CnnkitError(f"{export}: no INT8 variant; make one with `cnnkit export RUN --quantize int8`")
+        filename, expected = names.ONNX_INT8, record.get("sha256")
+    else:
+        filename, expected = names.ONNX_MODEL, info.get("sha256", {}).get(names.ONNX_MODEL)
+    path = Path(export) / filename
+    if not path.is_file():
+        raise CnnkitError(f"{path}: no such file, although {names.EXPORT_INFO} lists it; re-export the run")
+    model = path.read_bytes()
     if expected and hashlib.sha256(model).hexdigest() != expected:
-        raise CnnkitError(f"{Path(export) / names.ONNX_MODEL}: checksum does not match {names.EXPORT_INFO}; "
-                          "refusing to use it")
+        raise CnnkitError(f"{path}: checksum does not match {names.EXPORT_INFO}; refusing to use it")
     return info, model
 
 

@@ -11,7 +11,7 @@ def build_repository(config: ServeConfig) -> ModelRepository:
     """Load every configured model version and label, failing before the server starts if any is wrong."""
     if not config.paths and not config.named:
         raise CnnkitError("nothing to serve: give run or export directories, or --model NAME=PATH")
-    repository = ModelRepository(threads=config.threads, lanes=config.lanes)
+    repository = ModelRepository(threads=config.threads, lanes=config.lanes, precision=config.precision)
     for path in config.paths:
         repository.add_path(path)
     for name, path in config.named:

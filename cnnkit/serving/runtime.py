@@ -80,8 +80,9 @@ class ServedModel:
 class ModelRepository:
     """Models loaded once at start-up from configured paths; requests only ever look names up in memory."""
 
-    def __init__(self, *, threads: int = 0, lanes: int = 0) -> None:
+    def __init__(self, *, threads: int = 0, lanes: int = 0, precision: str = "fp32") -> None:
         self.models: dict[str, ServedModel] = {}
+        self.precision = precision  # "int8": serve each export's model.int8.onnx
         self.threads = threads or (os.cpu_count() or 1)
         # One lane per thread, at most MAX_DEFAULT_LANES: with more, a second request on an otherwise idle big
         # machine would run on a single core while the rest wait (measured on 2 cores only).
@@ -126,7 +127,8 @@ class ModelRepository:
     def _load(self, name: str, version: int, export: Path) -> ServedVersion:
         import onnxruntime as ort
 
-        info, model = read_verified_model(export)  # every session is built from the bytes that were checked
+        # Every session is built from the bytes that were checked.
+        info, model = read_verified_model(export, precision=self.precision)
 
         def session(threads: int) -> Any:
             return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])

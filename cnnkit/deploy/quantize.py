@@ -1,0 +1,145 @@
+"""`cnnkit export RUN --quantize int8`: static INT8 quantization of the exported ONNX model with ONNX Runtime's
+quantization tools, calibrated on the run's own images, and kept only if it holds the run's accuracy.
+
+QDQ format, per-channel INT8 weights and UINT8 activations (the pairing ONNX Runtime's x86 kernels run fastest,
+with VNNI/AMX where the CPU has them). Only convolutions and matrix products are quantized: the graph's
+normalisation and softmax stay float, so inputs and outputs are unchanged (float32 images 0-255 in, probabilities
+out) and a client cannot tell the variants apart. Calibration images come from the run's training and validation
+splits, chosen with a fixed seed; both models are then scored on the run's test split.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnkit import artifacts as names
+from cnnkit.data.datasets import ArrayData
+from cnnkit.data.sources import SourceOptions, load_data
+from cnnkit.errors import CnnkitError
+from cnnkit.files import sha256_file, write_bytes
+from cnnkit.runtime.exports import stored_threshold
+from cnnkit.runtime.model import TorchModel
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
+CALIBRATION_BATCH = 16
+EVAL_BATCH = 64
+
+
+@dataclass(frozen=True)
+class QuantizeReport:
+    """INT8 against fp32 on the run's test split: top-1 of each (fractions), the drop in points, the share of
+    images where both give the same label, and for binary runs with a threshold, the TPR at it."""
+
+    images: int
+    calibration_images: int
+    top1_fp32: float
+    top1_int8: float
+    drop_points: float
+    agreement: float
+    tpr_fp32: float | None
+    tpr_int8: float | None
+    size_fp32_bytes: int
+    size_int8_bytes: int
+
+    def table(self) -> str:
+        rows = [("top-1", f"{self.top1_fp32:.4f}", f"{self.top1_int8:.4f}"),
+                ("model size, MB", f"{self.size_fp32_bytes / 1e6:.2f}", f"{self.size_int8_bytes / 1e6:.2f}")]
+        if self.tpr_fp32 is not None:
+            rows.append(("TPR at the stored threshold", f"{self.tpr_fp32:.4f}", f"{self.tpr_int8:.4f}"))
+        lines = [f"{'':<28} {'fp32':>8} {'int8':>8}", *(f"{a:<28} {b:>8} {c:>8}" for a, b, c in rows)]
+        lines.append(f"drop {self.drop_points:+.2f} points; same label on {self.agreement:.2%} of {self.images} test "
+                     f"images; calibrated on {self.calibration_images}")
+        return "\n".join(lines)
+
+
+def quantize_export(classifier: TorchModel, export: Path, *, calibration: int, max_drop: float,
+                    force: bool) -> QuantizeReport:
+    """Write EXPORT/model.int8.onnx from EXPORT/model.onnx and record the report in export.json; refuse (and keep
+    nothing) when top-1 drops by more than `max_drop` points, unless `force`."""
+    config = classifier.config
+    bundle = load_data(config.data, options=SourceOptions(
+        data_dir=config.data_dir, preprocess=classifier.preprocess, val_split=config.val_split,
+        test_split=config.test_split, seed=config.seed, workers=config.workers, test_sources=config.test_sources,
+        cache_dir=config.image_cache, quiet=True))
+    test = bundle.test if bundle.test is not None and len(bundle.test) else bundle.val
+    if test is None or not len(test):
+        raise CnnkitError(f"{config.data}: no test or validation images to check the INT8 model on")
+    pool = ArrayData.concat([p for p in (bundle.train, bundle.val) if p is not None and len(p)])
+    picks = torch.randperm(len(pool), generator=torch.Generator().manual_seed(config.seed))[:calibration]
+    fp32_path = export / names.ONNX_MODEL
+    with tempfile.TemporaryDirectory() as tmp:
+        int8_bytes = _quantize(fp32_path, pool.subset(picks), Path(tmp))
+    report = _compare(fp32_path.read_bytes(), int8_bytes, test, threshold=stored_threshold(classifier.run.path),
+                      class_names=classifier.class_names, calibration=len(picks),
+                      sizes=(fp32_path.stat().st_size, len(int8_bytes)))
+    if report.drop_points > max_drop and not force:
+        raise CnnkitError(f"INT8 model refused: top-1 drops {report.drop_points:.2f} points, more than --max-drop "
+                          f"{max_drop:g} (--force keeps it anyway)\n{report.table()}")
+    write_bytes(export / names.ONNX_INT8, int8_bytes)
+    return report
+
+
+def int8_record(export: Path, report: QuantizeReport) -> dict[str, Any]:
+    """What export.json says of the INT8 variant: its checksum and the report."""
+    return {"file": names.ONNX_INT8, "sha256": sha256_file(export / names.ONNX_INT8), "format": "QDQ",
+            "weights": "int8 per-channel", "activations": "uint8", "ops": QUANTIZED_OPS, **asdict(report)}
+
+
+def _quantize(fp32: Path, images: ArrayData, tmp: Path) -> bytes:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(torch.arange(len(images)).split(CALIBRATION_BATCH))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            index = next(self.batches, None)
+            return None if index is None else {INPUT_NAME: _nhwc(images.batch(index))}
+
+    prepared = tmp / "prepared.onnx"
+    quant_pre_process(str(fp32), str(prepared))  # shape inference and graph optimisation, as the tools advise
+    out = tmp / names.ONNX_INT8
+    quantize_static(prepared, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=QUANTIZED_OPS)
+    return out.read_bytes()
+
+
+def _compare(fp32: bytes, int8: bytes, test: ArrayData, *, threshold: dict[str, Any] | None, class_names: list[str],
+             calibration: int, sizes: tuple[int, int]) -> QuantizeReport:
+    import onnxruntime as ort
+
+    def probabilities(model: bytes) -> np.ndarray:
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: _nhwc(test.batch(index))})[0]
+                               for index in torch.arange(len(test)).split(EVAL_BATCH)])
+
+    labels = test.labels.numpy()
+    p32, p8 = probabilities(fp32), probabilities(int8)
+    top32, top8 = p32.argmax(1), p8.argmax(1)
+    tpr32 = tpr8 = None
+    if threshold and len(class_names) == 2 and threshold.get("positive") in class_names:
+        positive = class_names.index(threshold["positive"])
+        mask = labels == positive
+        if mask.any():
+            tpr32 = float((p32[mask, positive] >= threshold["threshold"]).mean())
+            tpr8 = float((p8[mask, positive] >= threshold["threshold"]).mean())
+    acc32, acc8 = float((top32 == labels).mean()), float((top8 == labels).mean())
+    return QuantizeReport(images=len(labels), calibration_images=calibration, top1_fp32=acc32, top1_int8=acc8,
+                          drop_points=round(100 * (acc32 - acc8), 4), agreement=float((top32 == top8).mean()),
+                          tpr_fp32=tpr32, tpr_int8=tpr8, size_fp32_bytes=sizes[0], size_int8_bytes=sizes[1])
+
+
+def _nhwc(images: torch.Tensor) -> np.ndarray:
+    """uint8 NCHW -> float32 NHWC 0-255: what the exported graph takes."""
+    return images.permute(0, 2, 3, 1).float().numpy()
+
