@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
 
-from common import table  # noqa: E402
+from common import cpu_name, table  # noqa: E402
 from helpers import CLASSES, free_port, make_shapes, start_server, stop_server  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -403,13 +403,6 @@ def main() -> None:
     print()
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; serve flags: {' '.join(args.serve_flags) or '(defaults)'}")
     print(table(rows))
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

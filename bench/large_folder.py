@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cifar10_dir, table  # noqa: E402
+from common import cifar10_dir, cpu_name, table  # noqa: E402
 
 CLASSES = ("legitimate", "phishing")
 
@@ -230,13 +230,6 @@ def main() -> None:
     ratio = from_cache["steps_per_s"] / in_memory["steps_per_s"]
     print(f"CIFAR-10 training throughput, cache / in memory: {ratio:.2f}")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

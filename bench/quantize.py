@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cifar10_dir, table  # noqa: E402
+from common import cifar10_dir, cpu_name, table  # noqa: E402
 from serve_load import jpeg_body, load, wait_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,13 +108,6 @@ def main() -> None:
               f"{int8['served_rps_c32'] / fp32['served_rps_c32']:.2f}; top-1 drop "
               f"{100 * (fp32['test_top1'] - int8['test_top1']):+.2f} points")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +16,7 @@ from cnnkit.data.loader import Batch, iterate
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.runtime.engine import StepSettings, Totals
 from cnnkit.runtime.parallel import SINGLE_PROCESS, DistContext
+from cnnkit.training.features import Features
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 PROGRESS_EVERY = 10  # batches between progress-bar refreshes (each one syncs the device)
@@ -36,7 +37,7 @@ class StepConfig:
 
 def train_one_epoch(
     model: nn.Module,
-    data: ArrayData,
+    data: ArrayData | Features,
     batches: list[Batch],
     *,
     optimizer: torch.optim.Optimizer,
@@ -45,18 +46,28 @@ def train_one_epoch(
     after_batch: Callable[[], None] = lambda: None,
     description: str = "",
 ) -> dict[str, float]:
-    """Train over `batches` (this rank's indices into `data`); return loss, accuracy and top-k accuracy."""
+    """Train over `batches` (this rank's indices into `data`); return loss, accuracy and top-k accuracy.
+
+    `data` is images, or a frozen base's cached features (then `model` is the head alone)."""
     settings, ctx = step.settings, step.ctx
     model.train()
     totals = Totals(settings.device, step.top_k)
     bar = tqdm(total=len(batches), desc=description, unit="batch", leave=False, file=sys.stderr,
                disable=not (step.show_progress and ctx.is_main and sys.stderr.isatty()), dynamic_ncols=True)
-    loaded = iterate(data, [b.index for b in batches], device=settings.device)
-    for index, (batch, (images, labels)) in enumerate(zip(batches, loaded), start=1):
-        x = step.preprocess.to_unit(images)
-        if step.augment is not None:
-            x = step.augment(x, generator)
-        x = settings.prepare(step.preprocess.standardize(x))
+    if isinstance(data, Features):
+        loaded: Iterator[tuple[torch.Tensor, torch.Tensor]] = (
+            (data.values[b.index.to(data.values.device)], data.labels[b.index.to(data.labels.device)])
+            for b in batches)
+    else:
+        loaded = iterate(data, [b.index for b in batches], device=settings.device)
+    for index, (batch, (inputs, labels)) in enumerate(zip(batches, loaded), start=1):
+        if isinstance(data, Features):
+            x = inputs
+        else:
+            x = step.preprocess.to_unit(inputs)
+            if step.augment is not None:
+                x = step.augment(x, generator)
+            x = settings.prepare(step.preprocess.standardize(x))
         with settings.autocast():
             logits = model(x)
             total = F.cross_entropy(logits.float(), labels, label_smoothing=step.label_smoothing, reduction="sum")

@@ -42,6 +42,7 @@ from cnnkit.runtime.parallel import DistContext, process_group
 from cnnkit.training.callbacks import BestTracker, Callback, EmaCallback, LookaheadCallback, ScheduleCallback
 from cnnkit.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from cnnkit.training.engine import StepConfig, train_one_epoch
+from cnnkit.training.features import Features, base_features, evaluate_features, why_not_cached
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.phases import Phase, phase_of, plan_phases
 from cnnkit.training.rundirs import resolve_run_dir
@@ -136,6 +137,7 @@ class Trainer:
                 total_steps=config.total_epochs * self.steps_per_epoch))
         if self.ema is not None:
             self.callbacks.append(self.ema)
+        self.features: dict[str, Features | None] | None = None  # the frozen base's, while the head trains on them
         self.run: RunDir | None = None
         self.created_run = False  # whether this call made the run directory (and may remove it on early failure)
 
@@ -253,12 +255,16 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_epoch_start(self, epoch)
         row: dict[str, Any] = {"epoch": epoch, "phase": phase.name}
-        row |= train_one_epoch(self.model, data.train, batches, optimizer=self.optimizer, step=self.step,
+        features = self._features(phase)
+        model, inputs = (self.net.head, features["train"]) if features else (self.model, data.train)
+        row |= train_one_epoch(model, inputs, batches, optimizer=self.optimizer, step=self.step,
                                generator=generator, after_batch=self._after_batch,
                                description=f"Epoch {epoch}/{config.total_epochs}")
         for callback in self.callbacks:
             callback.after_train_epoch()
-        if data.val is not None:
+        if features and features["val"] is not None:
+            row |= evaluate_features(self.net.head, features["val"], top_k=self.top_k, prefix="val_")
+        elif data.val is not None:
             row |= self._evaluate(data.val, prefix="val_")
         row["lr"] = lr
         row["time_s"] = round(time.perf_counter() - started, 3)
@@ -275,6 +281,30 @@ class Trainer:
         if ctx.is_main:
             self._save_epoch(epoch)
         self.log(_epoch_line(row, config.total_epochs, self.best.improved))
+
+    def _features(self, phase: Phase) -> dict[str, Features | None] | None:
+        """While a frozen base's head trains without augmentation: the base's features, computed at the phase's
+        first epoch (also a resumed one); None when the head must train through the base."""
+        if phase.name != "head":
+            self.features = None
+        elif self.features is None:
+            reason = why_not_cached(self.net, augment=self.step.augment is not None, distributed=self.ctx.enabled,
+                                    ema=self.ema is not None)
+            if reason is not None:
+                self.log(f"The head trains through the frozen base ({reason})")
+                self.features = {}
+                return None
+            assert isinstance(self.net, TransferNet) and self.data.train is not None
+            settings, val = self.step.settings, self.data.val
+            train = base_features(self.net.base, self.data.train, preprocess=self.preprocess, settings=settings)
+            # Test-time augmentation evaluates other views of each image: validation then goes through the base.
+            cached_val = (base_features(self.net.base, val, preprocess=self.preprocess, settings=settings)
+                          if val is not None and settings.tta == "none" else None)
+            seconds = train.seconds + (cached_val.seconds if cached_val else 0.0)
+            self.log(f"Frozen base: features of {len(train) + (len(cached_val) if cached_val else 0)} images "
+                     f"computed once in {seconds:.1f}s; the head trains on them")
+            self.features = {"train": train, "val": cached_val}
+        return self.features or None
 
     def _after_batch(self) -> None:
         for callback in self.callbacks:
