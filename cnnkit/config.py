@@ -82,7 +82,8 @@ class TrainConfig:
     early_stopping: int = option(0, low=0, help="stop after this many epochs without improvement (0: off)")
     seed: int = option(0, low=0, help="random seed (splits, initialisation, shuffling, augmentation)")
     device: Device = option("auto", help=DEVICE_HELP)
-    precision: Literal["fp32", "bf16"] = option("fp32", help="bf16: autocast (fast on AVX512-BF16/AMX CPUs, GPUs)")
+    precision: Literal["auto", "fp32", "bf16"] = option("auto", help="bf16: autocast (fast on AVX512-BF16/AMX CPUs "
+                                                        "and GPUs); auto: bf16 where fast, except CPU fine-tuning")
     channels_last: bool = option(True, help="channels-last memory layout")
     strict: bool = option(False, help="stop on unreadable images and data warnings instead of going on")
     overwrite: bool = option(False, help="replace an existing run in the run directory")

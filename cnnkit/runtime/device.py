@@ -18,3 +18,29 @@ def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
     if name != "cpu":
         raise CnnkitError(f"unknown device {name!r}; valid: auto, cpu, cuda")
     return torch.device("cpu")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), from Linux's /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device, *, phase: str) -> tuple[str, str]:
+    """(fp32 or bf16, why) for a training phase. `auto`: bf16 autocast where the hardware runs it fast (CUDA GPUs
+    with bf16; CPUs with AVX512-BF16 or AMX), except CPU fine-tuning, which bf16 slowed (depthwise convolutions'
+    backward, README: Benchmarks); fp32 elsewhere."""
+    if name != "auto":
+        return name, "asked for"
+    if device.type == "cuda":
+        fast = torch.cuda.is_bf16_supported()
+        return ("bf16", "auto: the GPU has bf16") if fast else ("fp32", "auto: the GPU has no bf16")
+    if not cpu_has_fast_bf16():
+        return "fp32", "auto: the CPU has neither AVX512-BF16 nor AMX"
+    if phase == "finetune":
+        return "fp32", "auto: bf16 slows fine-tuning on CPUs"
+    return "bf16", "auto: the CPU has AVX512-BF16 or AMX"

@@ -36,7 +36,7 @@ from cnnkit.models.network import InitializedFromData, NetworkConfig, build_netw
 from cnnkit.models.pretrained import WeightsInfo
 from cnnkit.models.transfer import TransferNet, set_base_trainable
 from cnnkit.rundir import RunDir
-from cnnkit.runtime.device import resolve_device
+from cnnkit.runtime.device import resolve_device, resolve_precision
 from cnnkit.runtime.engine import StepSettings, evaluate_data
 from cnnkit.runtime.parallel import DistContext, process_group
 from cnnkit.training.callbacks import BestTracker, Callback, EmaCallback, LookaheadCallback, ScheduleCallback
@@ -112,8 +112,8 @@ class Trainer:
         self.phases = plan_phases(config)
         self.preprocess = _normalization(config, preprocess, data.train, weights)
         self.top_k = config.top_k if config.top_k < data.num_classes else None
-        settings = StepSettings(device=self.device, precision=config.precision, channels_last=config.channels_last,
-                                tta=config.tta)
+        settings = StepSettings(device=self.device, precision="fp32", channels_last=config.channels_last,
+                                tta=config.tta)  # the precision is each phase's (see _start_phase)
         self.step = StepConfig(self.preprocess, settings, label_smoothing=config.label_smoothing,
                                augment=build_augmenter(config.augment), top_k=self.top_k, ctx=ctx,
                                show_progress=not config.quiet)
@@ -228,7 +228,8 @@ class Trainer:
         return self._finish()
 
     def _start_phase(self, phase: Phase) -> None:
-        """Set what trains, and a fresh optimizer (and schedule) at the phase's learning rate."""
+        """Set what trains, the precision, and a fresh optimizer (and schedule) at the phase's learning rate."""
+        self._set_precision(phase)
         if phase.name == "finetune":
             if not isinstance(self.net, TransferNet):
                 raise CnnkitError("--finetune-epochs needs --freeze-base (a pretrained base with a new head)")
@@ -282,6 +283,12 @@ class Trainer:
             self._save_epoch(epoch)
         self.log(_epoch_line(row, config.total_epochs, self.best.improved))
 
+    def _set_precision(self, phase: Phase) -> None:
+        precision, why = resolve_precision(self.config.precision, self.device, phase=phase.name)
+        if precision != self.step.settings.precision or phase.first_epoch == 1:
+            self.log(f"Precision: {precision} ({why})" + (f", {phase.name} phase" if len(self.phases) > 1 else ""))
+        self.step = replace(self.step, settings=replace(self.step.settings, precision=precision))
+
     def _features(self, phase: Phase) -> dict[str, Features | None] | None:
         """While a frozen base's head trains without augmentation: the base's features, computed at the phase's
         first epoch (also a resumed one); None when the head must train through the base."""
@@ -327,6 +334,8 @@ class Trainer:
             **config.to_dict(), "cnnkit_version": __version__, "torch_version": torch.__version__,
             "created": time.strftime("%Y-%m-%d %H:%M"),
             "weights_source": self.weights.source if self.weights else None,
+            "precision_used": {phase.name: resolve_precision(config.precision, self.device, phase=phase.name)[0]
+                               for phase in self.phases},
         })
         run.write_json(names.CLASSES, data.class_names)
         run.write_json(names.PREPROCESS, self.preprocess.to_dict())

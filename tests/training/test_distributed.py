@@ -27,7 +27,8 @@ def even_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def train(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "cnnkit", "train", f"npz:{data}", "--out", str(out), "--epochs", "3",
-               "--batch-size", "16", "--lr", "3e-3", "--val-split", "0.2", "--device", "cpu", "--seed", "3", *extra]
+               "--batch-size", "16", "--lr", "3e-3", "--val-split", "0.2", "--device", "cpu", "--seed", "3",
+               "--precision", "fp32", *extra]  # exact equality is for fp32; bf16 rounds per rank batch
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
