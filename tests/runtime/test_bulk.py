@@ -88,3 +88,16 @@ def test_a_killed_distributed_job_resumes_from_its_parts(exported_run: Path, tmp
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["path"] for r in rows] == files
     assert rows[1]["score"] == 1.0  # kept from the part, not predicted again
+
+
+def test_resume_of_a_csv_skips_what_it_has(exported_run: Path, tmp_path: Path) -> None:
+    root = photos(tmp_path)
+    out = tmp_path / "predictions.csv"
+    first = sorted(str(p) for p in (root / "square").glob("*.png"))
+    assert cli("predict", exported_run, *first, "--csv", out).returncode == 0
+    kept = {row["path"]: row["score"] for row in csv.DictReader(out.open())}
+    result = cli("predict", exported_run, root, "--csv", out, "--resume")
+    assert result.returncode == 2  # broken.png
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == len({r["path"] for r in rows}) == 13  # each file once, the header once
+    assert {r["path"]: r["score"] for r in rows if r["path"] in kept} == kept  # not predicted again
