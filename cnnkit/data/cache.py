@@ -184,8 +184,12 @@ def _build(entry: Path, stats: list[list[object]], files: list[tuple[Path, int]]
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir()
     started = time.perf_counter()
+    row_bytes = 3 * size * size
+    # Rows are written with pwrite, not through a memory map: written pages then belong to the page cache, not to
+    # this process's resident memory (a mapped 7.5 GB cache showed as 8 GB of RSS while it was built).
+    fd = os.open(temp / IMAGES, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        out = np.memmap(temp / IMAGES, dtype=np.uint8, mode="w+", shape=(max(1, len(files)), 3, size, size))
+        os.ftruncate(fd, max(1, len(files)) * row_bytes)
         rows: list[int | str] = list(range(len(files)))
 
         def one(i: int) -> None:
@@ -194,23 +198,20 @@ def _build(entry: Path, stats: list[list[object]], files: list[tuple[Path, int]]
                 if isinstance(old, str):
                     rows[i] = old
                 elif source is not None:
-                    out[i] = source[torch.tensor([old])][0].numpy()
+                    os.pwrite(fd, source[torch.tensor([old])][0].numpy().tobytes(), i * row_bytes)
                 return
             decoded = decode(files[i][0])
             if isinstance(decoded, str):
                 rows[i] = decoded
             else:
-                out[i] = decoded.transpose(2, 0, 1)
+                os.pwrite(fd, np.ascontiguousarray(decoded.transpose(2, 0, 1)).tobytes(), i * row_bytes)
 
         new = len(files) - len(reuse)
         with ThreadPoolExecutor(max_workers=max(1, min(workers, os.cpu_count() or 1))) as pool:
             for _ in _progress(pool.map(one, range(len(files))), total=len(files), quiet=quiet,
                                desc=f"Decoding {new} images into the cache ({len(reuse)} kept)"):
                 pass
-        out.flush()
-        out = None  # unmapped before the fsync below
-        with open(temp / IMAGES, "rb+") as handle:
-            os.fsync(handle.fileno())
+        os.fsync(fd)
         meta = {"format": FORMAT, "key": key, "group": _group(stats, preprocess), "images": max(1, len(files)),
                 "rows": rows, "files": stats, "preprocess": preprocess.to_dict(), "decoded": new,
                 "seconds": round(time.perf_counter() - started, 3)}
@@ -225,6 +226,8 @@ def _build(entry: Path, stats: list[list[object]], files: list[tuple[Path, int]]
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+    finally:
+        os.close(fd)
 
 
 def _reusable(previous: tuple[Path, dict[str, object]] | None, stats: list[list[object]],

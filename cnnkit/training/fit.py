@@ -36,6 +36,7 @@ from cnnkit.models.network import InitializedFromData, NetworkConfig, build_netw
 from cnnkit.models.pretrained import WeightsInfo
 from cnnkit.models.transfer import TransferNet, set_base_trainable
 from cnnkit.rundir import RunDir
+from cnnkit.runtime.allocator import reuse_freed_memory
 from cnnkit.runtime.device import resolve_device, resolve_precision
 from cnnkit.runtime.engine import StepSettings, evaluate_data
 from cnnkit.runtime.parallel import DistContext, process_group
@@ -66,8 +67,12 @@ class Diverged(CnnkitError):
 def train(config: TrainConfig) -> TrainResult:
     """Train `config.model` on `config.data`, writing a run directory; return history and metrics.
 
-    Under torchrun the same call trains data-parallel: every rank runs it, rank 0 alone prints and writes.
+    Under torchrun the same call trains data-parallel: every rank runs it, rank 0 alone prints and writes. On a
+    CPU, the process's malloc keeps freed memory for reuse from then on (runtime.allocator: steps ran at 60% speed
+    without it).
     """
+    if not torch.cuda.is_available() or config.device == "cpu":
+        reuse_freed_memory()
     with process_group(config.device) as ctx:
         return Trainer.prepare(config, ctx).fit()
 
