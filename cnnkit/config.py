@@ -307,14 +307,16 @@ class ServeConfig:
                                  "behind them")
     body_budget_mb: float = option(512.0, low=1, help="request bodies being received at once, MiB (429 above it)")
     # HTTP limits, enforced by the server's own protocol class (serving.http): uvicorn's parser has no header limits.
-    max_header_kb: float = option(64.0, low=1, help="a request's line and headers together, KiB (400 above it)")
+    max_header_kb: float = option(64.0, low=1, help="a request's line and headers together, KiB (400, or 431 while a "
+                                  "header is still arriving)")
     max_headers: int = option(100, low=1, help="header fields in one request (431 above it)")
     header_timeout: float = option(10.0, low=0.01, help="seconds a connection may take to send a request's line "
                                    "and headers, counted from its first byte or from the connection (408)")
     body_timeout: float = option(30.0, low=0.01, help="seconds a request body may take to arrive (408)")
     keep_alive: float = option(5.0, low=0.01, help="seconds an idle keep-alive connection stays open")
-    max_connections: int = option(0, low=0, help="open connections; more are answered 503 and closed (0: 1,000, or "
-                                  "the process's file-descriptor limit less 100 if lower)")
+    max_connections: int = option(0, low=0, help="open connections; at the cap the one waiting longest for a request "
+                                  "head is closed (408) to make room, else the new one gets 503 (0: 1,000, or the "
+                                  "process's file-descriptor limit less 100 if lower)")
 
     def __post_init__(self) -> None:
         check(self)
