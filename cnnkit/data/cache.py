@@ -67,8 +67,8 @@ class DiskImages:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
-        rows = torch.arange(self.shape[0])[index] if isinstance(index, slice) else index.reshape(-1)
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        rows = index.reshape(-1)
         out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
         flat = out.reshape(len(rows), self.row_bytes)
         for i, row in enumerate(rows.tolist()):
@@ -82,12 +82,6 @@ class DiskImages:
         fd = getattr(self, "_fd", None)
         if fd is not None:
             os.close(fd)
-
-    def __getstate__(self) -> dict[str, object]:
-        return {"path": self.path, "shape": self.shape}  # a file descriptor does not travel between processes
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(state["path"], state["shape"])  # type: ignore[misc, arg-type]
 
 
 def decode_cached(files: list[tuple[Path, int]], *, preprocess: Preprocess, cache_dir: Path, workers: int,

@@ -27,9 +27,12 @@ def to_batch(inputs: Any, *, preprocess: Preprocess) -> tuple[np.ndarray, list[s
         raise CnnkitError("no images given")
     arrays, names = [], []
     for index, item in enumerate(items):
-        name = str(item) if isinstance(item, (str, Path)) else f"<image {index}>"
-        path = isinstance(item, (str, Path))
-        arrays.append(preprocess.load(Path(item)) if path else preprocess.resize_image(_to_image(item, name)))
+        if isinstance(item, (str, Path)):
+            name, pixels = str(item), preprocess.load(Path(item))
+        else:
+            name = f"<image {index}>"
+            pixels = preprocess.resize_image(_to_image(item, name))
+        arrays.append(pixels)
         names.append(name)
     return np.stack(arrays), names, single
 

@@ -142,7 +142,8 @@ class Trainer:
                 total_steps=config.total_epochs * self.steps_per_epoch))
         if self.ema is not None:
             self.callbacks.append(self.ema)
-        self.features: dict[str, Features | None] | None = None  # the frozen base's, while the head trains on them
+        # The frozen base's features while the head trains on them; {} once the head phase must go through the base.
+        self.features: dict[str, Features | None] | None = None
         self.run: RunDir | None = None
         self.created_run = False  # whether this call made the run directory (and may remove it on early failure)
 
