@@ -3,7 +3,8 @@
     RUN/  config.json  classes.json  preprocess.json  model.safetensors  last.safetensors  checkpoint.safetensors
           history.json  history.csv  metrics.json  learning_curves.png  confusion_matrix.png/.json  roc_pr.png
           threshold.json  manifest.json  export/
-    RUN/export/  model.onnx  classes.json  preprocess.json  export.json
+    RUN/export/  model.onnx  classes.json  preprocess.json  export.json  [model.int8.onnx  model.tflite
+                 saved_model/1/saved_model.pb]
 """
 
 from __future__ import annotations
@@ -28,5 +29,9 @@ EXPORT_DIR = "export"
 ONNX_MODEL = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"  # beside model.onnx after `cnnkit export --quantize int8`
 EXPORT_INFO = "export.json"
+# `cnnkit export --format saved_model | tflite`: TensorFlow Serving's MODEL/VERSION layout, and a LiteRT model.
+SAVED_MODEL_DIR = "saved_model"
+SAVED_MODEL_VERSION = "1"
+TFLITE_MODEL = "model.tflite"
 # What a server needs of an export; the export's own manifest is export.json's sha256 table.
 EXPORT_FILES = (ONNX_MODEL, CLASSES, PREPROCESS, EXPORT_INFO)

@@ -309,7 +309,8 @@ def _run_augment_preview(args: argparse.Namespace) -> int:
 
 # export / serve -------------------------------------------------------------------------------------------------
 def _add_export(commands: argparse._SubParsersAction) -> None:
-    sub = _command(commands, "export", _run_export, "export a run to ONNX, checked against PyTorch")
+    sub = _command(commands, "export", _run_export,
+                   "export a run to ONNX (and SavedModel, TFLite), checked against PyTorch")
     sub.add_argument("run", type=Path)
     add_arguments(sub, ExportConfig)
 
@@ -323,6 +324,10 @@ def _run_export(args: argparse.Namespace) -> int:
           f"largest difference from PyTorch: {result.max_abs_diff:.2e} (tolerance {config.tolerance:g})")
     if result.int8:
         print(f"INT8 model: {result.path.parent / result.int8['file']}\n{result.int8_table}")
+    for kind, record in (result.tf or {}).items():
+        print(f"{kind}: {result.path.parent / record['path']}; largest difference from PyTorch "
+              f"{record['parity_max_abs_diff']:.2e} on random images and {record['real_images_checked']} of the "
+              "run's test images")
     return 0
 
 

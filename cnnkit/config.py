@@ -253,9 +253,12 @@ class PreviewConfig:
 class ExportConfig:
     run: Path = option(cli=False, help="the run directory")
     out: Path | None = option(None, help="export directory (default: RUN/export)")
-    format: Literal["onnx"] = option("onnx", help="export format")
+    format: Literal["onnx", "saved_model", "tflite", "all"] = option(
+        "onnx", help="export format; ONNX is always written (the server's format), saved_model (TensorFlow "
+        "Serving) and tflite (LiteRT) are converted from it and need `pip install 'cnnkit[tf]'`")
     opset: int = option(18, low=13, help="ONNX opset")
-    tolerance: float = option(1e-4, low=0, help="largest allowed |ONNX - PyTorch| difference of a probability")
+    tolerance: float = option(1e-4, low=0, help="largest allowed |export - PyTorch| difference of a probability, "
+                              "on random images and the run's own")
     quantize: Literal["none", "int8"] = option("none", help="int8: also write model.int8.onnx (static INT8, "
                                                "calibrated on the run's images), checked on its test split")
     calibration: int = option(300, low=1, help="images (from the run's training and validation splits, fixed "
@@ -263,6 +266,11 @@ class ExportConfig:
     max_drop: float = option(1.0, low=-100, high=100, help="refuse an INT8 model whose top-1 is more than this many "
                              "points below fp32's")
     force: bool = option(False, help="keep an INT8 model that fails --max-drop")
+
+    @property
+    def tf_formats(self) -> tuple[str, ...]:
+        """The TensorFlow-side formats asked for."""
+        return ("saved_model", "tflite") if self.format == "all" else () if self.format == "onnx" else (self.format,)
 
     def __post_init__(self) -> None:
         check(self)

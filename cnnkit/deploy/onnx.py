@@ -20,10 +20,12 @@ from torch import nn
 
 from cnnkit import artifacts as names
 from cnnkit.config import ExportConfig
+from cnnkit.deploy.samples import run_images
+from cnnkit.deploy.tensorflow import export_tensorflow, remove_stale, require_tensorflow
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes, write_json
 from cnnkit.models.tta import tta_logits
-from cnnkit.runtime.model import load_run_model
+from cnnkit.runtime.model import TorchModel, load_run_model
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
@@ -51,6 +53,7 @@ class ExportResult:
     seconds: float
     int8: dict[str, Any] | None = None  # export.json's record of the INT8 variant, if one was made
     int8_table: str = ""  # INT8 against fp32 on the test split, for people
+    tf: dict[str, Any] | None = None  # export.json's record of the SavedModel / TFLite files, if made
 
 
 def export_run(config: ExportConfig) -> ExportResult:
@@ -64,6 +67,8 @@ def export_run(config: ExportConfig) -> ExportResult:
                            tta=classifier.settings.tta)
     serving.eval()
     out = config.out or Path(config.run) / names.EXPORT_DIR
+    if config.tf_formats:
+        require_tensorflow()  # before minutes of work, not after
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     onnx_bytes = _to_onnx(serving, input_size=pre.input_size, opset=config.opset)
@@ -81,6 +86,8 @@ def export_run(config: ExportConfig) -> ExportResult:
         report = quantize_export(classifier, out, calibration=config.calibration, max_drop=config.max_drop,
                                  force=config.force)
         int8, table = int8_record(out, report), report.table()
+    tf = _export_tf(classifier, serving, out, config) if config.tf_formats else None
+    stale = remove_stale(out, keep=config.tf_formats)  # made from an earlier model
     write_json(out / names.CLASSES, classifier.class_names)
     write_json(out / names.PREPROCESS, pre.to_dict())
     write_json(out / names.EXPORT_INFO, {
@@ -94,13 +101,24 @@ def export_run(config: ExportConfig) -> ExportResult:
         "weights": {"file": names.WEIGHTS_BEST, "sha256": weights_sha},
         "threshold": _stored_threshold(Path(config.run)),
         **({"int8": int8} if int8 else {}),
+        **({"tensorflow": tf} if tf else {}),
     })
     if out.resolve().parent == classifier.run.path.resolve():
-        for name in (*names.EXPORT_FILES, *([names.ONNX_INT8] if int8 else [])):
+        tf_files = [name for record in (tf or {}).values() for name in record["sha256"]]
+        for name in (*names.EXPORT_FILES, *([names.ONNX_INT8] if int8 else []), *tf_files):
             classifier.run.record(f"{out.name}/{name}")
-        if not int8:
-            classifier.run.forget(f"{out.name}/{names.ONNX_INT8}")
-    return ExportResult(out / names.ONNX_MODEL, max_diff, time.perf_counter() - started, int8, table)
+        for name in ([] if int8 else [names.ONNX_INT8]) + stale:
+            classifier.run.forget(f"{out.name}/{name}")
+    return ExportResult(out / names.ONNX_MODEL, max_diff, time.perf_counter() - started, int8, table, tf)
+
+
+def _export_tf(classifier: TorchModel, serving: nn.Module, out: Path, config: ExportConfig) -> dict[str, Any]:
+    """SavedModel / TFLite from the ONNX file just written, checked on random images and up to 32 test images."""
+    test = run_images(classifier).test
+    real = test.batch(torch.arange(min(len(test), 32))).permute(0, 2, 3, 1).numpy()
+    made = export_tensorflow(out / names.ONNX_MODEL, out, formats=config.tf_formats, reference=serving,
+                             real_images=real, tolerance=config.tolerance)
+    return {m.format: m.record(out) for m in made}
 
 
 def _to_onnx(model: nn.Module, *, input_size: int, opset: int) -> bytes:

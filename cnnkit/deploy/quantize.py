@@ -2,15 +2,18 @@
 quantization tools, calibrated on the run's own images, and kept only if it holds the run's accuracy.
 
 QDQ format, per-channel INT8 weights and UINT8 activations (the pairing ONNX Runtime's x86 kernels run fastest,
-with VNNI/AMX where the CPU has them). Only convolutions and matrix products are quantized: the graph's
-normalisation and softmax stay float, so inputs and outputs are unchanged (float32 images 0-255 in, probabilities
-out) and a client cannot tell the variants apart. Calibration images come from the run's training and validation
-splits, chosen with a fixed seed; both models are then scored on the run's test split.
+with VNNI/AMX where the CPU has them). Convolutions, matrix products and the ops between them (ReLU/ReLU6, residual
+adds, max pooling) are quantized, so that a network runs in INT8 from its first convolution to its classifier; left
+to float, each activation would cost a dequantize-requantize pair and the INT8 model would run no faster than fp32.
+The graph's normalisation and softmax stay float, so inputs and outputs are unchanged (float32 images 0-255 in,
+probabilities out) and a client cannot tell the variants apart. Calibration images come from the run's training and
+validation splits, chosen with a fixed seed; both models are then scored on the run's test split.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import torch
 
 from cnnkit import artifacts as names
 from cnnkit.data.datasets import ArrayData
-from cnnkit.data.sources import SourceOptions, load_data
+from cnnkit.deploy.samples import nhwc, run_images
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes
 from cnnkit.runtime.exports import stored_threshold
@@ -28,15 +31,17 @@ from cnnkit.runtime.model import TorchModel
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
-QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu", "Clip", "Add", "MaxPool"]
 CALIBRATION_BATCH = 16
 EVAL_BATCH = 64
+SPEED_BATCH = 32
 
 
 @dataclass(frozen=True)
 class QuantizeReport:
     """INT8 against fp32 on the run's test split: top-1 of each (fractions), the drop in points, the share of
-    images where both give the same label, and for binary runs with a threshold, the TPR at it."""
+    images where both give the same label, and for binary runs with a threshold, the TPR at it. The images/s are
+    a second's timing of each at batch 32 on the exporting machine: whether INT8 pays off there, not a benchmark."""
 
     images: int
     calibration_images: int
@@ -48,15 +53,20 @@ class QuantizeReport:
     tpr_int8: float | None
     size_fp32_bytes: int
     size_int8_bytes: int
+    images_per_s_fp32: float
+    images_per_s_int8: float
 
     def table(self) -> str:
         rows = [("top-1", f"{self.top1_fp32:.4f}", f"{self.top1_int8:.4f}"),
                 ("model size, MB", f"{self.size_fp32_bytes / 1e6:.2f}", f"{self.size_int8_bytes / 1e6:.2f}")]
         if self.tpr_fp32 is not None:
             rows.append(("TPR at the stored threshold", f"{self.tpr_fp32:.4f}", f"{self.tpr_int8:.4f}"))
+        rows.append(("images/s, batch 32, this CPU", f"{self.images_per_s_fp32:.0f}", f"{self.images_per_s_int8:.0f}"))
         lines = [f"{'':<28} {'fp32':>8} {'int8':>8}", *(f"{a:<28} {b:>8} {c:>8}" for a, b, c in rows)]
         lines.append(f"drop {self.drop_points:+.2f} points; same label on {self.agreement:.2%} of {self.images} test "
                      f"images; calibrated on {self.calibration_images}")
+        if self.images_per_s_int8 < self.images_per_s_fp32:
+            lines.append("INT8 ran slower than fp32 here: serve fp32 on this CPU (small models often gain nothing)")
         return "\n".join(lines)
 
 
@@ -64,16 +74,9 @@ def quantize_export(classifier: TorchModel, export: Path, *, calibration: int, m
                     force: bool) -> QuantizeReport:
     """Write EXPORT/model.int8.onnx from EXPORT/model.onnx and record the report in export.json; refuse (and keep
     nothing) when top-1 drops by more than `max_drop` points, unless `force`."""
-    config = classifier.config
-    bundle = load_data(config.data, options=SourceOptions(
-        data_dir=config.data_dir, preprocess=classifier.preprocess, val_split=config.val_split,
-        test_split=config.test_split, seed=config.seed, workers=config.workers, test_sources=config.test_sources,
-        cache_dir=config.image_cache, quiet=True))
-    test = bundle.test if bundle.test is not None and len(bundle.test) else bundle.val
-    if test is None or not len(test):
-        raise CnnkitError(f"{config.data}: no test or validation images to check the INT8 model on")
-    pool = ArrayData.concat([p for p in (bundle.train, bundle.val) if p is not None and len(p)])
-    picks = torch.randperm(len(pool), generator=torch.Generator().manual_seed(config.seed))[:calibration]
+    images = run_images(classifier)
+    pool, test = images.pool, images.test
+    picks = torch.randperm(len(pool), generator=torch.Generator().manual_seed(classifier.config.seed))[:calibration]
     fp32_path = export / names.ONNX_MODEL
     with tempfile.TemporaryDirectory() as tmp:
         int8_bytes = _quantize(fp32_path, pool.subset(picks), Path(tmp))
@@ -103,7 +106,7 @@ def _quantize(fp32: Path, images: ArrayData, tmp: Path) -> bytes:
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             index = next(self.batches, None)
-            return None if index is None else {INPUT_NAME: _nhwc(images.batch(index))}
+            return None if index is None else {INPUT_NAME: nhwc(images.batch(index))}
 
     prepared = tmp / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared))  # shape inference and graph optimisation, as the tools advise
@@ -118,13 +121,14 @@ def _compare(fp32: bytes, int8: bytes, test: ArrayData, *, threshold: dict[str, 
              calibration: int, sizes: tuple[int, int]) -> QuantizeReport:
     import onnxruntime as ort
 
-    def probabilities(model: bytes) -> np.ndarray:
+    def probabilities(model: bytes) -> tuple[np.ndarray, float]:
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-        return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: _nhwc(test.batch(index))})[0]
-                               for index in torch.arange(len(test)).split(EVAL_BATCH)])
+        probs = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: nhwc(test.batch(index))})[0]
+                                for index in torch.arange(len(test)).split(EVAL_BATCH)])
+        return probs, _images_per_s(session, nhwc(test.batch(torch.arange(len(test))[:SPEED_BATCH])))
 
     labels = test.labels.numpy()
-    p32, p8 = probabilities(fp32), probabilities(int8)
+    (p32, speed32), (p8, speed8) = probabilities(fp32), probabilities(int8)
     top32, top8 = p32.argmax(1), p8.argmax(1)
     tpr32 = tpr8 = None
     if threshold and len(class_names) == 2 and threshold.get("positive") in class_names:
@@ -136,10 +140,15 @@ def _compare(fp32: bytes, int8: bytes, test: ArrayData, *, threshold: dict[str, 
     acc32, acc8 = float((top32 == labels).mean()), float((top8 == labels).mean())
     return QuantizeReport(images=len(labels), calibration_images=calibration, top1_fp32=acc32, top1_int8=acc8,
                           drop_points=round(100 * (acc32 - acc8), 4), agreement=float((top32 == top8).mean()),
-                          tpr_fp32=tpr32, tpr_int8=tpr8, size_fp32_bytes=sizes[0], size_int8_bytes=sizes[1])
+                          tpr_fp32=tpr32, tpr_int8=tpr8, size_fp32_bytes=sizes[0], size_int8_bytes=sizes[1],
+                          images_per_s_fp32=speed32, images_per_s_int8=speed8)
 
 
-def _nhwc(images: torch.Tensor) -> np.ndarray:
-    """uint8 NCHW -> float32 NHWC 0-255: what the exported graph takes."""
-    return images.permute(0, 2, 3, 1).float().numpy()
+def _images_per_s(session: Any, images: np.ndarray, *, seconds: float = 1.0) -> float:
+    session.run([OUTPUT_NAME], {INPUT_NAME: images})  # warm-up: first calls allocate
+    calls, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds or calls < 2:
+        session.run([OUTPUT_NAME], {INPUT_NAME: images})
+        calls += 1
+    return len(images) * calls / elapsed
 
