@@ -1,4 +1,4 @@
-"""INT8 against fp32: size, accuracy, raw ONNX Runtime speed and served requests/s, on two runs.
+"""Every export format on two runs: size, test top-1, raw images/s, and served requests/s for the ONNX variants.
 
     python bench/quantize.py [--out runs/bench-quantize] [--seconds 5]
 
@@ -7,17 +7,18 @@ frozen base and a new head trained 3 epochs on the real phishing screenshots of 
 30% held out for test). Each is exported with `--quantize int8` (calibrated on 300 of its own images); the table
 gives each variant's size, test top-1 (from the export's own check), raw ONNX Runtime images/s at batch 1 and 32
 (every thread, timed for --seconds), and `cnnkit serve` requests/s at concurrency 32 (one JPEG a request, from a
-separate load-generator process), fp32 and INT8 served in turn.
+separate load-generator process), fp32 and INT8 served in turn. The same runs' SavedModel (TensorFlow) and TFLite
+(LiteRT interpreter) files are scored on the same test split and timed the same way, one run, beside ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +33,49 @@ ROOT = Path(__file__).resolve().parents[1]
 PHISHING = ROOT.parent / "shared" / "data" / "phishing-real" / "PhishOracle"
 
 
-def raw_speed(model: Path, size: int, *, seconds: float) -> dict[str, float]:
-    """Images/s of one ONNX Runtime session on every thread at batch 1 and 32."""
+def onnx_predictor(model: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """One ONNX Runtime session on every thread."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"images": x})[0]
+
+
+def predictors(export: Path) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    from cnnkit.deploy.tensorflow import saved_model_predictor, tflite_predictor
+
+    return {"onnx fp32": onnx_predictor(export / "model.onnx"),
+            "onnx int8": onnx_predictor(export / "model.int8.onnx"),
+            "saved_model (TF)": saved_model_predictor(export / "saved_model" / "1"),
+            "tflite (LiteRT)": tflite_predictor((export / "model.tflite").read_bytes(), threads=os.cpu_count())}
+
+
+def raw_speed(predict: Callable[[np.ndarray], np.ndarray], size: int, *, seconds: float) -> dict[str, float]:
+    """Images/s at batch 1 and 32."""
     speeds = {}
     for batch in (1, 32):
         images = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
         for _ in range(3):
-            session.run(None, {"images": images})
+            predict(images)
         calls, started = 0, time.perf_counter()
         while (elapsed := time.perf_counter() - started) < seconds or calls < 3:
-            session.run(None, {"images": images})
+            predict(images)
             calls += 1
         speeds[f"batch{batch}_images_per_s"] = batch * calls / elapsed
     return speeds
+
+
+def test_top1(predict: Callable[[np.ndarray], np.ndarray], run: Path) -> tuple[float, int]:
+    import torch
+
+    from cnnkit.deploy.samples import nhwc, run_images
+    from cnnkit.runtime.model import load_run_model
+
+    test = run_images(load_run_model(run, device="cpu")).test
+    top = np.concatenate([predict(nhwc(test.batch(i))).argmax(1) for i in torch.arange(len(test)).split(64)])
+    return float((top == test.labels.numpy()).mean()), len(test)
 
 
 def served_rps(run: Path, size: int, precision: str, *, out: Path, seconds: float, port: int) -> float:
@@ -79,7 +105,7 @@ def runs(out: Path) -> dict[str, tuple[Path, int]]:
                       freeze_base=True, epochs=3, input_size=224, resize="top-crop", test_split=0.3, quiet=True,
                       overwrite=True, device="cpu"))
     for run in (simple, lite):
-        export_run(ExportConfig(run=run, quantize="int8", calibration=300, force=True))
+        export_run(ExportConfig(run=run, format="all", quantize="int8", calibration=300, force=True))
     return {"simple-cnn (CIFAR-10)": (simple, 32), "Lite0 (phishing, 224 px)": (lite, 224)}
 
 
@@ -92,22 +118,29 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for name, (run, size) in runs(args.out).items():
-        record = json.loads((run / "export" / "export.json").read_text())["int8"]
-        for precision, model, top1, size_bytes in (
-                ("fp32", run / "export" / "model.onnx", record["top1_fp32"], record["size_fp32_bytes"]),
-                ("int8", run / "export" / "model.int8.onnx", record["top1_int8"], record["size_int8_bytes"])):
-            rows.append({"model": name, "variant": precision, "size_mb": size_bytes / 1e6, "test_top1": top1,
-                         "test_images": record["images"], **raw_speed(model, size, seconds=args.seconds),
+        export = run / "export"
+        for variant, predict in predictors(export).items():
+            top1, images = test_top1(predict, run)
+            precision = {"onnx fp32": "fp32", "onnx int8": "int8"}.get(variant)
+            rows.append({"model": name, "format": variant, "size_mb": _size(export, variant) / 1e6,
+                         "test_top1": top1, "test_images": images, **raw_speed(predict, size, seconds=args.seconds),
                          "served_rps_c32": served_rps(run, size, precision, out=args.out, seconds=args.seconds,
-                                                      port=args.port)})
+                                                      port=args.port) if precision else "-"})
     print(table(rows))
     for name in dict.fromkeys(r["model"] for r in rows):
-        fp32, int8 = (r for r in rows if r["model"] == name)
+        fp32, int8 = (r for r in rows if r["model"] == name and r["format"].startswith("onnx"))
         print(f"{name}: INT8/fp32 batch-32 images/s {int8['batch32_images_per_s'] / fp32['batch32_images_per_s']:.2f}, "
               f"batch 1 {int8['batch1_images_per_s'] / fp32['batch1_images_per_s']:.2f}, served c=32 "
               f"{int8['served_rps_c32'] / fp32['served_rps_c32']:.2f}; top-1 drop "
               f"{100 * (fp32['test_top1'] - int8['test_top1']):+.2f} points")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
+
+
+def _size(export: Path, variant: str) -> int:
+    if variant.startswith("saved_model"):
+        return sum(p.stat().st_size for p in (export / "saved_model").rglob("*") if p.is_file())
+    file = {"onnx fp32": "model.onnx", "onnx int8": "model.int8.onnx"}.get(variant, "model.tflite")
+    return (export / file).stat().st_size
 
 
 if __name__ == "__main__":

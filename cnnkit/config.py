@@ -85,6 +85,13 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = option("auto", help="bf16: autocast (fast on AVX512-BF16/AMX CPUs "
                                                         "and GPUs); auto: bf16 where fast, except CPU fine-tuning")
     channels_last: bool = option(True, help="channels-last memory layout")
+    max_memory: float = option(0.0, low=0, help="GiB a training step may use; above it gradient checkpointing, then "
+                               "micro-batches, keep it within (0: 0.7 of the machine's RAM, or of the GPU's memory)")
+    grad_checkpointing: Literal["auto", "on", "off"] = option(
+        "auto", help="recompute activations during backward instead of keeping them (timm models); auto: when the "
+        "step would exceed --max-memory")
+    micro_batch: int = option(0, low=0, help="images per forward/backward pass, gradients accumulated over the batch "
+                              "(0: the whole batch, or what --max-memory needs)")
     strict: bool = option(False, help="stop on unreadable images and data warnings instead of going on")
     overwrite: bool = option(False, help="replace an existing run in the run directory")
     resume: bool = option(False, help="continue the run directory's run from its last checkpoint")

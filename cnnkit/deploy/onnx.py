@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from cnnkit import artifacts as names
 from cnnkit.config import ExportConfig
@@ -38,11 +39,15 @@ class ServingModel(nn.Module):
         super().__init__()
         self.model = model
         self.tta = tta  # test-time augmentation, as the run evaluates
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+        # (x - mean) / std as a 1x1 convolution, one channel at a time: ONNX Runtime runs it fused in the layout of
+        # the convolutions that follow, and INT8 quantizes it with the rest (raw pixels 0-255 are exact in uint8),
+        # where an elementwise Sub and Div over NHWC images would cost more than a quarter of an INT8 model's time.
+        scale = 1.0 / (torch.tensor(std) * 255.0)
+        self.register_buffer("weight", scale.view(3, 1, 1, 1))
+        self.register_buffer("bias", -torch.tensor(mean) * 255.0 * scale)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.permute(0, 3, 1, 2) - self.mean) / self.std
+        x = F.conv2d(images.permute(0, 3, 1, 2), self.weight, self.bias, groups=3)
         return tta_logits(self.model, x, self.tta).softmax(dim=-1)
 
 

@@ -80,9 +80,7 @@ def export_tensorflow(onnx_path: Path, export: Path, *, formats: tuple[str, ...]
         signed = Path(tmp) / "signed"
         _convert(onnx_path, Path(tmp) / "converted", signed, size=size)
         if "saved_model" in formats:
-            loaded = tf.saved_model.load(str(signed)).signatures[SIGNATURE]
-            diff = _check(lambda x: loaded(**{INPUT_NAME: tf.constant(x)})[OUTPUT_NAME].numpy(), samples, expected,
-                          what="SavedModel", tolerance=tolerance)
+            diff = _check(saved_model_predictor(signed), samples, expected, what="SavedModel", tolerance=tolerance)
             target = export / names.SAVED_MODEL_DIR
             _replace_dir(signed, target / names.SAVED_MODEL_VERSION)
             results.append(TfExport("saved_model", target, diff, len(real_images)))
@@ -111,8 +109,12 @@ def saved_model_predictor(path: Path) -> Predict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
-    signature = tf.saved_model.load(str(path)).signatures[SIGNATURE]
-    return lambda x: signature(**{INPUT_NAME: tf.constant(x)})[OUTPUT_NAME].numpy()
+    loaded = tf.saved_model.load(str(path))  # held by the closure: the signature's variables live in it
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return loaded.signatures[SIGNATURE](**{INPUT_NAME: tf.constant(x)})[OUTPUT_NAME].numpy()
+
+    return predict
 
 
 def remove_stale(export: Path, *, keep: tuple[str, ...]) -> list[str]:
@@ -142,7 +144,8 @@ def _convert(onnx_path: Path, converted: Path, signed: Path, *, size: int) -> No
     except Exception as error:  # the converter raises whatever its op handlers raise
         tail = "\n".join(log.getvalue().strip().splitlines()[-5:])
         raise CnnkitError(f"onnx2tf could not convert {onnx_path}: {error}\n{tail}") from error
-    inner = tf.saved_model.load(str(converted)).signatures[SIGNATURE]
+    loaded = tf.saved_model.load(str(converted))
+    inner = loaded.signatures[SIGNATURE]
     (output_key,) = inner.structured_outputs
 
     class Serving(tf.Module):
@@ -151,7 +154,7 @@ def _convert(onnx_path: Path, converted: Path, signed: Path, *, size: int) -> No
             return {OUTPUT_NAME: inner(**{INPUT_NAME: images})[output_key]}
 
     module = Serving()
-    module.inner = inner  # tracked, so that its variables are saved with the new signature
+    module.loaded = loaded  # tracked, so that its variables are kept and saved with the new signature
     tf.saved_model.save(module, str(signed), signatures={SIGNATURE: module.serve})
 
 

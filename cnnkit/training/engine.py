@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from cnnkit.data.preprocess import Preprocess
 from cnnkit.runtime.engine import StepSettings, Totals
 from cnnkit.runtime.parallel import SINGLE_PROCESS, DistContext
 from cnnkit.training.features import Features
+from cnnkit.training.memory import norm_statistics_kept
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 PROGRESS_EVERY = 10  # batches between progress-bar refreshes (each one syncs the device)
@@ -33,6 +35,8 @@ class StepConfig:
     top_k: int | None = None
     ctx: DistContext = SINGLE_PROCESS
     show_progress: bool = True
+    micro_batch: int | None = None  # images per forward/backward; gradients accumulate over the batch
+    checkpointing: bool = False  # the model recomputes activations during backward
 
 
 def train_one_epoch(
@@ -68,17 +72,31 @@ def train_one_epoch(
             if step.augment is not None:
                 x = step.augment(x, generator)
             x = settings.prepare(step.preprocess.standardize(x))
-        with settings.autocast():
-            logits = model(x)
-            total = F.cross_entropy(logits.float(), labels, label_smoothing=step.label_smoothing, reduction="sum")
-        loss = total / labels.shape[0]
         optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over ranks; scaling each rank's sum by world/global_size makes that average the
-        # mean over the whole global batch, exactly as one process computes it.
-        (total * (ctx.world_size / batch.global_size)).backward()
+        # mean over the whole global batch, exactly as one process computes it. Micro-batches add their sums'
+        # gradients up before the one optimizer step, so the step is the whole batch's.
+        scale = ctx.world_size / batch.global_size
+        size = step.micro_batch or labels.shape[0]
+        chunks = list(zip(x.split(size), labels.split(size)))
+        logits_parts, loss_sum = [], torch.zeros((), device=labels.device)
+        for i, (xs, ys) in enumerate(chunks):
+            # DDP reduces gradients over ranks once, on the last micro-batch.
+            sync = contextlib.nullcontext() if i == len(chunks) - 1 or not hasattr(model, "no_sync") else \
+                model.no_sync()
+            kept = norm_statistics_kept(model) if step.checkpointing else contextlib.nullcontext()
+            with sync:
+                with settings.autocast():
+                    logits = model(xs)
+                    total = F.cross_entropy(logits.float(), ys, label_smoothing=step.label_smoothing, reduction="sum")
+                with kept:
+                    (total * scale).backward()
+            logits_parts.append(logits.detach())
+            loss_sum += total.detach()
+        logits, loss = torch.cat(logits_parts), loss_sum / labels.shape[0]
         optimizer.step()
         after_batch()
-        totals.add(logits.detach(), labels, loss)
+        totals.add(logits, labels, loss)
         bar.update(1)
         if index % PROGRESS_EVERY == 0 and not bar.disable:
             running = totals.result()

@@ -40,6 +40,7 @@ from cnnkit.runtime.allocator import reuse_freed_memory
 from cnnkit.runtime.device import resolve_device, resolve_precision
 from cnnkit.runtime.engine import StepSettings, evaluate_data
 from cnnkit.runtime.parallel import DistContext, process_group
+from cnnkit.training import memory
 from cnnkit.training.callbacks import BestTracker, Callback, EmaCallback, LookaheadCallback, ScheduleCallback
 from cnnkit.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from cnnkit.training.engine import StepConfig, train_one_epoch
@@ -49,7 +50,8 @@ from cnnkit.training.phases import Phase, phase_of, plan_phases
 from cnnkit.training.rundirs import resolve_run_dir
 
 # What may change when a run is resumed; and of that, how this process runs, not what it trains: never inherited.
-RESUMABLE = ("epochs", "finetune_epochs", "device", "quiet", "workers", "cache_dir", "no_cache")
+RESUMABLE = ("epochs", "finetune_epochs", "device", "quiet", "workers", "cache_dir", "no_cache", "max_memory",
+             "grad_checkpointing", "micro_batch")
 PER_INVOCATION = ("device", "quiet", "workers", "cache_dir", "no_cache")
 
 
@@ -240,6 +242,7 @@ class Trainer:
             if not isinstance(self.net, TransferNet):
                 raise CnnkitError("--finetune-epochs needs --freeze-base (a pretrained base with a new head)")
             set_base_trainable(self.net, phase.trainable)
+        self._plan_memory(phase)
         # DDP fixes the set of trainable parameters when it wraps a model: wrap anew at each phase.
         self.model = _distribute(self.net, self.ctx, self.device)
         self.optimizer = build_optimizer(self.config, self.model, lr=phase.lr)
@@ -288,6 +291,26 @@ class Trainer:
         if ctx.is_main:
             self._save_epoch(epoch)
         self.log(_epoch_line(row, config.total_epochs, self.best.improved))
+
+    def _plan_memory(self, phase: Phase) -> None:
+        """Measure what a step of this phase keeps for backward; checkpoint and micro-batch to fit --max-memory."""
+        config, train = self.config, self.data.train
+        assert train is not None
+        memory.set_checkpointing(self.net, False)
+        blocks = memory.checkpoint_blocks(self.net)
+        if config.grad_checkpointing == "on" and not blocks:
+            raise CnnkitError(f"--grad-checkpointing on: {config.model} cannot checkpoint (timm models can)")
+        sample = train.batch(torch.arange(min(len(train), memory.PROBE_IMAGES))).to(self.device)
+        x = self.preprocess.standardize(self.preprocess.to_unit(sample))
+        estimate = memory.estimate_memory(self.net, x, settings=self.step.settings, optimizer=config.optimizer,
+                                   blocks=blocks)
+        budget = int(config.max_memory * memory.GIB) or memory.default_budget(self.device)
+        plan = memory.plan_memory(estimate, batch_size=config.batch_size // self.ctx.world_size, budget=budget,
+                           checkpointing=config.grad_checkpointing, micro_batch=config.micro_batch)
+        memory.set_checkpointing(self.net, plan.checkpointing)
+        self.step = replace(self.step, micro_batch=plan.micro_batch, checkpointing=plan.checkpointing)
+        self.log(f"Memory ({phase.name} phase): {plan.describe()}" if len(self.phases) > 1 else
+                 f"Memory: {plan.describe()}")
 
     def _set_precision(self, phase: Phase) -> None:
         precision, why = resolve_precision(self.config.precision, self.device, phase=phase.name)

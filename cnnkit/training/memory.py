@@ -1,0 +1,210 @@
+"""How much memory a training step will take, and what keeps it under a budget.
+
+A step holds the weights, their gradients and the optimizer's state, and, between forward and backward, the
+activations autograd saves for the backward pass: those grow with the batch and are what runs out (fine-tuning
+EfficientNet at 224 px and batch 64 keeps gigabytes of them). They are measured, not guessed: one forward pass of two
+images through the real model, counting every tensor autograd saves (torch.autograd.graph.saved_tensors_hooks), per
+block of the network. With gradient checkpointing a block keeps only its input and recomputes the rest during
+backward, one block at a time: the step then holds every block's input plus the largest block's activations. Where
+even that exceeds the budget, the batch is split into micro-batches whose gradients accumulate before one optimizer
+step, so the effective batch size, and the result, stay those asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnkit.runtime.engine import StepSettings
+
+GIB = 1024**3
+RAM_FRACTION = 0.7  # of the machine's RAM (or the GPU's memory) that a step may use when --max-memory is not given
+PROBE_IMAGES = 2
+# Autograd's own buffers during backward (the gradients of the activations, a block's worth at a time) and the
+# allocator's slack: measured peaks run this much above the saved activations.
+OVERHEAD = 1.3
+STATE_PER_PARAM = {"adam": 2, "adamw": 2, "sgd": 1}  # optimizer state tensors per trainable parameter tensor
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes of one training step: `fixed` (weights, gradients, optimizer state) plus, per image in the
+    (micro-)batch, `per_image` activations without checkpointing or `per_image_checkpointed` with it."""
+
+    fixed: int
+    per_image: int
+    per_image_checkpointed: int | None  # None: the model cannot checkpoint
+
+    def peak(self, images: int, *, checkpointed: bool) -> int:
+        per_image = self.per_image_checkpointed if checkpointed and self.per_image_checkpointed else self.per_image
+        return self.fixed + int(OVERHEAD * per_image * images)
+
+    def largest_batch(self, budget: int, *, checkpointed: bool) -> int:
+        """The most images a step can take within `budget` bytes (at least 1)."""
+        per_image = self.per_image_checkpointed if checkpointed and self.per_image_checkpointed else self.per_image
+        return max(1, int((budget - self.fixed) / (OVERHEAD * max(per_image, 1))))
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    checkpointing: bool
+    micro_batch: int | None  # images per forward/backward; None: the whole batch at once
+    estimate: MemoryEstimate
+    budget: int
+    batch_size: int
+
+    def describe(self) -> str:
+        images = self.micro_batch or self.batch_size
+        peak = self.estimate.peak(images, checkpointed=self.checkpointing)
+        parts = [f"estimated peak of a training step {peak / GIB:.2f} GiB (budget {self.budget / GIB:.1f} GiB; "
+                 f"weights, gradients and optimizer {self.estimate.fixed / GIB:.2f} GiB)"]
+        if self.checkpointing:
+            plain = self.estimate.peak(images, checkpointed=False)
+            parts.append(f"gradient checkpointing on (without: {plain / GIB:.2f} GiB)")
+        if self.micro_batch:
+            parts.append(f"micro-batches of {self.micro_batch} images, gradients accumulated over the batch of "
+                         f"{self.batch_size}")
+        if peak > self.budget:
+            parts.append("WARNING: over the budget even so (weights, gradients and optimizer state alone, or one "
+                         "image's activations, exceed it)")
+        return "; ".join(parts)
+
+
+def default_budget(device: torch.device) -> int:
+    """RAM_FRACTION of the GPU's memory, or of the machine's RAM."""
+    if device.type == "cuda":
+        return int(RAM_FRACTION * torch.cuda.get_device_properties(device).total_memory)
+    return int(RAM_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def can_checkpoint(model: nn.Module) -> bool:
+    return _checkpointable(model) is not None
+
+
+def checkpoint_blocks(model: nn.Module) -> list[nn.Module]:
+    """The blocks that timm's checkpointing recomputes one at a time: those inside the trunk's stage containers
+    (EfficientNet's blocks, ResNet's bottlenecks); [] when the model cannot checkpoint."""
+    target = _checkpointable(model)
+    if target is None:
+        return []
+    blocks: list[nn.Module] = []
+    for child in target.children():
+        if isinstance(child, (nn.Sequential, nn.ModuleList)):
+            for stage in child.children():
+                blocks += list(stage.children()) if isinstance(stage, (nn.Sequential, nn.ModuleList)) else [stage]
+    return blocks
+
+
+def set_checkpointing(model: nn.Module, enable: bool) -> None:
+    target = _checkpointable(model)
+    if target is not None:
+        target.set_grad_checkpointing(enable)
+
+
+@contextmanager
+def norm_statistics_kept(model: nn.Module) -> Iterator[None]:
+    """Around a checkpointed backward pass: the recomputed forward would update every training-mode BatchNorm's
+    running statistics a second time with the same batch; put back what the real forward pass left."""
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    saved = [[b.clone() for b in m.buffers(recurse=False)] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, buffers in zip(norms, saved, strict=True):
+                for buffer, value in zip(module.buffers(recurse=False), buffers, strict=True):
+                    buffer.copy_(value)
+
+
+def plan_memory(estimate: MemoryEstimate, *, batch_size: int, budget: int, checkpointing: str,
+                micro_batch: int) -> MemoryPlan:
+    """Checkpointing (`auto`: only when the whole batch would not fit) and micro-batch size (0: auto, only when
+    needed) for a step of `batch_size` images within `budget` bytes."""
+    possible = estimate.per_image_checkpointed is not None
+    on = checkpointing == "on" or (checkpointing == "auto" and possible
+                                   and estimate.peak(batch_size, checkpointed=False) > budget)
+    if micro_batch == 0 and estimate.peak(batch_size, checkpointed=on) > budget:
+        micro_batch = min(batch_size, estimate.largest_batch(budget, checkpointed=on))
+    return MemoryPlan(on and possible, micro_batch if 0 < micro_batch < batch_size else None, estimate, budget,
+                      batch_size)
+
+
+def estimate_memory(model: nn.Module, images: torch.Tensor, *, settings: StepSettings, optimizer: str,
+                    blocks: list[nn.Module]) -> MemoryEstimate:
+    """Measure a training step's memory from one forward pass of `images` (a few preprocessed images) through
+    `model` in training mode, with `blocks` the units checkpointing would recompute (empty: none)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    grads = sum(p.numel() * p.element_size() for p in trainable)
+    fixed = weights + grads * (1 + STATE_PER_PARAM.get(optimizer, 2))
+    counter = _SavedTensors(model, blocks)
+    was_training = model.training
+    model.train()
+    try:
+        with counter.counting(), settings.autocast():
+            model(settings.prepare(images)).float().sum()
+    finally:
+        model.train(was_training)
+    n = images.shape[0]
+    checkpointed = None
+    if blocks:
+        checkpointed = (counter.outside + sum(counter.block_inputs) + max(counter.block_saved, default=0)) // n
+    return MemoryEstimate(fixed, counter.total // n, checkpointed)
+
+
+class _SavedTensors:
+    """Bytes autograd saves for backward during a forward pass, in all and per block, and each block's input."""
+
+    def __init__(self, model: nn.Module, blocks: list[nn.Module]) -> None:
+        self.model, self.blocks = model, blocks
+        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.seen: set[int] = set()
+        self.total = self.outside = 0
+        self.block_saved = [0] * len(blocks)
+        self.block_inputs = [0] * len(blocks)
+        self.current: int | None = None
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.params and storage.data_ptr() not in self.seen:
+            self.seen.add(storage.data_ptr())
+            self.total += storage.nbytes()
+            if self.current is None:
+                self.outside += storage.nbytes()
+            else:
+                self.block_saved[self.current] += storage.nbytes()
+        return tensor
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        handles = []
+        for i, block in enumerate(self.blocks):
+            handles.append(block.register_forward_pre_hook(lambda _m, args, i=i: self._enter(i, args)))
+            handles.append(block.register_forward_hook(lambda *_, i=i: self._leave()))
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor):
+                yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _enter(self, index: int, args: tuple[object, ...]) -> None:
+        self.current = index
+        self.block_inputs[index] += sum(a.numel() * a.element_size() for a in args if isinstance(a, torch.Tensor))
+
+    def _leave(self) -> None:
+        self.current = None
+
+
+def _checkpointable(model: nn.Module) -> nn.Module | None:
+    """The module whose `set_grad_checkpointing` (timm's API) switches checkpointing for the model's trunk."""
+    for module in (model, getattr(model, "base", None)):
+        if module is not None and callable(getattr(module, "set_grad_checkpointing", None)):
+            return module
+    return None
