@@ -304,9 +304,10 @@ class Trainer:
         x = self.preprocess.standardize(self.preprocess.to_unit(sample))
         estimate = memory.estimate_memory(self.net, x, settings=self.step.settings, optimizer=config.optimizer,
                                    blocks=blocks)
-        budget = int(config.max_memory * memory.GIB) or memory.default_budget(self.device)
-        plan = memory.plan_memory(estimate, batch_size=config.batch_size // self.ctx.world_size, budget=budget,
-                           checkpointing=config.grad_checkpointing, micro_batch=config.micro_batch)
+        limit = int(config.max_memory * memory.GIB) or memory.default_budget(self.device)
+        plan = memory.plan_memory(estimate, batch_size=config.batch_size // self.ctx.world_size,
+                                  budget=limit - memory.in_use(self.device), checkpointing=config.grad_checkpointing,
+                                  micro_batch=config.micro_batch, for_speed=self.device.type == "cpu")
         memory.set_checkpointing(self.net, plan.checkpointing)
         self.step = replace(self.step, micro_batch=plan.micro_batch, checkpointing=plan.checkpointing)
         self.log(f"Memory ({phase.name} phase): {plan.describe()}" if len(self.phases) > 1 else

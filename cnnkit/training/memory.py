@@ -7,7 +7,13 @@ images through the real model, counting every tensor autograd saves (torch.autog
 block of the network. With gradient checkpointing a block keeps only its input and recomputes the rest during
 backward, one block at a time: the step then holds every block's input plus the largest block's activations. Where
 even that exceeds the budget, the batch is split into micro-batches whose gradients accumulate before one optimizer
-step, so the effective batch size, and the result, stay those asked for.
+step, so the effective batch size stays the one asked for.
+
+On a CPU, micro-batches are also faster: glibc serves each buffer over its memory-map threshold (64 MB, see
+runtime.allocator) with freshly mapped memory, paying a page fault per 4 KB page on every step, and a batch of 64
+224-px images makes many such buffers. Where the result cannot change, because no layer computes statistics over
+the batch (no BatchNorm in training mode: a frozen base's fine-tuning, or a network without BatchNorm), each
+micro-batch is sized so that its largest buffer stays under the threshold.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cnnkit.runtime.allocator import MMAP_THRESHOLD_BYTES
 from cnnkit.runtime.engine import StepSettings
 
 GIB = 1024**3
-RAM_FRACTION = 0.7  # of the machine's RAM (or the GPU's memory) that a step may use when --max-memory is not given
+RAM_FRACTION = 0.7  # of the machine's RAM (or the GPU's memory) that training may use when --max-memory is not given
 PROBE_IMAGES = 2
 # Autograd's own buffers during backward (the gradients of the activations, a block's worth at a time) and the
 # allocator's slack: measured peaks run this much above the saved activations.
@@ -39,6 +46,8 @@ class MemoryEstimate:
     fixed: int
     per_image: int
     per_image_checkpointed: int | None  # None: the model cannot checkpoint
+    largest_per_image: int = 0  # the largest single saved tensor, per image
+    batch_statistics: bool = False  # a layer (BatchNorm in training mode) computes statistics over the batch
 
     def peak(self, images: int, *, checkpointed: bool) -> int:
         per_image = self.per_image_checkpointed if checkpointed and self.per_image_checkpointed else self.per_image
@@ -55,20 +64,21 @@ class MemoryPlan:
     checkpointing: bool
     micro_batch: int | None  # images per forward/backward; None: the whole batch at once
     estimate: MemoryEstimate
-    budget: int
+    budget: int  # bytes the step may take: --max-memory less what the process holds already
     batch_size: int
+    why_micro: str = ""
 
     def describe(self) -> str:
         images = self.micro_batch or self.batch_size
         peak = self.estimate.peak(images, checkpointed=self.checkpointing)
-        parts = [f"estimated peak of a training step {peak / GIB:.2f} GiB (budget {self.budget / GIB:.1f} GiB; "
+        parts = [f"estimated peak of a training step {peak / GIB:.2f} GiB (room {self.budget / GIB:.2f} GiB; "
                  f"weights, gradients and optimizer {self.estimate.fixed / GIB:.2f} GiB)"]
         if self.checkpointing:
             plain = self.estimate.peak(images, checkpointed=False)
             parts.append(f"gradient checkpointing on (without: {plain / GIB:.2f} GiB)")
         if self.micro_batch:
-            parts.append(f"micro-batches of {self.micro_batch} images, gradients accumulated over the batch of "
-                         f"{self.batch_size}")
+            parts.append(f"micro-batches of {self.micro_batch} images{self.why_micro}, gradients accumulated over "
+                         f"the batch of {self.batch_size}")
         if peak > self.budget:
             parts.append("WARNING: over the budget even so (weights, gradients and optimizer state alone, or one "
                          "image's activations, exceed it)")
@@ -122,17 +132,37 @@ def norm_statistics_kept(model: nn.Module) -> Iterator[None]:
                     buffer.copy_(value)
 
 
-def plan_memory(estimate: MemoryEstimate, *, batch_size: int, budget: int, checkpointing: str,
-                micro_batch: int) -> MemoryPlan:
-    """Checkpointing (`auto`: only when the whole batch would not fit) and micro-batch size (0: auto, only when
-    needed) for a step of `batch_size` images within `budget` bytes."""
-    possible = estimate.per_image_checkpointed is not None
+def plan_memory(estimate: MemoryEstimate, *, batch_size: int, budget: int, checkpointing: str, micro_batch: int,
+                for_speed: bool = False) -> MemoryPlan:
+    """Checkpointing (`auto`: only when the whole batch would not fit) and micro-batch size (0: auto) for a step of
+    `batch_size` images within `budget` bytes; `for_speed` (a CPU) also splits batches whose buffers would be
+    memory-mapped, where that cannot change the result."""
+    why, asked = "", micro_batch > 0
+    if not asked and for_speed and not estimate.batch_statistics and estimate.largest_per_image:
+        fast = max(1, MMAP_THRESHOLD_BYTES // estimate.largest_per_image)
+        if fast < batch_size:
+            micro_batch, why = fast, " (each buffer under malloc's memory-map threshold: faster on a CPU)"
+    # Only where it keeps fewer activations: not for a frozen trunk, which keeps none.
+    possible = estimate.per_image_checkpointed is not None and estimate.per_image_checkpointed < estimate.per_image
+    images = micro_batch or batch_size
     on = checkpointing == "on" or (checkpointing == "auto" and possible
-                                   and estimate.peak(batch_size, checkpointed=False) > budget)
-    if micro_batch == 0 and estimate.peak(batch_size, checkpointed=on) > budget:
-        micro_batch = min(batch_size, estimate.largest_batch(budget, checkpointed=on))
+                                   and estimate.peak(images, checkpointed=False) > budget)
+    fits = min(images, estimate.largest_batch(budget, checkpointed=on))
+    if not asked and fits < images:
+        micro_batch, why = fits, " (to fit the memory budget)"
     return MemoryPlan(on and possible, micro_batch if 0 < micro_batch < batch_size else None, estimate, budget,
-                      batch_size)
+                      batch_size, why)
+
+
+def in_use(device: torch.device) -> int:
+    """Bytes the process holds now: its resident memory, or what PyTorch has allocated on the GPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: no figure to subtract
+        return 0
 
 
 def estimate_memory(model: nn.Module, images: torch.Tensor, *, settings: StepSettings, optimizer: str,
@@ -146,6 +176,7 @@ def estimate_memory(model: nn.Module, images: torch.Tensor, *, settings: StepSet
     counter = _SavedTensors(model, blocks)
     was_training = model.training
     model.train()
+    batch_statistics = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
     try:
         with counter.counting(), settings.autocast():
             model(settings.prepare(images)).float().sum()
@@ -155,7 +186,8 @@ def estimate_memory(model: nn.Module, images: torch.Tensor, *, settings: StepSet
     checkpointed = None
     if blocks:
         checkpointed = (counter.outside + sum(counter.block_inputs) + max(counter.block_saved, default=0)) // n
-    return MemoryEstimate(fixed, counter.total // n, checkpointed)
+    return MemoryEstimate(fixed, counter.total // n, checkpointed, largest_per_image=counter.largest // n,
+                          batch_statistics=batch_statistics)
 
 
 class _SavedTensors:
@@ -165,7 +197,7 @@ class _SavedTensors:
         self.model, self.blocks = model, blocks
         self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
         self.seen: set[int] = set()
-        self.total = self.outside = 0
+        self.total = self.outside = self.largest = 0
         self.block_saved = [0] * len(blocks)
         self.block_inputs = [0] * len(blocks)
         self.current: int | None = None
@@ -175,6 +207,7 @@ class _SavedTensors:
         if storage.data_ptr() not in self.params and storage.data_ptr() not in self.seen:
             self.seen.add(storage.data_ptr())
             self.total += storage.nbytes()
+            self.largest = max(self.largest, storage.nbytes())
             if self.current is None:
                 self.outside += storage.nbytes()
             else:

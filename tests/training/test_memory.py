@@ -78,8 +78,9 @@ def test_micro_batches_train_exactly_as_the_whole_batch(shapes_npz: Path, tmp_pa
         assert torch.allclose(one[key], two[key], atol=1e-5), key
 
 
-def test_a_small_budget_turns_checkpointing_on_and_the_run_says_so(shapes_npz: Path, tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_small_budget_turns_checkpointing_on_and_the_run_says_so(
+        shapes_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "in_use", lambda device: 0)  # the budget below is the step's alone
     config = dict(data=f"npz:{shapes_npz}", model="timm/efficientnet_b0", input_size=64, epochs=1, batch_size=16,
                   device="cpu", seed=1, precision="fp32")
     fit.train(TrainConfig(**config, out=tmp_path / "plain"))
@@ -92,7 +93,7 @@ def test_a_small_budget_turns_checkpointing_on_and_the_run_says_so(shapes_npz: P
     fit.train(TrainConfig(**config, max_memory=budget, out=tmp_path / "tight"))
     printed = capsys.readouterr().out
     assert "Memory: estimated peak of a training step" in printed and "gradient checkpointing on" in printed
-    assert "micro-batches" not in printed and "WARNING" not in printed
+    assert "micro-batches" not in printed and "WARNING" not in printed  # BatchNorm trains: no micro-batches for speed
     one, _ = RunDir.open(tmp_path / "plain").read_tensors("last.safetensors")
     two, _ = RunDir.open(tmp_path / "tight").read_tensors("last.safetensors")
     for key in one:  # recomputation gives the same gradients (BatchNorm in training mode recomputes the same batch)
@@ -103,3 +104,21 @@ def test_checkpointing_asked_of_a_model_that_cannot_is_refused(shapes_npz: Path,
     with pytest.raises(CnnkitError, match="cannot checkpoint"):
         fit.train(TrainConfig(data=f"npz:{shapes_npz}", epochs=1, grad_checkpointing="on", device="cpu",
                               out=tmp_path / "run"))
+
+
+def test_on_a_cpu_batches_are_split_for_speed_only_where_the_result_cannot_change() -> None:
+    big = 200 * MIB  # per image: over malloc's memory-map threshold at any batch size
+    frozen = memory.MemoryEstimate(fixed=0, per_image=2 * big, per_image_checkpointed=None,
+                                   largest_per_image=16 * MIB, batch_statistics=False)
+    plan = memory.plan_memory(frozen, batch_size=64, budget=1 << 50, checkpointing="auto", micro_batch=0,
+                              for_speed=True)
+    assert plan.micro_batch == 4 and "memory-map threshold" in plan.describe()  # 4 x 16 MB = 64 MB
+    assert memory.plan_memory(frozen, batch_size=64, budget=1 << 50, checkpointing="auto", micro_batch=0,
+                              for_speed=False).micro_batch is None  # a GPU
+    training_norms = memory.MemoryEstimate(fixed=0, per_image=2 * big, per_image_checkpointed=None,
+                                           largest_per_image=16 * MIB, batch_statistics=True)
+    assert memory.plan_memory(training_norms, batch_size=64, budget=1 << 50, checkpointing="auto", micro_batch=0,
+                              for_speed=True).micro_batch is None
+    asked = memory.plan_memory(frozen, batch_size=64, budget=1 << 50, checkpointing="auto", micro_batch=32,
+                               for_speed=True)
+    assert asked.micro_batch == 32
