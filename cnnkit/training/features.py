@@ -55,13 +55,14 @@ def why_not_cached(net: nn.Module, *, augment: bool, distributed: bool, ema: boo
 
 
 @torch.no_grad()
-def base_features(base: nn.Module, data: ArrayData, *, preprocess: Preprocess, settings: StepSettings) -> Features:
+def base_features(base: nn.Module, data: ArrayData, *, preprocess: Preprocess, settings: StepSettings,
+                  batch_size: int = BATCH) -> Features:
     """The base's features for every image of `data`, in order, as they are fed in training."""
     started = time.perf_counter()
     was_training = base.training
     base.eval()
     parts = []
-    for index in torch.arange(len(data)).split(BATCH):
+    for index in torch.arange(len(data)).split(batch_size):
         images = data.batch(index).to(settings.device)
         with settings.autocast():
             parts.append(base(settings.prepare(preprocess(images))).float())

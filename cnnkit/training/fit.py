@@ -146,6 +146,7 @@ class Trainer:
             self.callbacks.append(self.ema)
         # The frozen base's features while the head trains on them; {} once the head phase must go through the base.
         self.features: dict[str, Features | None] | None = None
+        self.eval_batch = 256  # images per evaluation pass; each phase's memory plan sets it for the device
         self.run: RunDir | None = None
         self.created_run = False  # whether this call made the run directory (and may remove it on early failure)
 
@@ -303,7 +304,11 @@ class Trainer:
         sample = train.batch(torch.arange(min(len(train), memory.PROBE_IMAGES))).to(self.device)
         x = self.preprocess.standardize(self.preprocess.to_unit(sample))
         estimate = memory.estimate_memory(self.net, x, settings=self.step.settings, optimizer=config.optimizer,
-                                   blocks=blocks)
+                                          blocks=blocks)
+        self.eval_batch = memory.inference_batch(estimate, for_speed=self.device.type == "cpu")
+        if phase.name == "head" and self._why_not_cached() is None:  # the head trains on cached features
+            self.step = replace(self.step, micro_batch=None, checkpointing=False)
+            return
         limit = int(config.max_memory * memory.GIB) or memory.default_budget(self.device)
         plan = memory.plan_memory(estimate, batch_size=config.batch_size // self.ctx.world_size,
                                   budget=limit - memory.in_use(self.device), checkpointing=config.grad_checkpointing,
@@ -325,17 +330,18 @@ class Trainer:
         if phase.name != "head":
             self.features = None
         elif self.features is None:
-            reason = why_not_cached(self.net, augment=self.step.augment is not None, distributed=self.ctx.enabled,
-                                    ema=self.ema is not None)
+            reason = self._why_not_cached()
             if reason is not None:
                 self.log(f"The head trains through the frozen base ({reason})")
                 self.features = {}
                 return None
             assert isinstance(self.net, TransferNet) and self.data.train is not None
             settings, val = self.step.settings, self.data.val
-            train = base_features(self.net.base, self.data.train, preprocess=self.preprocess, settings=settings)
+            train = base_features(self.net.base, self.data.train, preprocess=self.preprocess, settings=settings,
+                                  batch_size=self.eval_batch)
             # Test-time augmentation evaluates other views of each image: validation then goes through the base.
-            cached_val = (base_features(self.net.base, val, preprocess=self.preprocess, settings=settings)
+            cached_val = (base_features(self.net.base, val, preprocess=self.preprocess, settings=settings,
+                                        batch_size=self.eval_batch)
                           if val is not None and settings.tta == "none" else None)
             seconds = train.seconds + (cached_val.seconds if cached_val else 0.0)
             self.log(f"Frozen base: features of {len(train) + (len(cached_val) if cached_val else 0)} images "
@@ -343,13 +349,17 @@ class Trainer:
             self.features = {"train": train, "val": cached_val}
         return self.features or None
 
+    def _why_not_cached(self) -> str | None:
+        return why_not_cached(self.net, augment=self.step.augment is not None, distributed=self.ctx.enabled,
+                              ema=self.ema is not None)
+
     def _after_batch(self) -> None:
         for callback in self.callbacks:
             callback.after_batch()
 
     def _evaluate(self, data: ArrayData, *, prefix: str) -> dict[str, float]:
         return evaluate_data(self.eval_model, data, preprocess=self.preprocess, settings=self.step.settings,
-                             top_k=self.top_k, ctx=self.ctx, prefix=prefix)
+                             top_k=self.top_k, ctx=self.ctx, prefix=prefix, batch_size=self.eval_batch)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -439,7 +449,8 @@ class Trainer:
                 metrics["diverged"] = diverged
             if data.test is not None and len(data.test):
                 metrics |= evaluate_model(self.net, data.test, run=run, class_names=data.class_names,
-                                          preprocess=self.preprocess, settings=self.step.settings, top_k=self.top_k)
+                                          preprocess=self.preprocess, settings=self.step.settings, top_k=self.top_k,
+                                          batch_size=self.eval_batch)
             run.write_json(names.METRICS, metrics)
             run.save_figure(names.LEARNING_CURVES, learning_curves(self.history, title=config.model))
             if "accuracy" in metrics:

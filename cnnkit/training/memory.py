@@ -46,7 +46,7 @@ class MemoryEstimate:
     fixed: int
     per_image: int
     per_image_checkpointed: int | None  # None: the model cannot checkpoint
-    largest_per_image: int = 0  # the largest single saved tensor, per image
+    largest_per_image: int = 0  # the largest single tensor a layer saves or outputs, per image
     batch_statistics: bool = False  # a layer (BatchNorm in training mode) computes statistics over the batch
 
     def peak(self, images: int, *, checkpointed: bool) -> int:
@@ -154,6 +154,14 @@ def plan_memory(estimate: MemoryEstimate, *, batch_size: int, budget: int, check
                       batch_size, why)
 
 
+def inference_batch(estimate: MemoryEstimate, *, for_speed: bool, default: int = 256) -> int:
+    """Images per evaluation (or feature) pass: on a CPU, the most whose largest buffer stays under malloc's
+    memory-map threshold (inference at batch 8-16 runs 2-3x the images/s of batch 256 there), else `default`."""
+    if not for_speed or not estimate.largest_per_image:
+        return default
+    return max(1, min(default, MMAP_THRESHOLD_BYTES // estimate.largest_per_image))
+
+
 def in_use(device: torch.device) -> int:
     """Bytes the process holds now: its resident memory, or what PyTorch has allocated on the GPU."""
     if device.type == "cuda":
@@ -191,7 +199,8 @@ def estimate_memory(model: nn.Module, images: torch.Tensor, *, settings: StepSet
 
 
 class _SavedTensors:
-    """Bytes autograd saves for backward during a forward pass, in all and per block, and each block's input."""
+    """Bytes autograd saves for backward during a forward pass, in all and per block, each block's input, and the
+    largest tensor saved or output by any layer."""
 
     def __init__(self, model: nn.Module, blocks: list[nn.Module]) -> None:
         self.model, self.blocks = model, blocks
@@ -214,9 +223,13 @@ class _SavedTensors:
                 self.block_saved[self.current] += storage.nbytes()
         return tensor
 
+    def output(self, _module: nn.Module, _args: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            self.largest = max(self.largest, output.untyped_storage().nbytes())
+
     @contextmanager
     def counting(self) -> Iterator[None]:
-        handles = []
+        handles = [nn.modules.module.register_module_forward_hook(self.output)]
         for i, block in enumerate(self.blocks):
             handles.append(block.register_forward_pre_hook(lambda _m, args, i=i: self._enter(i, args)))
             handles.append(block.register_forward_hook(lambda *_, i=i: self._leave()))
