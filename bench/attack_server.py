@@ -3,7 +3,8 @@
     python bench/attack_server.py [--seconds 6] [--only bilevel,palette] [-- SERVE-FLAGS...]
 
 Trains and exports a tiny top-crop model (32 px, as the screenshot recipe preprocesses), serves it with
-`cnnkit serve` (extra flags after `--`), and runs each attack below for --seconds while a normal client sends one
+`cnnkit serve` (extra flags after `--`), warms it up (single images, then one 256-image request so that ONNX
+Runtime's arenas reach their working size), and runs each attack below for --seconds while a normal client sends one
 32-px PNG :classify every 0.5 s. Then it waits --settle seconds and measures again. Per attack: the attack's status
 codes (0: connection dropped or reset), the normal request's p50 and max latency during the attack and after it,
 server RSS (MB) before / peak / after, and whether the server is alive. Bandwidth floods are marked: the latency
@@ -382,7 +383,10 @@ def main() -> None:
         port = free_port()
         server = start_server("--model", f"{MODEL}={run}", *args.serve_flags, port=port)
         watch = Watch(port, server.pid, classify_body([p["normal"]]))
-        time.sleep(2.0)  # warm up: the first requests load lazily-created state
+        # Warm up: the first requests load lazily-created state, and one request of 256 images gives every lane's
+        # ONNX Runtime arena its working size for full batches, so that "before" is the server's working footprint.
+        flood(port, classify_body([p["normal"]] * 256), time.monotonic() + 0.1, workers=1)
+        time.sleep(2.0)
         try:
             for name in names:
                 attack, bandwidth = ATTACKS[name]

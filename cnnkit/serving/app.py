@@ -23,6 +23,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -164,8 +165,10 @@ def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
     @app.post("/v1/models/{path:path}")
     async def post_model(path: str, request: Request) -> Response:
         verb = path.rsplit(":", 1)[-1] if ":" in path else "post"
-        return await _answer(server, path, verb if verb in ("predict", "classify") else "other",
-                             lambda: _infer(server, path, request))
+        response = await _answer(server, path, verb if verb in ("predict", "classify") else "other",
+                                 lambda: _infer(server, path, request))
+        response.background = BackgroundTask(server.trimmer.finished)  # runs once the answer is sent
+        return response
 
     return app
 

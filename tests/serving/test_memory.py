@@ -31,3 +31,23 @@ def test_memory_is_trimmed_after_a_burst_and_once_more_when_it_ends() -> None:
         await trimmer.stop()
 
     asyncio.run(main())
+
+
+def test_an_answer_that_ends_after_the_last_trim_gets_one_more() -> None:
+    trims: list[int] = []
+
+    async def main() -> None:
+        trimmer = Trimmer(interval_s=0.02, after_bytes=1000)
+        trimmer.trim = lambda pad: trims.append(pad) or 1
+        trimmer.start()
+        trimmer.note(5000)  # a big request decoded: trimmed at the next look
+        await until(lambda: len(trims) == 1)
+        await asyncio.sleep(0.1)
+        assert len(trims) == 1
+        trimmer.finished()  # its answer went out only now, freeing what it held
+        await until(lambda: len(trims) == 2)
+        await asyncio.sleep(0.1)
+        assert len(trims) == 2
+        await trimmer.stop()
+
+    asyncio.run(main())
