@@ -14,11 +14,12 @@ separate load-generator process), fp32 and INT8 served in turn. The same runs' S
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,16 @@ def onnx_predictor(model: Path) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: session.run(None, {"images": x})[0]
 
 
-def predictors(export: Path) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def predictors(export: Path, *, tensorflow: bool) -> Iterator[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+    """ONNX Runtime's variants, or the TensorFlow-side ones, each made when the previous one is done with."""
     from cnnkit.deploy.tensorflow import saved_model_predictor, tflite_predictor
 
-    return {"onnx fp32": onnx_predictor(export / "model.onnx"),
-            "onnx int8": onnx_predictor(export / "model.int8.onnx"),
-            "saved_model (TF)": saved_model_predictor(export / "saved_model" / "1"),
-            "tflite (LiteRT)": tflite_predictor((export / "model.tflite").read_bytes(), threads=os.cpu_count())}
+    if not tensorflow:
+        yield "onnx fp32", onnx_predictor(export / "model.onnx")
+        yield "onnx int8", onnx_predictor(export / "model.int8.onnx")
+        return
+    yield "tflite (LiteRT)", tflite_predictor((export / "model.tflite").read_bytes(), threads=os.cpu_count())
+    yield "saved_model (TF)", saved_model_predictor(export / "saved_model" / "1")
 
 
 def raw_speed(predict: Callable[[np.ndarray], np.ndarray], size: int, *, seconds: float) -> dict[str, float]:
@@ -117,16 +121,18 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    for name, (run, size) in runs(args.out).items():
+    made = runs(args.out)
+    # Every ONNX Runtime figure first: TensorFlow's thread pools, once started, would share the cores with them.
+    for tensorflow, (name, (run, size)) in itertools.product((False, True), made.items()):
         export = run / "export"
-        for variant, predict in predictors(export).items():
+        for variant, predict in predictors(export, tensorflow=tensorflow):
             top1, images = test_top1(predict, run)
             precision = {"onnx fp32": "fp32", "onnx int8": "int8"}.get(variant)
             rows.append({"model": name, "format": variant, "size_mb": _size(export, variant) / 1e6,
                          "test_top1": top1, "test_images": images, **raw_speed(predict, size, seconds=args.seconds),
                          "served_rps_c32": served_rps(run, size, precision, out=args.out, seconds=args.seconds,
                                                       port=args.port) if precision else "-"})
-    print(table(rows))
+    print(table(sorted(rows, key=lambda r: list(made).index(r["model"]))))
     for name in dict.fromkeys(r["model"] for r in rows):
         fp32, int8 = (r for r in rows if r["model"] == name and r["format"].startswith("onnx"))
         print(f"{name}: INT8/fp32 batch-32 images/s {int8['batch32_images_per_s'] / fp32['batch32_images_per_s']:.2f}, "
