@@ -13,7 +13,8 @@ cnnkit: `--augment standard`). Images/s count training and validation images of 
 peak RSS is the process's high-water mark within the phase (reset at each phase's start). cnnkit runs at its default
 settings, and again with `--max-memory 4` (GiB). Then `efficientnet_lite0 --pretrained` (real ImageNet weights) on the
 same folder, with the default settings, with `--max-memory 4`, and with whole batches (`--micro-batch 64`: no
-micro-batches), for test accuracy (20% of the folder held out).
+micro-batches), and in fp32 throughout (`--precision fp32`: the default's bf16, where it chose it, against fp32), for
+test accuracy (20% of the folder held out).
 
 Without --folder, 12 classes of generated 224-px images (coloured shapes on noise) are written under
 ~/.cache/cnnkit/bench/transfer-N (speed is all they measure; bring photos with --folder for accuracy that means more).
@@ -208,6 +209,8 @@ def main() -> None:
                                                             max_memory=4.0)
     runs["cnnkit Lite0 pretrained --micro-batch 64"] = cnnkit(folder, args.out / "lite0-whole", args.epochs, **lite,
                                                               micro_batch=64)  # whole batches: as before micro-batches
+    runs["cnnkit Lite0 pretrained --precision fp32"] = cnnkit(folder, args.out / "lite0-fp32", args.epochs, **lite,
+                                                              precision="fp32")  # the default chose bf16 somewhere?
     rows = []
     for name, phases in runs.items():
         keras_name = "keras B0 + augment" if "augment" in name else "keras B0"
