@@ -85,8 +85,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = option("auto", help="bf16: autocast (fast on AVX512-BF16/AMX CPUs "
                                                         "and GPUs); auto: bf16 where fast, except CPU fine-tuning")
     channels_last: bool = option(True, help="channels-last memory layout")
-    max_memory: float = option(0.0, low=0, help="GiB a training step may use; above it gradient checkpointing, then "
-                               "micro-batches, keep it within (0: 0.7 of the machine's RAM, or of the GPU's memory)")
+    max_memory: float = option(0.0, low=0, help="GiB the training process may use; where a step would take more "
+                               "than what is left, gradient checkpointing, then micro-batches, keep it within (0: 0.7 "
+                               "of the machine's RAM, or of the GPU's memory)")
     grad_checkpointing: Literal["auto", "on", "off"] = option(
         "auto", help="recompute activations during backward instead of keeping them (timm models); auto: when the "
         "step would exceed --max-memory")
