@@ -92,10 +92,6 @@ def default_budget(device: torch.device) -> int:
     return int(RAM_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def can_checkpoint(model: nn.Module) -> bool:
-    return _checkpointable(model) is not None
-
-
 def checkpoint_blocks(model: nn.Module) -> list[nn.Module]:
     """The blocks that timm's checkpointing recomputes one at a time: those inside the trunk's stage containers
     (EfficientNet's blocks, ResNet's bottlenecks); [] when the model cannot checkpoint."""
