@@ -26,6 +26,9 @@ THRESHOLD = "threshold.json"
 MANIFEST = "manifest.json"
 
 EXPORT_DIR = "export"
+# The exported graph's input and output, named as a TensorFlow Serving client names them.
+INPUT_NAME = "images"  # float32 [N, H, W, 3], RGB 0-255
+OUTPUT_NAME = "probabilities"  # float32 [N, classes]
 ONNX_MODEL = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"  # beside model.onnx after `cnnkit export --quantize int8`
 EXPORT_INFO = "export.json"

@@ -20,16 +20,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnkit import artifacts as names
+from cnnkit.artifacts import INPUT_NAME, OUTPUT_NAME
 from cnnkit.config import ExportConfig
+from cnnkit.data.datasets import ArrayData
 from cnnkit.deploy.samples import run_images
 from cnnkit.deploy.tensorflow import export_tensorflow, remove_stale, require_tensorflow
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes, write_json
 from cnnkit.models.tta import tta_logits
-from cnnkit.runtime.model import TorchModel, load_run_model
-
-INPUT_NAME = "images"
-OUTPUT_NAME = "probabilities"
+from cnnkit.runtime.model import load_run_model
 
 
 class ServingModel(nn.Module):
@@ -85,13 +84,16 @@ def export_run(config: ExportConfig) -> ExportResult:
     write_bytes(out / names.ONNX_MODEL, onnx_bytes)
     (out / names.ONNX_INT8).unlink(missing_ok=True)  # made from the model replaced just now
     int8, table = None, ""
+    # The run's own images, loaded once, for the INT8 model's calibration and score and the TF files' parity.
+    images = run_images(classifier) if config.quantize == "int8" or config.tf_formats else None
     if config.quantize == "int8":
         from cnnkit.deploy.quantize import int8_record, quantize_export
 
-        report = quantize_export(classifier, out, calibration=config.calibration, max_drop=config.max_drop,
-                                 force=config.force)
+        assert images is not None
+        report = quantize_export(classifier, out, images=images, calibration=config.calibration,
+                                 max_drop=config.max_drop, force=config.force)
         int8, table = int8_record(out, report), report.table()
-    tf = _export_tf(classifier, serving, out, config) if config.tf_formats else None
+    tf = _export_tf(images.test, serving, out, config) if images is not None and config.tf_formats else None
     stale = remove_stale(out, keep=config.tf_formats)  # made from an earlier model
     write_json(out / names.CLASSES, classifier.class_names)
     write_json(out / names.PREPROCESS, pre.to_dict())
@@ -117,9 +119,8 @@ def export_run(config: ExportConfig) -> ExportResult:
     return ExportResult(out / names.ONNX_MODEL, max_diff, time.perf_counter() - started, int8, table, tf)
 
 
-def _export_tf(classifier: TorchModel, serving: nn.Module, out: Path, config: ExportConfig) -> dict[str, Any]:
+def _export_tf(test: ArrayData, serving: nn.Module, out: Path, config: ExportConfig) -> dict[str, Any]:
     """SavedModel / TFLite from the ONNX file just written, checked on random images and up to 32 test images."""
-    test = run_images(classifier).test
     real = test.batch(torch.arange(min(len(test), 32))).permute(0, 2, 3, 1).numpy()
     made = export_tensorflow(out / names.ONNX_MODEL, out, formats=config.tf_formats, reference=serving,
                              real_images=real, tolerance=config.tolerance)

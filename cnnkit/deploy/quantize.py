@@ -22,15 +22,14 @@ import numpy as np
 import torch
 
 from cnnkit import artifacts as names
+from cnnkit.artifacts import INPUT_NAME, OUTPUT_NAME
 from cnnkit.data.datasets import ArrayData
-from cnnkit.deploy.samples import nhwc, run_images
+from cnnkit.deploy.samples import RunImages, nhwc
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes
 from cnnkit.runtime.exports import stored_threshold
 from cnnkit.runtime.model import TorchModel
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "probabilities"
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu", "Clip", "Add", "MaxPool"]
 CALIBRATION_BATCH = 16
 EVAL_BATCH = 64
@@ -70,11 +69,10 @@ class QuantizeReport:
         return "\n".join(lines)
 
 
-def quantize_export(classifier: TorchModel, export: Path, *, calibration: int, max_drop: float,
+def quantize_export(classifier: TorchModel, export: Path, *, images: RunImages, calibration: int, max_drop: float,
                     force: bool) -> QuantizeReport:
-    """Write EXPORT/model.int8.onnx from EXPORT/model.onnx and record the report in export.json; refuse (and keep
-    nothing) when top-1 drops by more than `max_drop` points, unless `force`."""
-    images = run_images(classifier)
+    """Write EXPORT/model.int8.onnx from EXPORT/model.onnx, calibrated on `images.pool` and scored on
+    `images.test`; refuse (and keep nothing) when top-1 drops by more than `max_drop` points, unless `force`."""
     pool, test = images.pool, images.test
     picks = torch.randperm(len(pool), generator=torch.Generator().manual_seed(classifier.config.seed))[:calibration]
     fp32_path = export / names.ONNX_MODEL

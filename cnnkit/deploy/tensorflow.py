@@ -23,11 +23,10 @@ import numpy as np
 import torch
 
 from cnnkit import artifacts as names
+from cnnkit.artifacts import INPUT_NAME, OUTPUT_NAME
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "probabilities"
 SIGNATURE = "serving_default"
 MODULES = ("tensorflow", "onnx2tf", "onnx_graphsurgeon", "sng4onnx", "tf_keras", "psutil")
 INSTALL_HINT = "pip install 'cnnkit[tf]'"
@@ -66,11 +65,7 @@ def export_tensorflow(onnx_path: Path, export: Path, *, formats: tuple[str, ...]
     `reference` (the PyTorch serving model) on random images and `real_images` (uint8 NHWC); nothing is kept from a
     conversion that misses `tolerance`."""
     require_tensorflow()
-    # Quiets most of TensorFlow's C++ messages (not the few it prints before reading the setting); an explicit
-    # setting wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
+    tf = _tensorflow()
     size = int(real_images.shape[1]) if len(real_images) else _input_size(onnx_path)
     samples = _samples(real_images, size=size)
     with torch.no_grad():
@@ -106,9 +101,7 @@ def tflite_predictor(model: bytes, *, threads: int | None = None) -> Predict:
 
 
 def saved_model_predictor(path: Path) -> Predict:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
+    tf = _tensorflow()
     loaded = tf.saved_model.load(str(path))  # held by the closure: the signature's variables live in it
 
     def predict(x: np.ndarray) -> np.ndarray:
@@ -182,6 +175,15 @@ def _replace_dir(source: Path, target: Path) -> None:
         target.rename(old)
     shutil.move(str(source), str(target))
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _tensorflow() -> Any:
+    # Quiets most of TensorFlow's C++ messages (not the few it prints before reading the setting); an explicit
+    # setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    return tf
 
 
 def _input_size(onnx_path: Path) -> int:

@@ -73,27 +73,7 @@ def train_one_epoch(
                 x = step.augment(x, generator)
             x = settings.prepare(step.preprocess.standardize(x))
         optimizer.zero_grad(set_to_none=True)
-        # DDP averages gradients over ranks; scaling each rank's sum by world/global_size makes that average the
-        # mean over the whole global batch, exactly as one process computes it. Micro-batches add their sums'
-        # gradients up before the one optimizer step, so the step is the whole batch's.
-        scale = ctx.world_size / batch.global_size
-        size = step.micro_batch or labels.shape[0]
-        chunks = list(zip(x.split(size), labels.split(size)))
-        logits_parts, loss_sum = [], torch.zeros((), device=labels.device)
-        for i, (xs, ys) in enumerate(chunks):
-            # DDP reduces gradients over ranks once, on the last micro-batch.
-            sync = contextlib.nullcontext() if i == len(chunks) - 1 or not hasattr(model, "no_sync") else \
-                model.no_sync()
-            kept = norm_statistics_kept(model) if step.checkpointing else contextlib.nullcontext()
-            with sync:
-                with settings.autocast():
-                    logits = model(xs)
-                    total = F.cross_entropy(logits.float(), ys, label_smoothing=step.label_smoothing, reduction="sum")
-                with kept:
-                    (total * scale).backward()
-            logits_parts.append(logits.detach())
-            loss_sum += total.detach()
-        logits, loss = torch.cat(logits_parts), loss_sum / labels.shape[0]
+        logits, loss = _backward(model, x, labels, step=step, scale=ctx.world_size / batch.global_size)
         optimizer.step()
         after_batch()
         totals.add(logits, labels, loss)
@@ -103,3 +83,29 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}")
     bar.close()
     return totals.result(ctx)
+
+
+def _backward(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, step: StepConfig,
+              scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward over a batch, in micro-batches if `step` says so; the batch's logits and mean loss.
+
+    DDP averages gradients over ranks; scaling each rank's sum by `scale` (world size / global batch size) makes
+    that average the mean over the whole global batch, exactly as one process computes it. Micro-batches add their
+    sums' gradients up before the one optimizer step, so the step is the whole batch's."""
+    size = step.micro_batch or labels.shape[0]
+    chunks = list(zip(x.split(size), labels.split(size)))
+    logits_parts, loss_sum = [], torch.zeros((), device=labels.device)
+    for i, (xs, ys) in enumerate(chunks):
+        # DDP reduces gradients over ranks once, on the last micro-batch.
+        last = i == len(chunks) - 1
+        sync = model.no_sync() if not last and hasattr(model, "no_sync") else contextlib.nullcontext()
+        kept = norm_statistics_kept(model) if step.checkpointing else contextlib.nullcontext()
+        with sync:
+            with step.settings.autocast():
+                logits = model(xs)
+                total = F.cross_entropy(logits.float(), ys, label_smoothing=step.label_smoothing, reduction="sum")
+            with kept:
+                (total * scale).backward()
+        logits_parts.append(logits.detach())
+        loss_sum += total.detach()
+    return torch.cat(logits_parts), loss_sum / labels.shape[0]
