@@ -1,3 +1,3 @@
-from cnnkit.cli import main
+from cnnkit.cli import run
 
-raise SystemExit(main())
+run()

@@ -53,6 +53,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The `cnnkit` command and `python -m cnnkit`: main(), then exit with its status.
+
+    A torchrun rank leaves without running C++ static destructors: after the process group is destroyed, one of
+    its communication threads can still be joinable when they run, and the rank then aborts ("terminate called
+    without an active exception", SIGABRT) although its work is done, which torchrun reports as a failed job.
+    Everything cnnkit writes is closed by the time main() returns."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnkit",
                                      description="Train, evaluate, export and serve CNN image classifiers.")
