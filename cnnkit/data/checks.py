@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from sklearn.metrics import roc_auc_score
 
 from cnnkit.data.datasets import ArrayData, DataBundle
+from cnnkit.data.images import peek
+from cnnkit.errors import CnnkitError
 
 MIN_TRAIN_IMAGES = 5  # per class; fewer cannot be learned, and metrics on them mean little
 BALANCE_CLASSES_SHOWN = 12
 SHORTCUT_AUC = 0.9  # a one-number feature that ranks a class above the rest this well is a shortcut to learn
 SHORTCUT_MIN_IMAGES = 10  # per class, before the shortcut check says anything
+SHORTCUT_SAMPLE = 20_000  # images (or files) the shortcut checks look at, at most
 TOP_BAND = 0.08  # of the height: where a browser's tab strip and address bar sit in a screenshot
 
 
@@ -40,6 +44,7 @@ def check_data(bundle: DataBundle) -> DataReport:
                             "accuracy says nothing about it")
     if bundle.train is not None:
         warnings += shortcut_warnings(bundle.train, bundle.class_names)
+    warnings += file_shortcut_warnings(bundle.files, bundle.class_names)
     return DataReport(_balance(bundle.class_names, counts), warnings)
 
 
@@ -61,22 +66,60 @@ def _features(images: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def shortcut_warnings(train: ArrayData, class_names: list[str]) -> list[str]:
-    """A warning for each trivial feature that alone separates a class from the others in the training data."""
-    labels = train.labels
-    if int(torch.bincount(labels, minlength=len(class_names)).min()) < SHORTCUT_MIN_IMAGES:
+    """A warning for each trivial feature of the pixels that alone separates a class from the others in the
+    training data."""
+    if int(torch.bincount(train.labels, minlength=len(class_names)).min()) < SHORTCUT_MIN_IMAGES:
         return []
-    features = trivial_features(train, limit=20_000)
-    labels = labels[:20_000]
+    return _separating(trivial_features(train, limit=SHORTCUT_SAMPLE), train.labels[:SHORTCUT_SAMPLE], class_names,
+                       where="in the training data")
+
+
+def file_shortcut_warnings(files: list[tuple[Path, int]], class_names: list[str], *, seed: int = 0) -> list[str]:
+    """The same check on what the image files are rather than what they show: width, height, aspect ratio, file
+    format and bytes per pixel (how hard they were compressed), from each file's header (no decoding), for a
+    seeded sample of `files` ((path, label) pairs). Resizing hides these from the pixel check, but not from a
+    model: a resize leaves traces of the original size, and an encoding its artefacts."""
+    labels = torch.tensor([label for _, label in files], dtype=torch.int64)
+    if len(files) == 0 or int(torch.bincount(labels, minlength=len(class_names)).min()) < SHORTCUT_MIN_IMAGES:
+        return []
+    chosen = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:SHORTCUT_SAMPLE].tolist()
+    rows, kept = [], []
+    for i in chosen:
+        try:
+            info = peek(files[i][0])
+            rows.append((info.width, info.height, info.format or "?", files[i][0].stat().st_size))
+            kept.append(i)
+        except (OSError, CnnkitError):
+            continue  # the decoder reports unusable files
+    if not rows:
+        return []
+    width, height = (torch.tensor([r[k] for r in rows], dtype=torch.float64) for k in (0, 1))
+    features = {"image width": width, "image height": height, "aspect ratio": width / height,
+                "bytes per pixel": torch.tensor([r[3] for r in rows], dtype=torch.float64) / (width * height)}
+    formats = sorted({r[2] for r in rows})
+    if len(formats) > 1:
+        features |= {f"file format {f}": torch.tensor([float(r[2] == f) for r in rows]) for f in formats}
+    return _separating(features, labels[kept], class_names, where="in the image files")
+
+
+def _separating(features: dict[str, torch.Tensor], labels: torch.Tensor, class_names: list[str], *,
+                where: str) -> list[str]:
     warnings = []
     for name, values in features.items():
+        if bool((values == values[0]).all()):
+            continue
         for index, cls in enumerate(class_names[: 1 if len(class_names) == 2 else None]):
-            auc = float(roc_auc_score((labels == index).numpy(), values.numpy()))
+            members = (labels == index).numpy()
+            if members.all() or not members.any():
+                continue
+            auc = float(roc_auc_score(members, values.numpy()))
             if max(auc, 1 - auc) >= SHORTCUT_AUC:
                 what = f"{cls!r} from {class_names[1 - index]!r}" if len(class_names) == 2 else f"{cls!r} from the rest"
-                warnings.append(f"{name} alone separates {what} in the training data (AUC {max(auc, 1 - auc):.2f}): "
+                warnings.append(f"{name} alone separates {what} {where} (AUC {max(auc, 1 - auc):.2f}): "
                                 "a shortcut the model can learn instead of what matters, from how the images were "
-                                "captured (browser frames, crops, encodings) or what was collected (home pages "
-                                "against login pages); capture and crop every class alike, and check cnnkit explain")
+                                "captured (browser frames, sizes, crops, encodings) or what was collected (home "
+                                "pages against login pages); capture, crop and encode every class alike, and check "
+                                "cnnkit explain")
     return warnings
 
 

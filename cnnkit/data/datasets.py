@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,6 +11,8 @@ import torch
 from cnnkit.errors import CnnkitError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cnnkit.data.cache import DiskImages
 
 
@@ -103,6 +105,8 @@ class DataBundle:
     test: ArrayData | None
     class_names: list[str]
     skipped: list[str]  # files left out because they could not be decoded, with the reason
+    # (file, label) of the images training draws from, for folder sources: data.checks looks at the files too
+    files: list[tuple[Path, int]] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:

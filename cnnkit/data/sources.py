@@ -167,14 +167,16 @@ def folder(arg: str | None, options: SourceOptions) -> DataBundle:
             trees["test"] = (root / "test", _list_tree(root / "test", names))
         parts, skipped = _decode_trees(trees, names, options)
         return DataBundle(train=parts["train"], val=None, test=parts.get("test"), class_names=names,
-                          skipped=skipped)
+                          skipped=skipped, files=trees["train"][1])
     names = _class_dirs(root)
-    parts, skipped = _decode_trees({"all": (root, _list_tree(root, names))}, names, options)
+    files = _list_tree(root, names)
+    parts, skipped = _decode_trees({"all": (root, files)}, names, options)
     data = parts["all"]
-    if options.test_split:
+    if options.test_split:  # the files checked are all of them: the split is random, the capture is not
         keep, held = stratified_split(data.labels, fraction=options.test_split, seed=options.seed + 1)
-        return DataBundle(train=data.subset(keep), val=None, test=data.subset(held), class_names=names, skipped=skipped)
-    return DataBundle(train=data, val=None, test=None, class_names=names, skipped=skipped)
+        return DataBundle(train=data.subset(keep), val=None, test=data.subset(held), class_names=names,
+                          skipped=skipped, files=files)
+    return DataBundle(train=data, val=None, test=None, class_names=names, skipped=skipped, files=files)
 
 
 def _by_source(root: Path, options: SourceOptions) -> DataBundle:
@@ -197,7 +199,8 @@ def _by_source(root: Path, options: SourceOptions) -> DataBundle:
     missing = [n for i, n in enumerate(names) if not (train.labels == i).any()]
     if missing:
         raise CnnkitError(f"{root}: no training images of class(es) {', '.join(missing)} outside the test sources")
-    return DataBundle(train=train, val=None, test=test, class_names=names, skipped=skipped)
+    files = [item for source in sources if source not in options.test_sources for item in trees[source][1]]
+    return DataBundle(train=train, val=None, test=test, class_names=names, skipped=skipped, files=files)
 
 
 def _class_dirs(root: Path) -> list[str]:

@@ -1,8 +1,11 @@
 """Data sanity checks: class balance, small classes, and shortcuts a model could learn instead of the content."""
 
-import torch
+from pathlib import Path
 
-from cnnkit.data.checks import shortcut_warnings
+import torch
+from PIL import Image
+
+from cnnkit.data.checks import file_shortcut_warnings, shortcut_warnings
 
 
 def pages(n: int, *, frame: bool, seed: int) -> torch.Tensor:
@@ -24,3 +27,28 @@ def test_a_browser_frame_on_one_class_is_flagged_as_a_shortcut() -> None:
     assert any(w.startswith("top-band brightness alone separates 'legitimate' from 'phishing'") for w in warnings)
     same = ArrayData(torch.cat([pages(20, frame=False, seed=2), pages(20, frame=False, seed=3)]), data.labels)
     assert shortcut_warnings(same, ["legitimate", "phishing"]) == []
+
+
+def test_classes_saved_in_different_formats_are_flagged_from_the_file_headers(tmp_path: Path) -> None:
+    names = ["legitimate", "phishing"]
+    files = []
+    for i, image in enumerate(pages(24, frame=False, seed=4)):
+        label = i % 2
+        path = tmp_path / f"{i}.{'jpg' if label == 0 else 'png'}"
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+        files.append((path, label))
+    warnings = file_shortcut_warnings(files, names)
+    assert any(w.startswith("file format JPEG alone separates 'legitimate' from 'phishing' in the image files")
+               for w in warnings)
+    assert any(w.startswith("bytes per pixel alone separates") for w in warnings)
+    assert not any("width" in w or "height" in w or "aspect" in w for w in warnings)  # all are 64x64
+
+
+def test_files_captured_alike_raise_no_warning_and_unreadable_ones_are_left_to_the_decoder(tmp_path: Path) -> None:
+    files = []
+    for i, image in enumerate(pages(24, frame=False, seed=5)):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+        files.append((path, i % 2))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert file_shortcut_warnings([*files, (tmp_path / "bad.png", 0)], ["legitimate", "phishing"]) == []
