@@ -19,14 +19,18 @@ def _conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
 
 @register_model("simple-cnn", input_size=32, description="Tutorial CNN: Conv 32-64-64 + Dense 64")
 def simple_cnn(spec: ModelSpec) -> nn.Module:
-    """Conv2D(32)-MaxPool-Conv2D(64)-MaxPool-Conv2D(64)-Flatten-Dense(64)-Dense(N), 3x3 valid convs, ReLU."""
+    """Conv2D(32)-MaxPool-Conv2D(64)-MaxPool-Conv2D(64)-Flatten-Dense(64)-Dense(N), 3x3 valid convs, ReLU.
+
+    Each ReLU before a max pool runs after it instead: the two commute (ReLU is monotonic, so the max of rectified
+    values is the rectified max), outputs and gradients are the same, and the ReLU and its backward see a quarter of
+    the values (bench/vs_keras.py)."""
     size = _conv_out(_conv_out(spec.input_size, 3) // 2, 3) // 2
     size = _conv_out(size, 3)
     if size < 1:
         raise ValueError(f"simple-cnn needs an input of at least 18 pixels, got {spec.input_size}")
     return _named(
-        ("conv1", nn.Conv2d(spec.in_chans, 32, 3)), ("relu1", nn.ReLU(inplace=True)), ("pool1", nn.MaxPool2d(2)),
-        ("conv2", nn.Conv2d(32, 64, 3)), ("relu2", nn.ReLU(inplace=True)), ("pool2", nn.MaxPool2d(2)),
+        ("conv1", nn.Conv2d(spec.in_chans, 32, 3)), ("pool1", nn.MaxPool2d(2)), ("relu1", nn.ReLU(inplace=True)),
+        ("conv2", nn.Conv2d(32, 64, 3)), ("pool2", nn.MaxPool2d(2)), ("relu2", nn.ReLU(inplace=True)),
         ("conv3", nn.Conv2d(64, 64, 3)), ("relu3", nn.ReLU(inplace=True)),
         ("flatten", nn.Flatten()),
         ("dense1", nn.Linear(64 * size * size, 64)), ("relu4", nn.ReLU(inplace=True)),

@@ -65,6 +65,7 @@ def load_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Opt
             _, index, slot = key.split(".", 2)
             slots.setdefault(int(index), {})[slot] = value
     optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+    _match_layouts(optimizer)
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
@@ -72,3 +73,14 @@ def load_checkpoint(run: RunDir, *, model: nn.Module, optimizer: torch.optim.Opt
     callbacks = meta.get("callbacks") or {"schedule": meta.get("schedule", {}), "best": meta.get("tracker", {})}
     return TrainingState(epoch=meta["epoch"], history=meta["history"], elapsed_s=meta["elapsed_s"],
                          callbacks=callbacks)
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments) its parameter's memory layout. Checkpoints store them
+    contiguous; a channels-last convolution's moments must be channels-last again, because fused optimisers walk
+    parameter, gradient and state as flat memory and would pair the wrong elements (a resumed run diverged)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for slot, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    optimizer.state[param][slot] = torch.empty_like(param, dtype=value.dtype).copy_(value)
