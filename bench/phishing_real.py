@@ -12,7 +12,10 @@ ways), and pooled 5-fold; ROC AUC with its 95% bootstrap interval, TPR at 1% and
 threshold for each FPR chosen on the training side's validation split, or refused there when it has fewer than
 3 / FPR negatives (as `cnnkit evaluate --target-fpr` refuses).
 
-    python bench/phishing_real.py [--data ../shared/data/phishing-real] [--part brands|classifier|all]
+Linear probe (`--part probe`): logistic regression on the pretrained Lite0's embeddings, trained on one collection
+(its L2 penalty chosen by cross-validation there) and tested on the other; no network is trained.
+
+    python bench/phishing_real.py [--data ../shared/data/phishing-real] [--part brands|classifier|probe|all]
 """
 
 from __future__ import annotations
@@ -140,6 +143,32 @@ def brands_part(data: Path, runs: list[Path]) -> list[dict[str, object]]:
     return rows
 
 
+def probe_part(data: Path) -> list[dict[str, object]]:
+    """A linear probe: logistic regression on the pretrained Lite0's embeddings (no training of the network), its
+    L2 penalty chosen by 5-fold cross-validation (ROC AUC) inside the training collection, tested on the other."""
+    from sklearn.linear_model import LogisticRegressionCV
+
+    from cnnkit.evaluate.binary import binary_metrics
+
+    embed = Embedder()
+    sets = {}
+    for collection in COLLECTIONS:
+        files = [(p, label == "phishing") for label in ("legitimate", "phishing")
+                 for p in sorted((data / collection / label).glob("*.jpg"))]
+        x = np.concatenate([embed([p for p, _ in files[i : i + 16]]) for i in range(0, len(files), 16)])
+        sets[collection] = (x, np.array([y for _, y in files]))
+    rows = []
+    for train_on, test_on in (COLLECTIONS, COLLECTIONS[::-1]):
+        probe = LogisticRegressionCV(Cs=[0.001, 0.01, 0.1, 1.0, 10.0], cv=5, scoring="roc_auc",
+                                     class_weight="balanced", max_iter=5000).fit(*sets[train_on])
+        scores = probe.predict_proba(sets[test_on][0])[:, 1]
+        metrics = binary_metrics(scores, sets[test_on][1])
+        rows.append({"linear probe, pretrained Lite0": f"{train_on} -> {test_on}", "test pages": len(scores),
+                     "C (chosen on train)": float(probe.C_[0]), "ROC AUC": metrics["roc_auc"],
+                     "95% CI": "{:.3f}-{:.3f}".format(*metrics["roc_auc_ci95"])})
+    return rows
+
+
 def split_collection(data: Path, out: Path, *, collections: tuple[str, ...]) -> Path:
     """A folder tree (class subfolders) of the given collections, as symlinks: nothing is copied."""
     for collection in collections:
@@ -223,10 +252,11 @@ def classifier_part(data: Path, work: Path, settings: dict[str, object], folds: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--part", choices=("brands", "classifier", "all"), default="all")
+    parser.add_argument("--part", choices=("brands", "classifier", "probe", "all"), default="all")
     parser.add_argument("--run", type=Path, action="append", default=[], help="also embed with this run's base")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--head-hidden", type=int, default=128, help="the new head's hidden units (0: linear)")
     parser.add_argument("--folds", type=int, default=5, help="pooled folds (0: cross-source only)")
     parser.add_argument("--crop-browser-frame", action="store_true", help="train and score with frames cropped")
     args = parser.parse_args()
@@ -236,11 +266,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as work:
             print(table(text_part(args.data, Path(work))))
         print(table(brands_part(args.data, args.run)))
+    if args.part in ("probe", "all"):
+        print(table(probe_part(args.data)))
     if args.part in ("classifier", "all"):
         work = Path(tempfile.mkdtemp(prefix="cnnkit-phishing-real-"))
         try:
             settings = {"epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
-                        "crop_browser_frame": args.crop_browser_frame}
+                        "head_hidden": args.head_hidden, "crop_browser_frame": args.crop_browser_frame}
             print(table(classifier_part(args.data, work, settings, args.folds)))
         finally:
             shutil.rmtree(work, ignore_errors=True)
