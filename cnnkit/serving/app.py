@@ -167,7 +167,8 @@ def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
         verb = path.rsplit(":", 1)[-1] if ":" in path else "post"
         response = await _answer(server, path, verb if verb in ("predict", "classify") else "other",
                                  lambda: _infer(server, path, request))
-        response.background = BackgroundTask(server.trimmer.finished)  # runs once the answer is sent
+        # Runs once the answer is sent: the request's memory is free then.
+        response.background = BackgroundTask(server.trimmer.finished, getattr(request.state, "body_bytes", 0))
         return response
 
     return app
@@ -286,6 +287,7 @@ async def _read_body(request: Request, server: Server) -> bytes:
     finally:
         server.bodies.release(reserved)
         server.trimmer.note(size)
+        request.state.body_bytes = size
 
 
 async def _drain(stream: AsyncIterator[bytes], *, already: int = 0) -> None:

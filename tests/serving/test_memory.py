@@ -15,7 +15,7 @@ def test_memory_is_trimmed_after_a_burst_and_once_more_when_it_ends() -> None:
     trims: list[int] = []
 
     async def main() -> None:
-        trimmer = Trimmer(interval_s=0.02, after_bytes=1000)
+        trimmer = Trimmer(interval_s=0.02, after_bytes=1000, light_bytes=1000, min_bytes=1)
         trimmer.trim = lambda pad: trims.append(pad) or 1
         trimmer.start()
         await asyncio.sleep(0.1)
@@ -37,7 +37,7 @@ def test_an_answer_that_ends_after_the_last_trim_gets_one_more() -> None:
     trims: list[int] = []
 
     async def main() -> None:
-        trimmer = Trimmer(interval_s=0.02, after_bytes=1000)
+        trimmer = Trimmer(interval_s=0.02, after_bytes=1000, light_bytes=1000, min_bytes=1)
         trimmer.trim = lambda pad: trims.append(pad) or 1
         trimmer.start()
         trimmer.note(5000)  # a big request decoded: trimmed at the next look
@@ -48,6 +48,23 @@ def test_an_answer_that_ends_after_the_last_trim_gets_one_more() -> None:
         await until(lambda: len(trims) == 2)
         await asyncio.sleep(0.1)
         assert len(trims) == 2
+        await trimmer.stop()
+
+    asyncio.run(main())
+
+
+def test_light_traffic_does_not_hold_back_the_trim_after_a_burst() -> None:
+    trims: list[int] = []
+
+    async def main() -> None:
+        trimmer = Trimmer(interval_s=0.02, after_bytes=100_000, light_bytes=1000, min_bytes=2000)
+        trimmer.trim = lambda pad: trims.append(pad) or 1
+        trimmer.start()
+        trimmer.note(5000)  # a burst, under after_bytes: no trim while it is busy
+        for _ in range(60):  # a health check every 5 ms: light traffic, never a silent interval
+            trimmer.note(1)
+            await asyncio.sleep(0.005)
+        assert len(trims) == 1  # the burst's memory went back at the first light interval; the checks need none
         await trimmer.stop()
 
     asyncio.run(main())
