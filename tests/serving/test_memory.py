@@ -68,3 +68,18 @@ def test_light_traffic_does_not_hold_back_the_trim_after_a_burst() -> None:
         await trimmer.stop()
 
     asyncio.run(main())
+
+
+def test_a_big_request_gets_memory_of_its_own_and_small_ones_share_mallocs() -> None:
+    import mmap
+
+    import numpy as np
+
+    from cnnkit.serving.decoding import OWN_MAPPING_BYTES, _images_buffer
+
+    big = _images_buffer((OWN_MAPPING_BYTES // (32 * 32 * 3 * 4) + 1, 32, 32, 3))
+    assert isinstance(big.base.base, memoryview) and isinstance(big.base.base.obj, mmap.mmap)  # unmapped when freed
+    big[:] = 7
+    assert big.dtype == np.float32 and float(big.sum()) == 7 * big.size
+    small = _images_buffer((2, 32, 32, 3))
+    assert small.base is None and small.flags.writeable
