@@ -137,7 +137,45 @@ def _to_onnx(model: nn.Module, *, input_size: int, opset: int) -> bytes:
                                     external_data=False)
     buffer = io.BytesIO()
     program.save(buffer)
-    return buffer.getvalue()
+    return global_pools(buffer.getvalue())
+
+
+def global_pools(onnx_bytes: bytes) -> bytes:
+    """The model with each ReduceMean over the spatial axes of a 4-D tensor, kept 4-D, written as the
+    GlobalAveragePool it is (the exporter writes global average pooling as a mean). ONNX Runtime runs
+    GlobalAveragePool in the channels-last layout its convolutions use and quantizes it; a ReduceMean there needs the
+    last feature map transposed back first (a twentieth of the INT8 EfficientNet-Lite0's time)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    constants |= {n.output[0]: numpy_helper.to_array(a.t) for n in graph.node if n.op_type == "Constant"
+                  for a in n.attribute if a.name == "value"}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.value_info, *graph.input, *graph.output)
+             if v.type.tensor_type.HasField("shape")}
+    changed = False
+    for node in graph.node:
+        if node.op_type != "ReduceMean" or len(node.input) != 2 or ranks.get(node.input[0]) != 4:
+            continue
+        keepdims = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+        axes = constants.get(node.input[1])
+        if keepdims != 1 or axes is None or sorted(int(a) % 4 for a in axes.ravel()) != [2, 3]:
+            continue
+        node.op_type = "GlobalAveragePool"
+        del node.input[1]
+        del node.attribute[:]
+        changed = True
+    if not changed:
+        return onnx_bytes
+    used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+    kept = [t for t in graph.initializer if t.name in used]  # the axes the rewritten means no longer take
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]:
+        graph.node.remove(node)
+    return model.SerializeToString()
 
 
 def check_parity(model: nn.Module, onnx_bytes: bytes, *, input_size: int, batch: int = 8, seed: int = 0) -> float:

@@ -30,7 +30,7 @@ from cnnkit.files import sha256_file, write_bytes
 from cnnkit.runtime.exports import stored_threshold
 from cnnkit.runtime.model import TorchModel
 
-QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu", "Clip", "Add", "MaxPool"]
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu", "Clip", "Add", "MaxPool", "GlobalAveragePool"]
 CALIBRATION_BATCH = 16
 EVAL_BATCH = 64
 SPEED_BATCH = 32

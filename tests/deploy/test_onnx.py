@@ -44,3 +44,31 @@ def test_flip_and_shift_tta_is_part_of_the_exported_graph(fast_run: Path) -> Non
     session = ort.InferenceSession(str(fast_run / "export" / "model.onnx"))
     got = session.run(None, {"images": images.permute(0, 2, 3, 1).float().numpy()})[0]
     np.testing.assert_allclose(got, classifier.probabilities(images), atol=1e-5)
+
+
+def test_a_spatial_mean_becomes_a_global_average_pool_and_other_means_stay() -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cnnkit.deploy.onnx import global_pools
+
+    def graph(axes: list[int], keepdims: int) -> bytes:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 5, 7])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        mean = helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=keepdims)
+        axes_init = numpy_helper.from_array(np.array(axes, dtype=np.int64), "axes")
+        model = helper.make_model(helper.make_graph([mean], "g", [x], [y], [axes_init]),
+                                  opset_imports=[helper.make_opsetid("", 18)])
+        return model.SerializeToString()
+
+    x = np.random.default_rng(0).random((2, 3, 5, 7), dtype=np.float32)
+    for axes, keepdims, expected in (([2, 3], 1, "GlobalAveragePool"), ([-1, -2], 1, "GlobalAveragePool"),
+                                     ([2, 3], 0, "ReduceMean"), ([1, 2], 1, "ReduceMean")):
+        before = graph(axes, keepdims)
+        after = global_pools(before)
+        model = onnx.load_from_string(after)
+        assert [n.op_type for n in model.graph.node] == [expected]
+        assert (expected == "ReduceMean") == (len(model.graph.initializer) == 1)  # the unused axes are dropped
+        run = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+               for m in (before, after)]
+        np.testing.assert_allclose(run[0], run[1], rtol=1e-6)
