@@ -198,7 +198,8 @@ class EvaluateConfig:
     data: str | None = option(None, help="another data source with the same classes (default: the run's test split)")
     data_dir: Path | None = option(None, help="where that data source's files are")
     top_k: int | None = option(None, low=1, help="top-k accuracy (default: the run's)")
-    batch_size: int = option(256, low=1, help="images per forward pass")
+    batch_size: int = option(0, low=0, help="images per forward pass (0: on a CPU, as many as keep each layer's "
+                             "output under malloc's memory-map threshold, at most 256; 256 on a GPU)")
     device: Device = option("auto", help=DEVICE_HELP)
     target_fpr: float | None = option(None, low=1e-6, high=0.5,
                                       help="binary: choose and store the threshold for this false-positive rate")

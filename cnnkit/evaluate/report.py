@@ -25,7 +25,8 @@ from cnnkit.evaluate.binary import (
 from cnnkit.evaluate.metrics import classification_metrics, finite_probabilities
 from cnnkit.evaluate.plots import confusion_matrix_figure
 from cnnkit.rundir import RunDir
-from cnnkit.runtime.engine import StepSettings, predict_logits
+from cnnkit.runtime.allocator import reuse_freed_memory
+from cnnkit.runtime.engine import StepSettings, inference_batch_size, predict_logits
 from cnnkit.runtime.model import TorchModel, load_run_model
 
 THRESHOLD_FILE = names.THRESHOLD
@@ -68,12 +69,12 @@ def _binary_report(run: RunDir, probs: np.ndarray, labels: np.ndarray, class_nam
 
 def choose_run_threshold(
     classifier: TorchModel, val: ArrayData, *, run: RunDir, target_fpr: float, positive: str | None,
-    calibration: str = "validation split",
+    calibration: str = "validation split", batch_size: int = 256,
 ) -> Threshold:
     """Pick the threshold for `target_fpr` on `val` (validation or calibration data) and store it in the run."""
     index = positive_index(classifier.class_names, positive)
-    probs = predict_logits(classifier.model, val, preprocess=classifier.preprocess,
-                           settings=classifier.settings).softmax(dim=1).numpy()
+    probs = predict_logits(classifier.model, val, preprocess=classifier.preprocess, settings=classifier.settings,
+                           batch_size=batch_size).softmax(dim=1).numpy()
     scores = finite_probabilities(probs)[0][:, index]
     chosen = replace(choose_threshold(scores, val.labels.numpy() == index, target_fpr=target_fpr,
                                       positive=classifier.class_names[index]), calibration=calibration)
@@ -83,6 +84,7 @@ def choose_run_threshold(
 
 def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     """Evaluate a run's best weights on its test split (or on `config.data`) and write metrics.json."""
+    reuse_freed_memory()  # as training does: each batch's buffers come from the heap, not from fresh memory maps
     classifier = load_run_model(config.run, device=config.device)
     train_config = classifier.config
     spec = config.data or train_config.data
@@ -97,6 +99,8 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     if bundle.class_names != classifier.class_names:
         raise CnnkitError(f"{spec}: classes {bundle.class_names} differ from the run's {classifier.class_names}")
     run = RunDir.open(config.run)
+    batch_size = config.batch_size or inference_batch_size(
+        classifier.model, input_size=classifier.preprocess.input_size, settings=classifier.settings)
     if config.target_fpr is not None:
         calibration = bundle.val
         if config.calibration_data is not None:
@@ -104,12 +108,13 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
         if calibration is None or len(calibration) == 0:
             raise CnnkitError("--target-fpr needs validation data (train with --val-split > 0) or --calibration-data")
         choose_run_threshold(classifier, calibration, run=run, target_fpr=config.target_fpr,
-                             positive=config.positive, calibration=config.calibration_data or "validation split")
+                             positive=config.positive, calibration=config.calibration_data or "validation split",
+                             batch_size=batch_size)
     top_k = config.top_k or train_config.top_k
     top_k = top_k if top_k < len(classifier.class_names) else None
     metrics = evaluate_model(classifier.model, data, run=run, class_names=classifier.class_names,
                              preprocess=classifier.preprocess, settings=classifier.settings, top_k=top_k,
-                             batch_size=config.batch_size)
+                             batch_size=batch_size)
     metrics["data"] = spec
     previous = run.read_json(names.METRICS) if run.exists(names.METRICS) else {}
     run.write_json(names.METRICS, previous | metrics)
