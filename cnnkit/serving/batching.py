@@ -94,7 +94,7 @@ class MicroBatcher:
             finally:
                 self._busy -= 1
                 # A lane waiting for its next job must not keep its last one alive: a job's images are a view of
-                # the whole request's decoded array (12 MB for 1,024 32-px images), which stayed resident per lane.
+                # the whole request's decoded array (12 MB for 1,024 32-px images), held until the lane's next job.
                 first = jobs = None  # type: ignore[assignment]
 
     async def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None]:

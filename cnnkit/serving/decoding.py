@@ -119,7 +119,7 @@ def _decode_all(items: list[Item], served: ServedVersion, timeout_s: float) -> n
 def _images_buffer(shape: tuple[int, ...]) -> np.ndarray:
     """float32 memory for a request's images. Over OWN_MAPPING_BYTES it is a mapping of its own, unmapped as soon as
     the request's last view of it is freed: from malloc, such a block came from heaps that glibc sized by earlier
-    blocks and never returned (a flood of 1,024-image requests left two of them resident, 12 MB each, one per lane).
+    blocks and kept (after a flood of 1,024-image requests, 12 MB blocks stayed resident).
     Smaller blocks stay with malloc: a mapping's fresh pages cost page faults on every request."""
     nbytes = int(np.prod(shape)) * 4
     if nbytes < OWN_MAPPING_BYTES:
