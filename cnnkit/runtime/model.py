@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.network import NetworkConfig, build_network
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.device import resolve_device
-from cnnkit.runtime.engine import StepSettings
+from cnnkit.runtime.engine import StepSettings, inference_batch_size
 
 
 @dataclass
@@ -29,15 +29,23 @@ class TorchModel:
     config: TrainConfig
     settings: StepSettings
     run: RunDir
+    batch_size: int = field(default=0, repr=False)  # images per forward pass; 0: runtime.engine.inference_batch_size
 
     @torch.no_grad()
     def probabilities(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
-        """uint8 images, [N, S, S, 3] NumPy or [N, 3, S, S] tensor -> class probabilities [N, C] (float32)."""
+        """uint8 images, [N, S, S, 3] NumPy or [N, 3, S, S] tensor -> class probabilities [N, C] (float32), run
+        `batch_size` images at a time."""
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        if len(images) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
         self.model.eval()
-        x = self.settings.prepare(self.preprocess(images.to(self.settings.device)))
-        return self.settings.infer(self.model, x).softmax(dim=1).cpu().numpy()
+        if not self.batch_size:
+            self.batch_size = inference_batch_size(self.model, input_size=self.preprocess.input_size,
+                                                   settings=self.settings)
+        parts = [self.settings.infer(self.model, self.settings.prepare(self.preprocess(chunk.to(self.settings.device))))
+                 .softmax(dim=1).cpu() for chunk in images.split(self.batch_size)]
+        return torch.cat(parts).numpy()
 
 
 def load_run_model(run_dir: Path, *, device: str = "auto", weights: str = names.WEIGHTS_BEST) -> TorchModel:
