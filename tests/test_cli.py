@@ -1,6 +1,7 @@
 """The real command line, run as a user runs it: `python -m cnnkit ...` in a subprocess."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,25 @@ def test_bad_inputs_give_one_line_errors(trained_run: Path, shapes_npz: Path, tm
     assert_clean_error(cnnkit("serve", trained_run, "--lanes", "-1", check=False), "--lanes")
     for failed in ("r1", "r2", "r3", "r4", "r5"):  # a run that fails before its first epoch leaves nothing behind
         assert not (tmp_path / failed).exists(), failed
+
+
+def test_a_torchrun_rank_exits_with_its_status_and_its_output_flushed() -> None:
+    # Under torchrun (WORLD_SIZE > 1) the command leaves through os._exit, skipping C++ static destructors: what it
+    # printed into a pipe must still arrive, and its exit status must still say how it went.
+    env = {**os.environ, "WORLD_SIZE": "2"}
+    listed = subprocess.run([sys.executable, "-m", "cnnkit", "models"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert listed.returncode == 0 and "simple-cnn" in listed.stdout
+    failed = subprocess.run([sys.executable, "-m", "cnnkit", "summary", "no-such-model"], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert failed.returncode == 2 and failed.stderr.startswith("cnnkit: error: ")
+
+
+def test_a_closed_pipe_ends_the_command_quietly() -> None:
+    # As `cnnkit models | head -1` does once head has its line: no traceback, the status a shell expects.
+    process = subprocess.Popen([sys.executable, "-m", "cnnkit", "models"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before the command writes anything
+    assert process.wait(timeout=300) == 141
+    assert "Traceback" not in process.stderr.read()
