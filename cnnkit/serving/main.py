@@ -29,8 +29,10 @@ def serve(config: ServeConfig) -> None:
     from cnnkit.data.images import MAX_IMAGE_PIXELS
     from cnnkit.serving.app import create_app
     from cnnkit.serving.http import HttpLimits, limited_protocol, max_connections
+    from cnnkit.serving.memory import map_large_blocks
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's decompression-bomb guard stays on
+    map_large_blocks()
     repository = build_repository(config)
     app = create_app(repository, config)
     for name, model in repository.models.items():

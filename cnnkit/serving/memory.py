@@ -29,6 +29,23 @@ MIN_TRIM_BYTES = 1024 * 1024  # bytes since the last trim that make a trim worth
 INTERVAL_S = 1.0
 
 
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc)
+LARGE_BLOCK_BYTES = 4 * 1024 * 1024
+
+
+def map_large_blocks() -> bool:
+    """Serve every malloc block of LARGE_BLOCK_BYTES or more from a memory map of its own, returned to the system
+    when freed; whether it was set (glibc only). Fixing the threshold also stops glibc from raising it after each
+    large free (up to 32 MB), which is how a burst's blocks (Pillow's image blocks for a 1 x 1,000,000 strip, a
+    request's decoded images) ended up in heaps that stayed resident. What a served request allocates each time
+    stays under it: a lane's batch has its own buffer (serving.batching), so only rare, large work pays page faults."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES))
+
+
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
         return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
