@@ -159,3 +159,24 @@ def test_a_request_that_does_not_fit_the_queue_is_refused_whole() -> None:
 
     asyncio.run(main())
     assert calls == []
+
+
+def test_a_lane_puts_batches_together_in_one_buffer_made_once() -> None:
+    buffers: list[int] = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        if batch.base is not None and len(batch) > 1:
+            buffers.append(id(batch.base))
+        time.sleep(0.05)
+        return batch * 2  # new memory: answers do not alias the buffer that the next batch overwrites
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(run, max_batch=4, max_wait_ms=0, max_queue=100)
+        try:
+            return await asyncio.gather(*(batcher.submit(np.full((1, 2), i, np.float32)) for i in range(13)))
+        finally:
+            await batcher.close()
+
+    answers = asyncio.run(main())
+    assert [float(a[0, 0]) for a in answers] == [2.0 * i for i in range(13)]
+    assert len(buffers) >= 2 and len(set(buffers)) == 1  # several multi-request batches, one buffer
