@@ -29,3 +29,9 @@ def reuse_freed_memory() -> bool:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD,
                                                                                    TRIM_THRESHOLD_BYTES))
+
+
+def images_under_threshold(bytes_per_image: int, *, most: int) -> int:
+    """The most images, 1 to `most`, whose buffers of `bytes_per_image` each stay under MMAP_THRESHOLD_BYTES
+    together: over it, every batch's buffers are freshly mapped memory, paid for in page faults."""
+    return max(1, min(most, MMAP_THRESHOLD_BYTES // max(bytes_per_image, 1)))

@@ -13,7 +13,7 @@ from cnnkit.data.datasets import ArrayData
 from cnnkit.data.loader import iterate, sequential_batches
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.models.tta import tta_logits
-from cnnkit.runtime.allocator import MMAP_THRESHOLD_BYTES
+from cnnkit.runtime.allocator import images_under_threshold
 from cnnkit.runtime.parallel import SINGLE_PROCESS, DistContext
 
 PROBE_IMAGES = 2
@@ -90,7 +90,7 @@ def inference_batch_size(model: nn.Module, *, input_size: int, settings: StepSet
     finally:
         for handle in handles:
             handle.remove()
-    return max(1, min(default, MMAP_THRESHOLD_BYTES * PROBE_IMAGES // max(largest, 1)))
+    return images_under_threshold(largest // PROBE_IMAGES, most=default)
 
 
 @torch.no_grad()

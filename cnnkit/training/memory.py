@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnnkit.runtime.allocator import MMAP_THRESHOLD_BYTES
+from cnnkit.runtime.allocator import images_under_threshold
 from cnnkit.runtime.engine import StepSettings
 
 GIB = 1024**3
@@ -135,7 +135,7 @@ def plan_memory(estimate: MemoryEstimate, *, batch_size: int, budget: int, check
     memory-mapped, where that cannot change the result."""
     why, asked = "", micro_batch > 0
     if not asked and for_speed and not estimate.batch_statistics and estimate.largest_per_image:
-        fast = max(1, MMAP_THRESHOLD_BYTES // estimate.largest_per_image)
+        fast = images_under_threshold(estimate.largest_per_image, most=batch_size)
         if fast < batch_size:
             micro_batch, why = fast, " (each buffer under malloc's memory-map threshold: faster on a CPU)"
     # Only where it keeps fewer activations: not for a frozen trunk, which keeps none.
@@ -155,7 +155,7 @@ def inference_batch(estimate: MemoryEstimate, *, for_speed: bool, default: int =
     memory-map threshold (inference at batch 8-16 runs 2-3x the images/s of batch 256 there), else `default`."""
     if not for_speed or not estimate.largest_per_image:
         return default
-    return max(1, min(default, MMAP_THRESHOLD_BYTES // estimate.largest_per_image))
+    return images_under_threshold(estimate.largest_per_image, most=default)
 
 
 def in_use(device: torch.device) -> int:
