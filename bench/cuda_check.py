@@ -23,13 +23,21 @@ import cnnkit  # noqa: E402
 
 
 def row(step: str, result: object, seconds: float, images: int) -> dict[str, object]:
+    import torch
+
     history = result.history  # type: ignore[attr-defined]
     train_s = sum(r["time_s"] for r in history)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
     return {"step": step, "epochs": len(history), "images/s": images * len(history) / max(train_s, 1e-9),
-            "test acc": result.metrics.get("accuracy"), "wall s": seconds}  # type: ignore[attr-defined]
+            "test acc": result.metrics.get("accuracy"), "wall s": seconds,  # type: ignore[attr-defined]
+            "peak GPU GiB": peak}
 
 
 def timed(step: str, images: int, **kwargs: object) -> dict[str, object]:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     result = cnnkit.train(**kwargs)
     done = row(step, result, time.perf_counter() - started, images)

@@ -94,28 +94,35 @@ from cnnkit.training.fit import Trainer
 
 config = TrainConfig(**json.loads(sys.argv[1]))
 reuse_freed_memory()  # as cnnkit.train does on a CPU
-peaks = {}
+import torch
+peaks, gpu_peaks = {}, {}
+
+def gpu_peak_mib():
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 class PhasePeak(Callback):
     current = None
     def on_phase_start(self, trainer, phase):
         if self.current:
-            peaks[self.current] = peak_mib()
+            peaks[self.current], gpu_peaks[self.current] = peak_mib(), gpu_peak_mib()
         self.current = phase.name
         reset_peak()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
 
 with process_group(config.device) as ctx:
     trainer = Trainer.prepare(config, ctx)
     watcher = PhasePeak()
     trainer.callbacks.append(watcher)
     result = trainer.fit()
-peaks[watcher.current] = peak_mib()
+peaks[watcher.current], gpu_peaks[watcher.current] = peak_mib(), gpu_peak_mib()
 history = json.loads((Path(config.out) / "history.json").read_text())
 metrics = json.loads((Path(config.out) / "metrics.json").read_text())
 phases = {}
 for row in history:
     name = {"head": "frozen"}.get(row["phase"], row["phase"])
-    phase = phases.setdefault(name, {"seconds": 0.0, "epochs": 0, "peak_rss_mib": peaks.get(row["phase"])})
+    phase = phases.setdefault(name, {"seconds": 0.0, "epochs": 0, "peak_rss_mib": peaks.get(row["phase"]),
+                                     "peak_gpu_mib": gpu_peaks.get(row["phase"])})
     phase["seconds"] += row["time_s"]
     phase["epochs"] += 1
 sizes = {"train": len(trainer.data.train), "val": len(trainer.data.val) if trainer.data.val is not None else 0}
@@ -179,7 +186,7 @@ def child(script: str, *args: str) -> dict[str, Any]:
 def cnnkit(folder: Path, out: Path, epochs: int, **settings: Any) -> dict[str, Any]:
     config = {"data": f"folder:{folder}", "out": str(out), "overwrite": True, "input_size": 224, "batch_size": 64,
               "val_split": 0.1, "freeze_base": True, "epochs": epochs, "finetune_epochs": epochs, "lr": 1e-3,
-              "finetune_lr": 1e-5, "quiet": True, "device": "cpu", **settings}
+              "finetune_lr": 1e-5, "quiet": True, **settings}
     return child(CNNKIT_SCRIPT, json.dumps(config))
 
 
@@ -190,11 +197,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per phase")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-vs-keras-transfer"))
     parser.add_argument("--skip-keras", action="store_true")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                        help="cnnkit's device (Keras runs on the CPU here: compare with Keras on cpu only)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     folder = args.folder or generated_folder(args.images)
     weights = str(random_b0_weights(args.out))
-    b0 = {"model": "efficientnet_b0", "weights": weights, "test_split": 0.0}
+    b0 = {"model": "efficientnet_b0", "weights": weights, "test_split": 0.0, "device": args.device}
     runs: dict[str, dict[str, Any]] = {}
     for augment in (False, True):
         tag = " + augment" if augment else ""
@@ -203,7 +212,7 @@ def main() -> None:
         flags = {"augment": "standard"} if augment else {}
         runs[f"cnnkit B0{tag}"] = cnnkit(folder, args.out / f"b0{int(augment)}", args.epochs, **b0, **flags)
     runs["cnnkit B0 --max-memory 4"] = cnnkit(folder, args.out / "b0-4g", args.epochs, **b0, max_memory=4.0)
-    lite = {"model": "efficientnet_lite0", "pretrained": True, "test_split": 0.2}
+    lite = {"model": "efficientnet_lite0", "pretrained": True, "test_split": 0.2, "device": args.device}
     runs["cnnkit Lite0 pretrained"] = cnnkit(folder, args.out / "lite0", args.epochs, **lite)
     runs["cnnkit Lite0 pretrained --max-memory 4"] = cnnkit(folder, args.out / "lite0-4g", args.epochs, **lite,
                                                             max_memory=4.0)
@@ -221,8 +230,11 @@ def main() -> None:
             rows.append({"run": name, "phase": phase, "images_per_s": speed,
                          "vs_keras": f"{speed / (base['images'] / base['seconds']):.2f}x" if base else "-",
                          "peak_rss_mib": p["peak_rss_mib"], "test_accuracy": phases.get("test_accuracy") or "-"})
+            if args.device != "cpu":
+                rows[-1]["peak_gpu_mib"] = p.get("peak_gpu_mib") or "-"
     print(table(rows))
-    print(f"\nfolder: {folder}; {args.epochs} epochs per phase; CPU: {cpu_name()}, {os.cpu_count()} cores")
+    print(f"\nfolder: {folder}; {args.epochs} epochs per phase; cnnkit on {args.device}; CPU: {cpu_name()}, "
+          f"{os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,10 @@ def process_group(device: str) -> Iterator[DistContext]:
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:  # NCCL needs one GPU per rank; set_device would fail with "invalid device ordinal"
+            raise CnnkitError(f"process {local_rank} on this machine has no GPU of its own ({gpus} GPU(s) here): "
+                              f"start at most {gpus} processes per machine, or use --device cpu")
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
     ctx = DistContext(rank=rank, world_size=world, local_rank=local_rank)
