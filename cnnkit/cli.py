@@ -179,7 +179,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     config = train_config_from_args(args)
     if args.nproc > 1:
-        return launch_torchrun(_without_option(args.argv, "--nproc"), nproc=args.nproc)
+        return launch_torchrun(_without_option(args.argv, "--nproc"), nproc=args.nproc, device=config.device)
     train(config)
     return 0
 
@@ -240,7 +240,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         if output is None:
             raise CnnkitError("--nproc writes --csv FILE or --jsonl FILE (the ranks merge their rows into it)")
-        code = launch_torchrun(_without_option(args.argv, "--nproc"), nproc=args.nproc)
+        code = launch_torchrun(_without_option(args.argv, "--nproc"), nproc=args.nproc, device=config.device)
         return code or (2 if count_errors(output) else 0)
     with process_group(config.device) as ctx:
         if ctx.enabled and output is None:

@@ -66,13 +66,10 @@ def process_group(device: str) -> Iterator[DistContext]:
         yield SINGLE_PROCESS
         return
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    use_cuda = _uses_cuda(device)
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
-        gpus = torch.cuda.device_count()
-        if local_rank >= gpus:  # NCCL needs one GPU per rank; set_device would fail with "invalid device ordinal"
-            raise CnnkitError(f"process {local_rank} on this machine has no GPU of its own ({gpus} GPU(s) here): "
-                              f"start at most {gpus} processes per machine, or use --device cpu")
+        _check_gpus(processes=local_rank + 1)
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
     ctx = DistContext(rank=rank, world_size=world, local_rank=local_rank)
@@ -83,13 +80,28 @@ def process_group(device: str) -> Iterator[DistContext]:
         dist.destroy_process_group()
 
 
+def _uses_cuda(device: str) -> bool:
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
+def _check_gpus(*, processes: int) -> None:
+    """NCCL needs a GPU per process; without this, a process beyond the GPUs dies in set_device with "invalid
+    device ordinal" (and torchrun's traceback buries it)."""
+    gpus = torch.cuda.device_count()
+    if processes > gpus:
+        raise CnnkitError(f"{processes} processes on this machine but {gpus} GPU(s): start at most {gpus} processes "
+                          "per machine (one per GPU), or use --device cpu")
+
+
 LAUNCHED = "CNNKIT_LAUNCHED"  # set for the ranks that --nproc starts: the launcher reports the outcome
 
 
-def launch_torchrun(argv: Sequence[str], *, nproc: int) -> int:
+def launch_torchrun(argv: Sequence[str], *, nproc: int, device: str) -> int:
     """Re-run `cnnkit ARGV` under torchrun with `nproc` processes on this machine; return its exit code."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise CnnkitError("--nproc is for launching; under torchrun already, leave it out")
+    if _uses_cuda(device):
+        _check_gpus(processes=nproc)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "cnnkit", *argv]
     return subprocess.run(command, check=False, env={**os.environ, LAUNCHED: "1"}).returncode

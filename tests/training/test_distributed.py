@@ -65,11 +65,14 @@ def test_device_choice() -> None:
 def test_more_cuda_processes_than_gpus_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     # Two ranks on a one-GPU machine: rank 1 would otherwise die in set_device with "invalid device ordinal".
     from cnnkit.errors import CnnkitError
-    from cnnkit.runtime.parallel import process_group
+    from cnnkit.runtime.parallel import launch_torchrun, process_group
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(CnnkitError, match="at most 1 processes per machine"), process_group("cuda"):
+    with pytest.raises(CnnkitError, match="2 processes on this machine but 1 GPU"), process_group("cuda"):
         pass
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(CnnkitError, match="3 processes on this machine but 1 GPU"):
+        launch_torchrun(["train", "cifar10"], nproc=3, device="cuda")  # refused before torchrun starts

@@ -45,7 +45,8 @@ def test_sigkilled_runs_resume_to_the_same_result(shapes_npz: Path, tmp_path: Pa
                 run = RunDir(killed)
                 for name in run.manifest():
                     run.read_verified(name)
-            command = train_command(shapes_npz, killed, "--resume")
+            if killed.is_dir():  # else killed before it made its directory (slow start on a busy machine): rerun
+                command = train_command(shapes_npz, killed, "--resume")
             continue
         assert process.returncode == 0, process.stderr.read() if process.stderr else ""
         break
