@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--head-hidden", type=int, default=128, help="the new head's hidden units (0: linear)")
     parser.add_argument("--folds", type=int, default=5, help="pooled folds (0: cross-source only)")
     parser.add_argument("--crop-browser-frame", action="store_true", help="train and score with frames cropped")
+    parser.add_argument("--first-screen", action="store_true", help="train and score in one capture format")
     args = parser.parse_args()
     manifest = list(csv.DictReader((args.data / "manifest.csv").open()))
     print(f"{len(manifest)} screenshots in {args.data}")
@@ -272,7 +273,8 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="cnnkit-phishing-real-"))
         try:
             settings = {"epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
-                        "head_hidden": args.head_hidden, "crop_browser_frame": args.crop_browser_frame}
+                        "head_hidden": args.head_hidden, "crop_browser_frame": args.crop_browser_frame,
+                        "first_screen": args.first_screen}
             print(table(classifier_part(args.data, work, settings, args.folds)))
         finally:
             shutil.rmtree(work, ignore_errors=True)

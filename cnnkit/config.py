@@ -68,6 +68,9 @@ class TrainConfig:
     resize: Resize = option("squash", help="how images reach the square input: squash, center-crop or top-crop")
     crop_browser_frame: bool = option(False, help="screenshots: crop a browser frame (tab strip, address bar) "
                                       "captured at the top, in training and in every prediction")
+    first_screen: bool = option(False, help="screenshots: bring every image to one capture format (1024 px wide, "
+                                "the top 1024x768, one JPEG encoding) in training and in every prediction, so that "
+                                "capture size and encoding cannot become features")
     top_k: int = option(3, low=1, help="also report top-k accuracy (dropped when k >= the number of classes)")
     augment: str = option("none", help="none | standard | screenshot | a spec like flip,rotate=0.1,zoom=0.1")
     pretrained: bool = option(False, help="start from ImageNet weights")

@@ -118,8 +118,8 @@ def _separating(features: dict[str, torch.Tensor], labels: torch.Tensor, class_n
                 warnings.append(f"{name} alone separates {what} {where} (AUC {max(auc, 1 - auc):.2f}): "
                                 "a shortcut the model can learn instead of what matters, from how the images were "
                                 "captured (browser frames, sizes, crops, encodings) or what was collected (home "
-                                "pages against login pages); capture, crop and encode every class alike, and check "
-                                "cnnkit explain")
+                                "pages against login pages); capture, crop and encode every class alike (screenshots: "
+                                "--crop-browser-frame, --first-screen), and check cnnkit explain")
     return warnings
 
 

@@ -1,11 +1,15 @@
-"""Finding a browser's frame (tab strip and address bar) captured at the top of a screenshot, so that it can be
-cropped away: a frame on the pages of one class only is a shortcut a model learns instead of the page.
+"""Screenshot hygiene: finding a browser's frame (tab strip and address bar) captured at the top of a screenshot,
+so that it can be cropped away (a frame on the pages of one class only is a shortcut a model learns instead of the
+page), and bringing every screenshot to one capture format (first_screen), so that neither its size nor its
+encoding can tell one collection from another.
 
 Recognised: Chrome's dark frame, a near-black tab strip over a dark grey toolbar, both colourless. Light frames
 look too much like page headers to be told apart by colour alone, and are left.
 """
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 from PIL import Image
@@ -18,6 +22,31 @@ DARK_SHARE = 0.75  # of a tab-strip row's pixels near-black and colourless (the 
 UNIFORM = 0.7  # of a toolbar row's pixels colourless and within TOLERANCE of its median (the rest: the URL)
 TOLERANCE = 30
 NEUTRAL = 12  # largest channel spread of a colourless (grey) pixel
+
+# One capture format, as the shared real-screenshot collection was normalised: a desktop viewport's first screen.
+SCREEN = (1024, 768)  # width, height in pixels
+SCREEN_JPEG_QUALITY = 90
+SCREEN_PAD = (255, 255, 255)  # below a page shorter than the screen: white, as a browser shows it
+
+
+def first_screen(image: Image.Image) -> Image.Image:
+    """`image` (RGB) as one capture format: scaled to SCREEN's width, its top SCREEN height kept (white below a
+    shorter page), then encoded once as JPEG at SCREEN_JPEG_QUALITY and decoded. Whatever size and format a
+    screenshot came in (PNG from one crawler, JPEG from another, a full page or a viewport), the model then sees the
+    same kind of pixels, with the same compression artefacts."""
+    width, height = SCREEN
+    scaled_height = max(1, round(image.height * width / image.width))
+    keep = min(scaled_height, height)
+    # Only the part kept is scaled (Pillow's box): a very tall page is not scaled whole first.
+    source_rows = min(image.height, image.width * keep / width)
+    top = image.resize((width, keep), Image.Resampling.BILINEAR, box=(0, 0, image.width, source_rows))
+    screen = Image.new("RGB", SCREEN, SCREEN_PAD)
+    screen.paste(top, (0, 0))
+    encoded = io.BytesIO()
+    screen.save(encoded, format="JPEG", quality=SCREEN_JPEG_QUALITY)
+    encoded.seek(0)
+    with Image.open(encoded) as decoded:
+        return decoded.convert("RGB")
 
 
 def browser_frame_height(image: Image.Image) -> int:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image
 
+from cnnkit.data.frames import SCREEN, browser_frame_height, first_screen
 from cnnkit.data.images import open_rgb
 from cnnkit.errors import CnnkitError
 
@@ -40,6 +41,7 @@ class Preprocess:
     resize: ResizeMode = "squash"
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     crop_frame: bool = False  # crop a browser frame captured at the top (see data.frames)
+    first_screen: bool = False  # then bring the screenshot to one capture format (data.frames.first_screen)
     channel_order: Literal["RGB"] = "RGB"
     layout: Literal["NCHW"] = "NCHW"
 
@@ -60,16 +62,18 @@ class Preprocess:
     def load(self, source: Path | bytes, *, name: str | None = None) -> np.ndarray:
         """Decode an image file (or its bytes) and resize it: HWC uint8 at input_size. Large images are reduced
         while they are decoded (see data.images.LARGE_PIXELS)."""
-        return self.resize_image(open_rgb(source, name=name, min_side=self.input_size))
+        # first_screen needs SCREEN's width: a large image may be reduced to 4 x min_side on its shorter side.
+        min_side = max(self.input_size, SCREEN[0] // 4) if self.first_screen else self.input_size
+        return self.resize_image(open_rgb(source, name=name, min_side=min_side))
 
     def resize_image(self, image: Image.Image) -> np.ndarray:
         """Resize an RGB PIL image to input_size x input_size by the resize mode; HWC uint8."""
         if self.crop_frame:
-            from cnnkit.data.frames import browser_frame_height
-
             frame = browser_frame_height(image)
             if frame:
                 image = image.crop((0, frame, image.width, image.height))
+        if self.first_screen:
+            image = first_screen(image)
         size = self.input_size
         resample = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
         width, height = image.size

@@ -471,7 +471,7 @@ def _say(ctx: DistContext, config: TrainConfig, message: str) -> None:
 
 def _preprocess(config: TrainConfig) -> Preprocess:
     return Preprocess(input_size=config.input_size or default_input_size(config.model), resize=config.resize,
-                      crop_frame=config.crop_browser_frame)
+                      crop_frame=config.crop_browser_frame, first_screen=config.first_screen)
 
 
 def _absolute_paths(config: TrainConfig) -> TrainConfig:

@@ -83,10 +83,11 @@ def test_capture_records_every_url_and_survives_failures(tmp_path: Path, screens
 def test_recipe_train_evaluate_export_serve_explain(screenshots: Path, tmp_path: Path) -> None:
     run = tmp_path / "phish-run"
     cnnkit("train", f"folder:{screenshots}", "--model", "efficientnet_lite0", "--pretrained", "--freeze-base",
-           "--input-size", "96", "--resize", "top-crop", "--augment", "screenshot", "--epochs", "4",
+           "--input-size", "96", "--resize", "top-crop", "--first-screen", "--augment", "screenshot", "--epochs", "4",
            "--batch-size", "16", "--lr", "3e-3", "--val-split", "0.25", "--test-split", "0.25", "--out", run,
            "--device", "cpu")
-    assert json.loads((run / "preprocess.json").read_text())["resize"] == "top-crop"
+    preprocess = json.loads((run / "preprocess.json").read_text())
+    assert preprocess["resize"] == "top-crop" and preprocess["first_screen"] is True
     refused = cnnkit("evaluate", run, "--target-fpr", "0.1", check=False)
     assert refused.returncode == 2 and "cannot be estimated from 6 negative (non-phishing) images" in refused.stderr
     assert "it takes at least 30" in refused.stderr and not (run / "threshold.json").exists()
@@ -105,6 +106,7 @@ def test_recipe_train_evaluate_export_serve_explain(screenshots: Path, tmp_path:
 
     cnnkit("export", run)
     assert json.loads((run / "export" / "export.json").read_text())["threshold"]["positive"] == "phishing"
+    assert json.loads((run / "export" / "preprocess.json").read_text())["first_screen"] is True  # served alike
     port = free_port()
     server = start_server("--model", f"phish={run}", port=port)
     try:
