@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -154,7 +155,21 @@ def session_options(threads: int) -> Any:
     # Lite0 image) and after it. Between calls the cores belong to request parsing and HTTP, so they stop spinning
     # when a call returns; no cost measured at concurrency 1 (bench/serve_load.py).
     options.add_session_config_entry("session.force_spinning_stop", "1")
+    # One memory arena for every session of the server (each lane's and each model version's) instead of one per
+    # session: an arena keeps what it grows to, and with one per lane a flood of many-request batches grew each of
+    # them; shared, the server's RSS comes back closer after a flood at the same speed (README: the attack table).
+    _register_shared_cpu_arena()
+    options.add_session_config_entry("session.use_env_allocators", "1")
     return options
+
+
+@functools.cache
+def _register_shared_cpu_arena() -> None:
+    """Register ONNX Runtime's process-wide CPU arena (default settings) once; sessions opt in to it."""
+    import onnxruntime as ort
+
+    memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(memory, ort.OrtArenaCfg({}))
 
 
 def _is_version(name: str) -> bool:

@@ -1,4 +1,7 @@
 import asyncio
+from pathlib import Path
+
+import numpy as np
 
 from cnnkit.serving.memory import Trimmer
 
@@ -83,3 +86,18 @@ def test_a_big_request_gets_memory_of_its_own_and_small_ones_share_mallocs() -> 
     assert big.dtype == np.float32 and float(big.sum()) == 7 * big.size
     small = _images_buffer((2, 32, 32, 3))
     assert small.base is None and small.flags.writeable
+
+
+def test_every_served_session_shares_one_arena(exported_run: Path) -> None:
+    # One CPU arena for the process: with one per session, each lane's grew under floods and kept what it grew.
+    import onnxruntime as ort
+
+    from cnnkit.serving.runtime import session_options
+
+    model = (exported_run / "export" / "model.onnx").read_bytes()
+    options = [session_options(threads) for threads in (2, 1, 1)]  # registering the arena twice would raise
+    assert all(o.get_session_config_entry("session.use_env_allocators") == "1" for o in options)
+    sessions = [ort.InferenceSession(model, o, providers=["CPUExecutionProvider"]) for o in options]
+    batch = np.zeros((3, 32, 32, 3), np.float32)
+    outputs = [s.run(None, {s.get_inputs()[0].name: batch})[0] for s in sessions]
+    assert all(np.allclose(outputs[0], out) for out in outputs[1:])
