@@ -39,9 +39,9 @@ class ServingModel(nn.Module):
         self.tta = tta  # test-time augmentation, as the run evaluates
         # (x - mean) / std as one multiply-add on the NHWC images, before the transpose to NCHW, with constants
         # that span a whole image row ([1, 1, W, 3]): ONNX Runtime broadcasts a row-long constant as fast as a
-        # scalar, but a [3] constant (the last axis alone) an element at a time, and the INT8 model then spent a
-        # fifth of its time on it; a per-channel 1x1 convolution (the version before) ran quantized on three
-        # channels at a seventh of its time. The multiply stays fp32 and the add is quantized with the rest.
+        # scalar, but a [3] constant (the last axis alone) one element at a time, and a per-channel 1x1
+        # convolution (the version before) ran quantized on three channels, slowly: either cost the INT8 model a
+        # large share of its time (README: Export formats and INT8). The multiply stays fp32; the add is quantized.
         scale = 1.0 / (torch.tensor(std) * 255.0)
         self.register_buffer("scale", scale)
         self.register_buffer("shift", -torch.tensor(mean) * 255.0 * scale)
