@@ -146,7 +146,7 @@ def global_pools(onnx_bytes: bytes) -> bytes:
     """The model with each ReduceMean over the spatial axes of a 4-D tensor, kept 4-D, written as the
     GlobalAveragePool it is (the exporter writes global average pooling as a mean). ONNX Runtime runs
     GlobalAveragePool in the channels-last layout its convolutions use and quantizes it; a ReduceMean there needs the
-    last feature map transposed back first (a twentieth of the INT8 EfficientNet-Lite0's time)."""
+    last feature map transposed back first (README: Export formats and INT8)."""
     import onnx
     from onnx import numpy_helper
 

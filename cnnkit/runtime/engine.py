@@ -72,8 +72,8 @@ class Totals:
 def inference_batch_size(model: nn.Module, *, input_size: int, settings: StepSettings, default: int = 256) -> int:
     """Images per inference batch: on a CPU, the most whose largest layer output stays under malloc's memory-map
     threshold (runtime.allocator), at most `default`, from one forward pass of two images; `default` elsewhere.
-    Over the threshold every batch's buffers are freshly mapped, and a 224-px EfficientNet evaluated at 2-3x the
-    images/s at batch 16 than at 256 on a CPU."""
+    Over the threshold every batch's buffers are freshly mapped memory, paid for in page faults (README: "Memory,
+    and speed on a CPU")."""
     if settings.device.type != "cpu":
         return default
     largest = 0

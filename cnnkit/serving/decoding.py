@@ -22,6 +22,7 @@ from typing import TypeVar
 import numpy as np
 
 from cnnkit.data.images import ImageError
+from cnnkit.serving.memory import LARGE_BLOCK_BYTES
 from cnnkit.serving.runtime import ServedVersion
 from cnnkit.serving.tfserving import Encoded, Item, RequestError
 
@@ -29,7 +30,9 @@ T = TypeVar("T")
 LIGHT_PIXELS = 4_000_000  # a request's encoded images together; two full-HD screenshots
 LIGHT_BODY_BYTES = 1024 * 1024  # bodies up to this size are parsed on the light pool
 RETRY_AFTER_S = 1
-OWN_MAPPING_BYTES = 4 * 1024 * 1024  # a request's decoded images over this get memory of their own (_images_buffer)
+# A request's decoded images over this get memory of their own (_images_buffer): the limit `cnnkit serve` gives
+# malloc, so that servers embedding the app without it behave alike.
+OWN_MAPPING_BYTES = LARGE_BLOCK_BYTES
 
 
 class Budget:

@@ -10,9 +10,9 @@ answers of a burst are followed by a trim (one that ran while they were still be
 memory in use). Light traffic does not stop the trim that follows a burst: an earlier rule waited for an interval
 with no request at all, and a health check or a client every half second meant the memory of a flood was never
 returned. Fixing glibc's memory-map threshold at 128 KB, so that every large block is unmapped when freed, was
-measured too: RSS after a flood came closer to its start, but Lite0 served 13% fewer requests/s at concurrency 32
-(page faults on every image array), so it is not done. Other C libraries (musl, macOS) have no malloc_trim: there
-this does nothing.
+measured too: RSS after a flood came closer to its start, but Lite0 served fewer requests/s at concurrency 32
+(page faults on every image array; README: Security and limits), so it is not done; map_large_blocks fixes it at
+LARGE_BLOCK_BYTES instead. Other C libraries (musl, macOS) have no malloc_trim: there this does nothing.
 """
 
 from __future__ import annotations

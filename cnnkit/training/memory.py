@@ -152,7 +152,8 @@ def plan_memory(estimate: MemoryEstimate, *, batch_size: int, budget: int, check
 
 def inference_batch(estimate: MemoryEstimate, *, for_speed: bool, default: int = 256) -> int:
     """Images per evaluation (or feature) pass: on a CPU, the most whose largest buffer stays under malloc's
-    memory-map threshold (inference at batch 8-16 runs 2-3x the images/s of batch 256 there), else `default`."""
+    memory-map threshold (fresh memory maps every batch are slower there: README, "Memory, and speed on a CPU"),
+    else `default`."""
     if not for_speed or not estimate.largest_per_image:
         return default
     return images_under_threshold(estimate.largest_per_image, most=default)

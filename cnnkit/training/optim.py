@@ -17,8 +17,8 @@ def build_optimizer(config: TrainConfig, model: nn.Module, *, lr: float) -> torc
     groups = _param_groups(model, lr=lr, weight_decay=config.weight_decay, norm_lr_scale=config.norm_lr_scale)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
-    # One fused kernel for all of Adam's per-parameter updates instead of several small ops per tensor: a third of
-    # the optimiser's time on the tutorial CNN, whose steps are short (bench/vs_keras.py).
+    # One fused kernel for all of Adam's per-parameter updates instead of several small ops per tensor: it matters
+    # most for small models with short steps, such as the tutorial CNN (bench/vs_keras.py).
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, fused=fused or None)

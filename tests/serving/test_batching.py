@@ -1,5 +1,6 @@
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,17 +18,23 @@ def slow_identity(calls: list[int], seconds: float = 0.05):  # type: ignore[no-u
     return run
 
 
-def test_concurrent_requests_share_calls_and_get_their_own_rows() -> None:
-    calls: list[int] = []
+def one_image_requests(run: Callable[[np.ndarray], np.ndarray], *, count: int, max_batch: int) -> list[np.ndarray]:
+    """The answers to `count` concurrent one-image requests (image i filled with i) to a MicroBatcher over `run`."""
 
     async def main() -> list[np.ndarray]:
-        batcher = MicroBatcher(slow_identity(calls), max_batch=8, max_wait_ms=0, max_queue=100)
+        batcher = MicroBatcher(run, max_batch=max_batch, max_wait_ms=0, max_queue=100)
         try:
-            return await asyncio.gather(*(batcher.submit(np.full((1, 2), i, np.float32)) for i in range(20)))
+            return await asyncio.gather(*(batcher.submit(np.full((1, 2), i, np.float32)) for i in range(count)))
         finally:
             await batcher.close()
 
-    answers = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_rows() -> None:
+    calls: list[int] = []
+
+    answers = one_image_requests(slow_identity(calls), count=20, max_batch=8)
     assert [float(a[0, 0]) for a in answers] == [2.0 * i for i in range(20)]
     assert sum(calls) == 20 and max(calls) <= 8 and len(calls) < 20
 
@@ -170,13 +177,6 @@ def test_a_lane_puts_batches_together_in_one_buffer_made_once() -> None:
         time.sleep(0.05)
         return batch * 2  # new memory: answers do not alias the buffer that the next batch overwrites
 
-    async def main() -> list[np.ndarray]:
-        batcher = MicroBatcher(run, max_batch=4, max_wait_ms=0, max_queue=100)
-        try:
-            return await asyncio.gather(*(batcher.submit(np.full((1, 2), i, np.float32)) for i in range(13)))
-        finally:
-            await batcher.close()
-
-    answers = asyncio.run(main())
+    answers = one_image_requests(run, count=13, max_batch=4)
     assert [float(a[0, 0]) for a in answers] == [2.0 * i for i in range(13)]
     assert len(buffers) >= 2 and len(set(buffers)) == 1  # several multi-request batches, one buffer

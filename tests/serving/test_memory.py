@@ -14,13 +14,19 @@ async def until(condition, timeout_s: float = 5.0) -> None:  # type: ignore[no-u
     raise AssertionError("condition not met")
 
 
+def counting_trimmer(trims: list[int], *, after_bytes: int, min_bytes: int) -> Trimmer:
+    """A started Trimmer looking every 20 ms whose trims are recorded in `trims` instead of run."""
+    trimmer = Trimmer(interval_s=0.02, after_bytes=after_bytes, light_bytes=1000, min_bytes=min_bytes)
+    trimmer.trim = lambda pad: trims.append(pad) or 1
+    trimmer.start()
+    return trimmer
+
+
 def test_memory_is_trimmed_after_a_burst_and_once_more_when_it_ends() -> None:
     trims: list[int] = []
 
     async def main() -> None:
-        trimmer = Trimmer(interval_s=0.02, after_bytes=1000, light_bytes=1000, min_bytes=1)
-        trimmer.trim = lambda pad: trims.append(pad) or 1
-        trimmer.start()
+        trimmer = counting_trimmer(trims, after_bytes=1000, min_bytes=1)
         await asyncio.sleep(0.1)
         assert trims == []  # nothing passed through: nothing to trim
         trimmer.note(10)  # a little: trimmed once it is quiet
@@ -40,9 +46,7 @@ def test_an_answer_that_ends_after_the_last_trim_gets_one_more() -> None:
     trims: list[int] = []
 
     async def main() -> None:
-        trimmer = Trimmer(interval_s=0.02, after_bytes=1000, light_bytes=1000, min_bytes=1)
-        trimmer.trim = lambda pad: trims.append(pad) or 1
-        trimmer.start()
+        trimmer = counting_trimmer(trims, after_bytes=1000, min_bytes=1)
         trimmer.note(5000)  # a big request decoded: trimmed at the next look
         await until(lambda: len(trims) == 1)
         await asyncio.sleep(0.1)
@@ -60,9 +64,7 @@ def test_light_traffic_does_not_hold_back_the_trim_after_a_burst() -> None:
     trims: list[int] = []
 
     async def main() -> None:
-        trimmer = Trimmer(interval_s=0.02, after_bytes=100_000, light_bytes=1000, min_bytes=2000)
-        trimmer.trim = lambda pad: trims.append(pad) or 1
-        trimmer.start()
+        trimmer = counting_trimmer(trims, after_bytes=100_000, min_bytes=2000)
         trimmer.note(5000)  # a burst, under after_bytes: no trim while it is busy
         for _ in range(60):  # a health check every 5 ms: light traffic, never a silent interval
             trimmer.note(1)
