@@ -22,7 +22,8 @@ from cnnkit import artifacts as names
 from cnnkit.artifacts import INPUT_NAME, OUTPUT_NAME
 from cnnkit.config import ExportConfig
 from cnnkit.data.datasets import ArrayData
-from cnnkit.deploy.samples import run_images
+from cnnkit.data.preprocess import Preprocess
+from cnnkit.deploy.samples import model_input, run_images
 from cnnkit.deploy.tensorflow import export_tensorflow, remove_stale, require_tensorflow
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes, write_json
@@ -95,7 +96,9 @@ def export_run(config: ExportConfig) -> ExportResult:
         report = quantize_export(classifier, out, images=images, calibration=config.calibration,
                                  max_drop=config.max_drop, force=config.force)
         int8, table = int8_record(out, report), report.table()
-    tf = _export_tf(images.test, serving, out, config) if images is not None and config.tf_formats else None
+    tf = None
+    if images is not None and config.tf_formats:
+        tf = _export_tf(images.test, serving, out, config, preprocess=pre)
     stale = remove_stale(out, keep=config.tf_formats)  # made from an earlier model
     write_json(out / names.CLASSES, classifier.class_names)
     write_json(out / names.PREPROCESS, pre.to_dict())
@@ -121,9 +124,10 @@ def export_run(config: ExportConfig) -> ExportResult:
     return ExportResult(out / names.ONNX_MODEL, max_diff, time.perf_counter() - started, int8, table, tf)
 
 
-def _export_tf(test: ArrayData, serving: nn.Module, out: Path, config: ExportConfig) -> dict[str, Any]:
+def _export_tf(test: ArrayData, serving: nn.Module, out: Path, config: ExportConfig, *,
+               preprocess: Preprocess) -> dict[str, Any]:
     """SavedModel / TFLite from the ONNX file just written, checked on random images and up to 32 test images."""
-    real = test.batch(torch.arange(min(len(test), 32))).permute(0, 2, 3, 1).numpy()
+    real = model_input(test.batch(torch.arange(min(len(test), 32))), preprocess)
     made = export_tensorflow(out / names.ONNX_MODEL, out, formats=config.tf_formats, reference=serving,
                              real_images=real, tolerance=config.tolerance)
     return {m.format: m.record(out) for m in made}

@@ -24,7 +24,8 @@ import torch
 from cnnkit import artifacts as names
 from cnnkit.artifacts import INPUT_NAME, OUTPUT_NAME
 from cnnkit.data.datasets import ArrayData
-from cnnkit.deploy.samples import RunImages, nhwc
+from cnnkit.data.preprocess import Preprocess
+from cnnkit.deploy.samples import RunImages, model_input
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes
 from cnnkit.runtime.exports import stored_threshold
@@ -77,9 +78,10 @@ def quantize_export(classifier: TorchModel, export: Path, *, images: RunImages, 
     picks = torch.randperm(len(pool), generator=torch.Generator().manual_seed(classifier.config.seed))[:calibration]
     fp32_path = export / names.ONNX_MODEL
     with tempfile.TemporaryDirectory() as tmp:
-        int8_bytes = _quantize(fp32_path, pool.subset(picks), Path(tmp))
-    report = _compare(fp32_path.read_bytes(), int8_bytes, test, threshold=stored_threshold(classifier.run.path),
-                      class_names=classifier.class_names, calibration=len(picks),
+        int8_bytes = _quantize(fp32_path, pool.subset(picks), Path(tmp), preprocess=classifier.preprocess)
+    report = _compare(fp32_path.read_bytes(), int8_bytes, test, preprocess=classifier.preprocess,
+                      threshold=stored_threshold(classifier.run.path), class_names=classifier.class_names,
+                      calibration=len(picks),
                       sizes=(fp32_path.stat().st_size, len(int8_bytes)))
     if report.drop_points > max_drop and not force:
         raise CnnkitError(f"INT8 model refused: top-1 drops {report.drop_points:.2f} points, more than --max-drop "
@@ -94,7 +96,7 @@ def int8_record(export: Path, report: QuantizeReport) -> dict[str, Any]:
             "weights": "int8 per-channel", "activations": "uint8", "ops": QUANTIZED_OPS, **asdict(report)}
 
 
-def _quantize(fp32: Path, images: ArrayData, tmp: Path) -> bytes:
+def _quantize(fp32: Path, images: ArrayData, tmp: Path, *, preprocess: Preprocess) -> bytes:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -104,7 +106,7 @@ def _quantize(fp32: Path, images: ArrayData, tmp: Path) -> bytes:
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             index = next(self.batches, None)
-            return None if index is None else {INPUT_NAME: nhwc(images.batch(index))}
+            return None if index is None else {INPUT_NAME: model_input(images.batch(index), preprocess)}
 
     prepared = tmp / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared))  # shape inference and graph optimisation, as the tools advise
@@ -115,15 +117,17 @@ def _quantize(fp32: Path, images: ArrayData, tmp: Path) -> bytes:
     return out.read_bytes()
 
 
-def _compare(fp32: bytes, int8: bytes, test: ArrayData, *, threshold: dict[str, Any] | None, class_names: list[str],
-             calibration: int, sizes: tuple[int, int]) -> QuantizeReport:
+def _compare(fp32: bytes, int8: bytes, test: ArrayData, *, preprocess: Preprocess,
+             threshold: dict[str, Any] | None, class_names: list[str], calibration: int,
+             sizes: tuple[int, int]) -> QuantizeReport:
     import onnxruntime as ort
 
     def probabilities(model: bytes) -> tuple[np.ndarray, float]:
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-        probs = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: nhwc(test.batch(index))})[0]
+        probs = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: model_input(test.batch(index), preprocess)})[0]
                                 for index in torch.arange(len(test)).split(EVAL_BATCH)])
-        return probs, _images_per_s(session, nhwc(test.batch(torch.arange(len(test))[:SPEED_BATCH])))
+        return probs, _images_per_s(session, model_input(test.batch(torch.arange(len(test))[:SPEED_BATCH]),
+                                                                preprocess))
 
     labels = test.labels.numpy()
     (p32, speed32), (p8, speed8) = probabilities(fp32), probabilities(int8)

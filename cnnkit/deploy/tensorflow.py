@@ -62,11 +62,11 @@ def export_tensorflow(onnx_path: Path, export: Path, *, formats: tuple[str, ...]
                       reference: Callable[[torch.Tensor], torch.Tensor],
                       real_images: np.ndarray, tolerance: float) -> list[TfExport]:
     """Convert EXPORT/model.onnx to `formats` (saved_model, tflite) inside `export`, checking each against
-    `reference` (the PyTorch serving model) on random images and `real_images` (uint8 NHWC); nothing is kept from a
-    conversion that misses `tolerance`."""
+    `reference` (the PyTorch serving model) on random images and `real_images` (NHWC 0-255 at the model's input
+    size); nothing is kept from a conversion that misses `tolerance`."""
     require_tensorflow()
     tf = _tensorflow()
-    size = int(real_images.shape[1]) if len(real_images) else _input_size(onnx_path)
+    size = _input_size(onnx_path)
     samples = _samples(real_images, size=size)
     with torch.no_grad():
         expected = [reference(torch.from_numpy(x)).numpy() for x in samples]
