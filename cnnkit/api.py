@@ -160,7 +160,7 @@ class Classifier:
         split = bundle.test if bundle.test is not None else bundle.train
         if split is None or bundle.class_names != self.class_names:
             raise CnnkitError(f"{data}: classes {bundle.class_names} differ from the model's {self.class_names}")
-        probs = np.concatenate([self._run(split.batch(index).permute(0, 2, 3, 1).numpy())
+        probs = np.concatenate([self._run(self.preprocess.exported_input(split.batch(index)))
                                 for index in torch.arange(len(split)).split(256)])  # bounded memory
         top_k = options.get("top_k", 3)
         return classification_metrics(probs, split.labels.numpy(), class_names=self.class_names,

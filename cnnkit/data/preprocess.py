@@ -118,3 +118,10 @@ class Preprocess:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW batch -> model input."""
         return self.standardize(self.to_unit(batch))
+
+    def exported_input(self, batch: torch.Tensor) -> np.ndarray:
+        """uint8 NCHW batch -> float32 NHWC 0-255 at input_size: what an exported model takes. Images stored at
+        another size (arrays such as CIFAR-10's 32 px for a 224-px model) are resized as training resized them."""
+        if batch.shape[-2:] == (self.input_size, self.input_size):
+            return batch.permute(0, 2, 3, 1).float().numpy()
+        return self.to_unit(batch).mul_(255.0).permute(0, 2, 3, 1).contiguous().numpy()

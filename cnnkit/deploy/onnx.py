@@ -23,7 +23,7 @@ from cnnkit.artifacts import INPUT_NAME, OUTPUT_NAME
 from cnnkit.config import ExportConfig
 from cnnkit.data.datasets import ArrayData
 from cnnkit.data.preprocess import Preprocess
-from cnnkit.deploy.samples import model_input, run_images
+from cnnkit.deploy.samples import run_images
 from cnnkit.deploy.tensorflow import export_tensorflow, remove_stale, require_tensorflow
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes, write_json
@@ -127,7 +127,7 @@ def export_run(config: ExportConfig) -> ExportResult:
 def _export_tf(test: ArrayData, serving: nn.Module, out: Path, config: ExportConfig, *,
                preprocess: Preprocess) -> dict[str, Any]:
     """SavedModel / TFLite from the ONNX file just written, checked on random images and up to 32 test images."""
-    real = model_input(test.batch(torch.arange(min(len(test), 32))), preprocess)
+    real = preprocess.exported_input(test.batch(torch.arange(min(len(test), 32))))
     made = export_tensorflow(out / names.ONNX_MODEL, out, formats=config.tf_formats, reference=serving,
                              real_images=real, tolerance=config.tolerance)
     return {m.format: m.record(out) for m in made}

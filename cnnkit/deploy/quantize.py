@@ -25,7 +25,7 @@ from cnnkit import artifacts as names
 from cnnkit.artifacts import INPUT_NAME, OUTPUT_NAME
 from cnnkit.data.datasets import ArrayData
 from cnnkit.data.preprocess import Preprocess
-from cnnkit.deploy.samples import RunImages, model_input
+from cnnkit.deploy.samples import RunImages
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes
 from cnnkit.runtime.exports import stored_threshold
@@ -109,7 +109,7 @@ def _quantize(fp32: Path, images: ArrayData, tmp: Path, *, preprocess: Preproces
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             index = next(self.batches, None)
-            return None if index is None else {INPUT_NAME: model_input(images.batch(index), preprocess)}
+            return None if index is None else {INPUT_NAME: preprocess.exported_input(images.batch(index))}
 
     prepared = tmp / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared))  # shape inference and graph optimisation, as the tools advise
@@ -127,10 +127,10 @@ def _compare(fp32: bytes, int8: bytes, test: ArrayData, *, preprocess: Preproces
 
     def probabilities(model: bytes) -> tuple[np.ndarray, float]:
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-        probs = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: model_input(test.batch(index), preprocess)})[0]
-                                for index in torch.arange(len(test)).split(EVAL_BATCH)])
-        return probs, _images_per_s(session, model_input(test.batch(torch.arange(len(test))[:SPEED_BATCH]),
-                                                                preprocess))
+        probs = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: preprocess.exported_input(test.batch(i))})[0]
+                                for i in torch.arange(len(test)).split(EVAL_BATCH)])
+        speed_batch = preprocess.exported_input(test.batch(torch.arange(len(test))[:SPEED_BATCH]))
+        return probs, _images_per_s(session, speed_batch)
 
     labels = test.labels.numpy()
     (p32, speed32), (p8, speed8) = probabilities(fp32), probabilities(int8)
