@@ -10,7 +10,8 @@ from a domain not that brand's). By image: the 13 legitimate pages as references
 Classifier (`--part classifier`): Lite0 transfer runs trained on one collection and tested on the other (both
 ways), and pooled 5-fold; ROC AUC with its 95% bootstrap interval, TPR at 1% and 5% FPR on the test data, and the
 threshold for each FPR chosen on the training side's validation split, or refused there when it has fewer than
-3 / FPR negatives (as `cnnkit evaluate --target-fpr` refuses).
+3 / FPR negatives (as `cnnkit evaluate --target-fpr` refuses). Cross-source rows also give the AUC against the
+legitimate test pages that are login pages and against the others (see words_part).
 
 Linear probe (`--part probe`): logistic regression on the pretrained Lite0's embeddings, trained on one collection
 (its L2 penalty chosen by cross-validation there) and tested on the other; no network is trained.
@@ -176,28 +177,47 @@ def probe_part(data: Path) -> list[dict[str, object]]:
 LOGIN_WORDS = re.compile(r"sign.?in|log.?in|password")
 
 
+def page_texts(paths: list[Path]) -> list[str]:
+    """Each page's OCR text, lower-cased (Tesseract, two pages at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cnnkit.apps.phishing.brands import page_text
+
+    with ThreadPoolExecutor(2) as pool:
+        return [t.lower() for t in pool.map(page_text, paths)]
+
+
+def login_split_aucs(scores: np.ndarray, labels: np.ndarray, texts: list[str]) -> dict[str, str]:
+    """ROC AUC (95% interval; legitimate pages) of the phishing pages against all legitimate pages, against those
+    that are login pages too (OCR finds sign in, log in or password), and against the others."""
+    from cnnkit.evaluate.binary import binary_metrics
+
+    login = np.array([bool(LOGIN_WORDS.search(t)) for t in texts])
+    row = {}
+    for name, legit in (("all legit", ~labels), ("legit login pages", ~labels & login),
+                        ("legit other pages", ~labels & ~login)):
+        keep = labels | legit
+        metrics = binary_metrics(scores[keep], labels[keep])
+        row[f"AUC vs {name} (n)"] = "{:.3f} ({:.2f}-{:.2f}; {})".format(
+            metrics["roc_auc"], *metrics["roc_auc_ci95"], int(legit.sum()))
+    return row
+
+
 def words_part(data: Path) -> list[dict[str, object]]:
     """The page's words instead of its pixels: Tesseract OCR, TF-IDF of character 3-5-grams (robust to OCR's
     misreadings), logistic regression with its penalty chosen by 5-fold cross-validation inside the training
     collection, tested on the other. Both collections' legitimate pages are mostly home pages and their phishing
     pages mostly login pages, so the test's legitimate pages are also split by whether OCR finds login words
     (sign in, log in, password): the AUC against each half says whether the model found phishing or login pages."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
-
-    from cnnkit.apps.phishing.brands import page_text
-    from cnnkit.evaluate.binary import binary_metrics
 
     sets = {}
     for collection in COLLECTIONS:
         files = [(p, label == "phishing") for label in ("legitimate", "phishing")
                  for p in sorted((data / collection / label).glob("*.jpg"))]
-        with ThreadPoolExecutor(2) as pool:
-            texts = [t.lower() for t in pool.map(page_text, [p for p, _ in files])]
-        sets[collection] = (texts, np.array([y for _, y in files]))
+        sets[collection] = (page_texts([p for p, _ in files]), np.array([y for _, y in files]))
     rows = []
     for train_on, test_on in (COLLECTIONS, COLLECTIONS[::-1]):
         model = make_pipeline(
@@ -205,16 +225,8 @@ def words_part(data: Path) -> list[dict[str, object]]:
             LogisticRegressionCV(Cs=[0.1, 1.0, 10.0, 100.0], cv=5, scoring="roc_auc", class_weight="balanced",
                                  max_iter=5000)).fit(*sets[train_on])
         texts, labels = sets[test_on]
-        scores = model.predict_proba(texts)[:, 1]
-        login = np.array([bool(LOGIN_WORDS.search(t)) for t in texts])
-        row: dict[str, object] = {"OCR words": f"{train_on} -> {test_on}", "test pages": len(scores)}
-        for name, legit in (("all legit", ~labels), ("legit login pages", ~labels & login),
-                            ("legit other pages", ~labels & ~login)):
-            keep = labels | legit
-            metrics = binary_metrics(scores[keep], labels[keep])
-            row[f"AUC vs {name} (n)"] = "{:.3f} ({:.2f}-{:.2f}; {})".format(
-                metrics["roc_auc"], *metrics["roc_auc_ci95"], int(legit.sum()))
-        rows.append(row)
+        rows.append({"OCR words": f"{train_on} -> {test_on}", "test pages": len(texts),
+                     **login_split_aucs(model.predict_proba(texts)[:, 1], labels, texts)})
     return rows
 
 
@@ -229,7 +241,7 @@ def split_collection(data: Path, out: Path, *, collections: tuple[str, ...]) -> 
 
 
 def classifier_row(
-    name: str, train_dir: Path, test_dir: Path, work: Path, settings: dict[str, object]
+    name: str, train_dir: Path, test_dir: Path, work: Path, settings: dict[str, object], *, login_split: bool = False
 ) -> dict[str, object]:
     import cnnkit
     from cnnkit.errors import CnnkitError
@@ -250,6 +262,8 @@ def classifier_row(
     row: dict[str, object] = {"train -> test": name, "test pages": len(test),
                               "ROC AUC": metrics["roc_auc"],
                               "95% CI": "{:.3f}-{:.3f}".format(*metrics["roc_auc_ci95"])}
+    if login_split:
+        row |= login_split_aucs(scores, positives, page_texts(test))
     for target in (0.01, 0.05):
         try:
             chosen = choose_threshold(val[0], val[1], target_fpr=target, positive="phishing")
@@ -281,7 +295,8 @@ def classifier_part(data: Path, work: Path, settings: dict[str, object], folds: 
     for train_on, test_on in (COLLECTIONS, COLLECTIONS[::-1]):
         train_dir = split_collection(data, work / f"{train_on}-train", collections=(train_on,))
         test_dir = split_collection(data, work / f"{test_on}-test", collections=(test_on,))
-        rows.append(classifier_row(f"{train_on} -> {test_on}", train_dir, test_dir, work, settings))
+        rows.append(classifier_row(f"{train_on} -> {test_on}", train_dir, test_dir, work, settings,
+                                   login_split=True))
         print(rows[-1], flush=True)
     pooled = split_collection(data, work / "pooled", collections=COLLECTIONS)
     files = sorted(pooled.rglob("*.jpg"))
