@@ -1,6 +1,9 @@
-"""Choosing the device, with no side effects (training's process group selects the CUDA device itself)."""
+"""Choosing the device, with no side effects (training's process group selects the CUDA device itself), and
+keeping PyTorch's CPU threads within the process's OpenMP limit."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -44,3 +47,16 @@ def resolve_precision(name: str, device: torch.device, *, phase: str) -> tuple[s
     if phase == "finetune":
         return "fp32", "auto: bf16 slows fine-tuning on CPUs"
     return "bf16", "auto: the CPU has AVX512-BF16 or AMX"
+
+
+def respect_thread_limit() -> int | None:
+    """Lower PyTorch's CPU threads to OMP_THREAD_LIMIT where that is lower; return the new count (None: unchanged).
+
+    Under the limit OpenMP runs every parallel region with at most that many threads, while oneDNN splits its work
+    for PyTorch's count: bf16 convolutions then came out wrong without any error (a NaN loss in training, different
+    probabilities in inference; README: "Threads"). With the counts equal they are right."""
+    raw = os.environ.get("OMP_THREAD_LIMIT", "").strip()
+    if not raw.isdigit() or int(raw) < 1 or torch.get_num_threads() <= int(raw):
+        return None
+    torch.set_num_threads(int(raw))
+    return int(raw)

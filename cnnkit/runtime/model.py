@@ -15,7 +15,7 @@ from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
 from cnnkit.models.network import NetworkConfig, build_network
 from cnnkit.rundir import RunDir
-from cnnkit.runtime.device import resolve_device
+from cnnkit.runtime.device import resolve_device, respect_thread_limit
 from cnnkit.runtime.engine import StepSettings, inference_batch_size
 
 
@@ -61,6 +61,7 @@ def load_run_model(run_dir: Path, *, device: str = "auto", weights: str = names.
     state, _ = run.read_tensors(weights)
     model.load_state_dict(state)
     target = resolve_device(device)
+    respect_thread_limit()
     settings = StepSettings(device=target, channels_last=config.channels_last, tta=config.tta)
     model = model.to(target, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     return TorchModel(model.eval(), preprocess, class_names, config, settings, run)

@@ -37,7 +37,7 @@ from cnnkit.models.pretrained import WeightsInfo
 from cnnkit.models.transfer import TransferNet, set_base_trainable
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.allocator import reuse_freed_memory
-from cnnkit.runtime.device import resolve_device, resolve_precision
+from cnnkit.runtime.device import resolve_device, resolve_precision, respect_thread_limit
 from cnnkit.runtime.engine import StepSettings, evaluate_data
 from cnnkit.runtime.parallel import DistContext, process_group
 from cnnkit.training import memory
@@ -75,6 +75,7 @@ def train(config: TrainConfig) -> TrainResult:
     """
     if not torch.cuda.is_available() or config.device == "cpu":
         reuse_freed_memory()
+    respect_thread_limit()
     with process_group(config.device) as ctx:
         return Trainer.prepare(config, ctx).fit()
 
