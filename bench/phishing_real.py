@@ -95,9 +95,7 @@ GALLERY = {"ATT": ("AT&T", "att.com"), "Adobe": ("Adobe", "adobe.com"), "Amazon"
 
 
 def text_part(data: Path, work: Path) -> list[dict[str, object]]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from cnnkit.apps.phishing.brands import Gallery, page_text
+    from cnnkit.apps.phishing.brands import Gallery
 
     gallery = Gallery.open(work / "brands.json", create=True)
     for name, domains in GALLERY.values():
@@ -105,8 +103,7 @@ def text_part(data: Path, work: Path) -> list[dict[str, object]]:
     pages = [p for p in sorted((data / WWW24 / "phishing").glob("*.jpg")) if brand_of(p) in GALLERY]
     others = sorted((data / "PhishOracle" / "legitimate").glob("*.jpg"))
     started = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
-        texts = list(pool.map(page_text, pages + others))
+    texts = page_texts(pages + others)
     seconds = (time.perf_counter() - started) / len(texts)
     expected = [GALLERY[brand_of(p)][0] for p in pages]
     rows = []

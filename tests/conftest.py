@@ -61,3 +61,18 @@ def fast_run(shapes_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     train(train_config(f"npz:{shapes_npz}", recipe="cifar-fast", epochs=2, batch_size=48, precision="fp32",
                        val_split=0.2, out=out, quiet=True, device="cpu"))
     return out
+
+
+@pytest.fixture(scope="session")
+def resized_run(shapes_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """simple-cnn at 40 px on the 32-px shapes arrays (fp32, so that PyTorch's and ONNX's test top-1 agree), exported
+    to ONNX: arrays stored smaller than the model's input."""
+    from cnnkit.config import ExportConfig, TrainConfig
+    from cnnkit.deploy.onnx import export_run
+    from cnnkit.training.fit import train
+
+    out = tmp_path_factory.mktemp("resized") / "run"
+    train(TrainConfig(data=f"npz:{shapes_npz}", out=out, input_size=40, epochs=4, batch_size=32, lr=3e-3,
+                      precision="fp32", quiet=True, device="cpu"))
+    export_run(ExportConfig(run=out))
+    return out

@@ -68,14 +68,10 @@ def test_bad_inputs_are_one_clear_error(exported_run: Path, tmp_path: Path) -> N
         cnnkit.train("cifar10", momentum=1.5)
 
 
-def test_an_export_evaluates_arrays_stored_smaller_than_its_input(shapes_npz: Path, tmp_path: Path) -> None:
+def test_an_export_evaluates_arrays_stored_smaller_than_its_input(resized_run: Path, shapes_npz: Path) -> None:
     """32-px arrays and a 40-px model: the ONNX model scores the images resized as training resized them."""
     import json
 
-    run = tmp_path / "run"
-    cnnkit.train(f"npz:{shapes_npz}", out=run, input_size=40, epochs=4, batch_size=32, lr=3e-3, precision="fp32",
-                 quiet=True, device="cpu")
-    cnnkit.export(run)
-    metrics = cnnkit.load(run / "export").evaluate(f"npz:{shapes_npz}")
-    tested = json.loads((run / "metrics.json").read_text())["accuracy"]
+    metrics = cnnkit.load(resized_run / "export").evaluate(f"npz:{shapes_npz}")
+    tested = json.loads((resized_run / "metrics.json").read_text())["accuracy"]
     assert metrics["num_samples"] == 60 and abs(metrics["accuracy"] - tested) <= 1 / 60 + 1e-9

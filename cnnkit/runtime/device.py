@@ -56,7 +56,8 @@ def respect_thread_limit() -> int | None:
     for PyTorch's count: bf16 convolutions then came out wrong without any error (a NaN loss in training, different
     probabilities in inference; README: "Threads"). With the counts equal they are right."""
     raw = os.environ.get("OMP_THREAD_LIMIT", "").strip()
-    if not raw.isdigit() or int(raw) < 1 or torch.get_num_threads() <= int(raw):
+    limit = int(raw) if raw.isdigit() else 0
+    if limit < 1 or torch.get_num_threads() <= limit:
         return None
-    torch.set_num_threads(int(raw))
-    return int(raw)
+    torch.set_num_threads(limit)
+    return limit

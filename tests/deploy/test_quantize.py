@@ -38,17 +38,12 @@ def test_int8_export_records_its_accuracy_against_fp32(run: Path) -> None:
     assert "export/model.int8.onnx" in manifest
 
 
-def test_int8_export_of_a_run_whose_arrays_are_smaller_than_its_input(shapes_npz: Path, tmp_path: Path) -> None:
+def test_int8_export_of_a_run_whose_arrays_are_smaller_than_its_input(resized_run: Path, tmp_path: Path) -> None:
     """32-px arrays and a 40-px model: calibration and scoring get the images resized as training resized them."""
-    from cnnkit.config import TrainConfig
-    from cnnkit.training.fit import train
-
-    out = tmp_path / "run"
-    train(TrainConfig(data=f"npz:{shapes_npz}", out=out, input_size=40, epochs=4, batch_size=32, lr=3e-3,
-                      precision="fp32", quiet=True, device="cpu"))
-    record = export_run(ExportConfig(run=out, quantize="int8", calibration=32, force=True)).int8
+    config = ExportConfig(run=resized_run, out=tmp_path / "export", quantize="int8", calibration=32, force=True)
+    record = export_run(config).int8
     assert record is not None and record["images"] == 60
-    tested = json.loads((out / "metrics.json").read_text())["accuracy"]
+    tested = json.loads((resized_run / "metrics.json").read_text())["accuracy"]
     assert abs(record["top1_fp32"] - tested) <= 1 / 60 + 1e-9  # the ONNX model saw what PyTorch's test saw
 
 

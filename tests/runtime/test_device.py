@@ -12,10 +12,10 @@ import torch
 # simple-cnn's logits on fixed random images in bf16 (as `--precision auto` runs on CPUs with bf16), after cnnkit's
 # thread setting; printed as JSON by a child process so that the environment can differ from this one's.
 LOGITS = """
-import json, sys, torch
+import json, torch
 from cnnkit.runtime.device import respect_thread_limit
 from cnnkit.models.registry import create_model
-changed = respect_thread_limit() if sys.argv[1] == "1" else None
+changed = respect_thread_limit()
 torch.manual_seed(0)
 model = create_model("simple-cnn", num_classes=10).eval().to(memory_format=torch.channels_last)
 x = torch.rand(64, 3, 32, 32).contiguous(memory_format=torch.channels_last)
@@ -25,20 +25,19 @@ print(json.dumps({"threads": torch.get_num_threads(), "changed": changed, "logit
 """
 
 
-def _child(*, limit: str | None, respect: bool) -> dict:
+def _child(*, limit: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "OMP_THREAD_LIMIT"}
     if limit is not None:
         env["OMP_THREAD_LIMIT"] = limit
-    out = subprocess.run([sys.executable, "-c", LOGITS, "1" if respect else "0"], env=env, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", LOGITS], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
 def test_under_an_openmp_limit_torch_threads_are_lowered_and_bf16_results_unchanged() -> None:
     """Without the lowering, OMP_THREAD_LIMIT=1 under two PyTorch threads changed these logits by up to 0.05
     (oneDNN's bf16 convolutions; a NaN loss in training)."""
-    free = _child(limit=None, respect=True)
-    limited = _child(limit="1", respect=True)
+    free = _child(limit=None)
+    limited = _child(limit="1")
     assert free["changed"] is None  # no limit: nothing touched
     assert limited["threads"] == 1 and limited["changed"] == (1 if free["threads"] > 1 else None)
     torch.testing.assert_close(torch.tensor(limited["logits"]), torch.tensor(free["logits"]), atol=1e-2, rtol=0)
