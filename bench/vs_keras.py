@@ -7,14 +7,17 @@ Runs (1) the tutorial's Keras model as written (Conv 32-64-64 + Dense 64, Adam, 
 validation_split 0.1, pixels / 255) and (2) `cnnkit train --model simple-cnn` with the same epochs and batch size,
 at its default settings (`--precision auto`: what it chose is printed) and with `--precision fp32`, each in its own
 process; prints training images/s, the wall time of fit, test accuracy, and the
-ratios. Then (3) time to the tutorial's 71.2% test accuracy: cnnkit with a faster recipe (one-cycle schedule, larger
-batch, bf16), evaluated on the test set after every epoch.
+ratios. `--repeats N` runs the three N times in turn (Keras, default, fp32, Keras, ...): on a shared machine whose
+speed drifts by 10-20% over minutes, each repeat's ratios compare runs made back to back, and their median is the
+figure to quote. Then (3) time to the tutorial's 71.2% test accuracy: cnnkit with a faster recipe (one-cycle
+schedule, larger batch, bf16), evaluated on the test set after every epoch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -94,30 +97,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--fast-epochs", type=int, default=8, help="length of the time-to-accuracy recipe")
+    parser.add_argument("--repeats", type=int, default=1, help="Keras / cnnkit pairs, run in turn")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-vs-keras"))
     args = parser.parse_args()
     data = cifar10_dir()
-    results = {"keras (tutorial code)": keras(data, args.epochs)}
     common = ["--epochs", str(args.epochs), "--batch-size", "64", "--lr", "1e-3", "--val-split", "0.1"]
-    results["cnnkit default"] = cnnkit_run(data, args.out / "default", *common)
-    results["cnnkit --precision fp32"] = cnnkit_run(data, args.out / "fp32", *common, "--precision", "fp32")
     images = 45_000 * args.epochs
-    base = results["keras (tutorial code)"]
-    rows = [{"run": name, "train_images_per_s": images / r["fit_s"], "fit_s": r["fit_s"],
-             "test_accuracy": r["test_accuracy"], "speed_vs_keras": base["fit_s"] / r["fit_s"],
-             "accuracy_vs_keras": r["test_accuracy"] - base["test_accuracy"]} for name, r in results.items()]
+    rows, ratios = [], {"cnnkit default": [], "cnnkit --precision fp32": []}
+    for repeat in range(1, args.repeats + 1):
+        results = {"keras (tutorial code)": keras(data, args.epochs),
+                   "cnnkit default": cnnkit_run(data, args.out / "default", *common),
+                   "cnnkit --precision fp32": cnnkit_run(data, args.out / "fp32", *common, "--precision", "fp32")}
+        base = results["keras (tutorial code)"]
+        for name, r in results.items():
+            speed = base["fit_s"] / r["fit_s"]
+            if name in ratios:
+                ratios[name].append(speed)
+            rows.append({"repeat": repeat, "run": name, "train_images_per_s": images / r["fit_s"], "fit_s": r["fit_s"],
+                         "test_accuracy": r["test_accuracy"], "speed_vs_keras": speed,
+                         "accuracy_vs_keras": r["test_accuracy"] - base["test_accuracy"]})
     print(table(rows))
+    if args.repeats > 1:
+        print()
+        print(table([{"run": name, "repeats": len(values), "median_speed_vs_keras": statistics.median(values),
+                      "lowest": min(values), "highest": max(values)} for name, values in ratios.items()]))
     chosen = json.loads((args.out / "default" / "config.json").read_text())["precision_used"]
     print(f"default precision chose: {chosen}")
     curve, reached = time_to_accuracy(data, args.out / "fast", epochs=args.fast_epochs)
     print()
     print(table(curve))
-    keras_s = base["fit_s"]
+    keras_s = statistics.median(row["fit_s"] for row in rows if row["run"].startswith("keras"))
     if reached is None:
         print(f"\nthe fast recipe did not reach {TUTORIAL_ACCURACY:.1%} in {args.fast_epochs} epochs")
     else:
         print(f"\ntime to {TUTORIAL_ACCURACY:.1%} test accuracy: cnnkit {reached:.1f} s against {keras_s:.1f} s "
-              f"for the Keras code's {args.epochs} epochs ({reached / keras_s:.2f}x)")
+              f"for the Keras code's {args.epochs} epochs (median) ({reached / keras_s:.2f}x)")
 
 
 if __name__ == "__main__":
