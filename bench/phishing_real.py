@@ -145,10 +145,22 @@ def brands_part(data: Path, runs: list[Path]) -> list[dict[str, object]]:
     return rows
 
 
+def penalised_logistic(cs: list[float]) -> object:
+    """Logistic regression whose L2 penalty C is chosen among `cs` by 5-fold ROC AUC within the training data.
+    Where scikit-learn has them (1.8+), the keywords that keep today's behaviour without FutureWarnings."""
+    import inspect
+
+    from sklearn.linear_model import LogisticRegressionCV
+
+    current = {"l1_ratios": (0.0,), "use_legacy_attributes": False}
+    accepted = inspect.signature(LogisticRegressionCV).parameters
+    return LogisticRegressionCV(Cs=cs, cv=5, scoring="roc_auc", class_weight="balanced", max_iter=5000,
+                                **{k: v for k, v in current.items() if k in accepted})
+
+
 def probe_part(data: Path) -> list[dict[str, object]]:
     """A linear probe: logistic regression on the pretrained Lite0's embeddings (no training of the network), its
     L2 penalty chosen by 5-fold cross-validation (ROC AUC) inside the training collection, tested on the other."""
-    from sklearn.linear_model import LogisticRegressionCV
 
     from cnnkit.evaluate.binary import binary_metrics
 
@@ -161,12 +173,11 @@ def probe_part(data: Path) -> list[dict[str, object]]:
         sets[collection] = (x, np.array([y for _, y in files]))
     rows = []
     for train_on, test_on in (COLLECTIONS, COLLECTIONS[::-1]):
-        probe = LogisticRegressionCV(Cs=[0.001, 0.01, 0.1, 1.0, 10.0], cv=5, scoring="roc_auc",
-                                     class_weight="balanced", max_iter=5000).fit(*sets[train_on])
+        probe = penalised_logistic([0.001, 0.01, 0.1, 1.0, 10.0]).fit(*sets[train_on])
         scores = probe.predict_proba(sets[test_on][0])[:, 1]
         metrics = binary_metrics(scores, sets[test_on][1])
         rows.append({"linear probe, pretrained Lite0": f"{train_on} -> {test_on}", "test pages": len(scores),
-                     "C (chosen on train)": float(probe.C_[0]), "ROC AUC": metrics["roc_auc"],
+                     "C (chosen on train)": float(np.ravel(probe.C_)[0]), "ROC AUC": metrics["roc_auc"],
                      "95% CI": "{:.3f}-{:.3f}".format(*metrics["roc_auc_ci95"])})
     return rows
 
@@ -207,7 +218,6 @@ def words_part(data: Path) -> list[dict[str, object]]:
     pages mostly login pages, so the test's legitimate pages are also split by whether OCR finds login words
     (sign in, log in, password): the AUC against each half says whether the model found phishing or login pages."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
 
     sets = {}
@@ -219,8 +229,7 @@ def words_part(data: Path) -> list[dict[str, object]]:
     for train_on, test_on in (COLLECTIONS, COLLECTIONS[::-1]):
         model = make_pipeline(
             TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=2, sublinear_tf=True),
-            LogisticRegressionCV(Cs=[0.1, 1.0, 10.0, 100.0], cv=5, scoring="roc_auc", class_weight="balanced",
-                                 max_iter=5000)).fit(*sets[train_on])
+            penalised_logistic([0.1, 1.0, 10.0, 100.0])).fit(*sets[train_on])
         texts, labels = sets[test_on]
         rows.append({"OCR words": f"{train_on} -> {test_on}", "test pages": len(texts),
                      **login_split_aucs(model.predict_proba(texts)[:, 1], labels, texts)})
