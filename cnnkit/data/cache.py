@@ -113,7 +113,7 @@ def _stat(path: Path, label: int) -> list[object]:
 
 
 def _key(stats: list[list[object]], preprocess: Preprocess) -> str:
-    digest = hashlib.sha256(json.dumps({"format": FORMAT, "preprocess": preprocess.to_dict()}).encode())
+    digest = hashlib.sha256(json.dumps({"format": FORMAT, "preprocess": preprocess.decoding()}).encode())
     for item in stats:
         digest.update(json.dumps(item).encode())
     return digest.hexdigest()[:32]
@@ -122,7 +122,7 @@ def _key(stats: list[list[object]], preprocess: Preprocess) -> str:
 def _group(stats: list[list[object]], preprocess: Preprocess) -> str:
     """What entries of the same folder and preprocessing share, whatever their files: their common parent folder."""
     folders = {str(Path(str(item[0])).parent.parent) for item in stats}
-    text = json.dumps({"format": FORMAT, "preprocess": preprocess.to_dict(), "folders": sorted(folders)})
+    text = json.dumps({"format": FORMAT, "preprocess": preprocess.decoding(), "folders": sorted(folders)})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -207,7 +207,7 @@ def _build(entry: Path, stats: list[list[object]], files: list[tuple[Path, int]]
                 pass
         os.fsync(fd)
         meta = {"format": FORMAT, "key": key, "group": _group(stats, preprocess), "images": max(1, len(files)),
-                "rows": rows, "files": stats, "preprocess": preprocess.to_dict(), "decoded": new,
+                "rows": rows, "files": stats, "preprocess": preprocess.decoding(), "decoded": new,
                 "seconds": round(time.perf_counter() - started, 3)}
         (temp / META).write_text(json.dumps(meta))  # last: an entry without it is incomplete
         if entry.exists():

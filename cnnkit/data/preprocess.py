@@ -54,6 +54,11 @@ class Preprocess:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    def decoding(self) -> dict[str, object]:
+        """The fields that decide the decoded uint8 pixels (mean and std are applied later, to tensors): what the
+        decoded-image cache is keyed by, so that training and a later evaluation share an entry."""
+        return {k: v for k, v in asdict(self).items() if k not in ("mean", "std")}
+
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Preprocess:
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

@@ -34,6 +34,7 @@ from cnnkit.evaluate.report import evaluate_model
 from cnnkit.models import count_params, default_input_size
 from cnnkit.models.network import InitializedFromData, NetworkConfig, build_network
 from cnnkit.models.pretrained import WeightsInfo
+from cnnkit.models.registry import weights_spec
 from cnnkit.models.transfer import TransferNet, set_base_trainable
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.allocator import reuse_freed_memory
@@ -471,8 +472,18 @@ def _say(ctx: DistContext, config: TrainConfig, message: str) -> None:
 
 
 def _preprocess(config: TrainConfig) -> Preprocess:
-    return Preprocess(input_size=config.input_size or default_input_size(config.model), resize=config.resize,
+    """How images are decoded and resized, settled before any is read. Pretrained weights (with `--normalize auto`)
+    bring the interpolation they were trained with; the training data is decoded with it, exactly as evaluation,
+    prediction, export and serving decode images from the run's preprocess.json."""
+    size = config.input_size or default_input_size(config.model)  # an unknown model fails here, with suggestions
+    interpolation = weights_spec(config.model).interpolation if _weights_preprocessing(config) else "bilinear"
+    return Preprocess(input_size=size, resize=config.resize, interpolation=interpolation,
                       crop_frame=config.crop_browser_frame, first_screen=config.first_screen)
+
+
+def _weights_preprocessing(config: TrainConfig) -> bool:
+    """Whether the pretrained weights' preprocessing (mean, std, interpolation) is the run's."""
+    return (config.pretrained or config.weights is not None) and config.normalize == "auto"
 
 
 def _absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -504,9 +515,10 @@ def _distribute(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.
 def _normalization(
     config: TrainConfig, preprocess: Preprocess, train: ArrayData | None, weights: WeightsInfo | None
 ) -> Preprocess:
-    """Pretrained weights dictate mean, std and interpolation; from scratch, the training images' statistics."""
-    if weights is not None and config.normalize == "auto":
-        return replace(preprocess, mean=weights.mean, std=weights.std, interpolation=weights.interpolation)
+    """Pretrained weights dictate mean and std (their interpolation is already `preprocess`'s); from scratch, the
+    training images' statistics."""
+    if weights is not None and _weights_preprocessing(config):
+        return replace(preprocess, mean=weights.mean, std=weights.std)
     mode = "dataset" if config.normalize == "auto" else config.normalize
     if mode == "unit":
         return preprocess

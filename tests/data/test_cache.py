@@ -68,6 +68,22 @@ def test_built_once_then_read_without_decoding(tree: Path, tmp_path: Path) -> No
     assert torch.equal(again.images[torch.tensor([0])][0], expected)
 
 
+def test_an_entry_is_keyed_by_what_decides_the_pixels(tree: Path, tmp_path: Path) -> None:
+    """Mean and std are applied to tensors after decoding: a run's evaluation (its preprocess.json carries the
+    weights' mean and std) reads the entry training built. Another interpolation decodes other pixels: a new entry."""
+    from dataclasses import replace
+
+    files, cache = files_of(tree), tmp_path / "cache"
+    decoded(files, cache, [])
+    calls: list[Path] = []
+    normalised = replace(PRE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    assert decode_cached(files, preprocess=normalised, cache_dir=cache, workers=2, decode=decode_counting(calls),
+                         quiet=True).cached and calls == []
+    bicubic = replace(PRE, interpolation="bicubic")
+    assert not decode_cached(files, preprocess=bicubic, cache_dir=cache, workers=2, decode=decode_counting(calls),
+                             quiet=True).cached
+
+
 def test_a_changed_file_is_decoded_again_and_only_it(tree: Path, tmp_path: Path) -> None:
     files, cache = files_of(tree), tmp_path / "cache"
     decoded(files, cache, [])

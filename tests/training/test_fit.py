@@ -185,3 +185,24 @@ def test_resuming_a_run_killed_before_its_first_save_starts_it_over(shapes_npz: 
     assert not list(out.glob(".*.tmp")) and (out / "config.json").is_file()
     with pytest.raises(CnnkitError, match="no config.json"):
         train(small_config(shapes_npz, tmp_path / "other", resume=True))
+
+
+def test_pretrained_runs_train_on_images_decoded_as_evaluation_decodes_them(shapes_tree: Path, tmp_path: Path) -> None:
+    """Pretrained weights bring their interpolation (timm's ResNet-18: bicubic), which the run's preprocess.json
+    keeps for evaluation, prediction and serving; the training data must be decoded with it too, not with the
+    default (bilinear) the data was once loaded with before the weights were known."""
+    import timm
+    from safetensors.torch import save_file
+
+    from cnnkit.runtime.parallel import SINGLE_PROCESS
+    from cnnkit.training.fit import Trainer
+
+    save_file(timm.create_model("resnet18", num_classes=1000).state_dict(), tmp_path / "r18.safetensors")
+    config = TrainConfig(data=f"folder:{shapes_tree}", out=tmp_path / "run", model="timm/resnet18",
+                         weights=tmp_path / "r18.safetensors", input_size=24, epochs=1, quiet=True, device="cpu")
+    trainer = Trainer.prepare(config, SINGLE_PROCESS)
+    assert trainer.preprocess.interpolation == "bicubic"
+    files = sorted(p for p in (shapes_tree / "test").rglob("*") if p.is_file())
+    decoded = sorted(trainer.preprocess.load(p).tobytes() for p in files)  # as `cnnkit evaluate` reads them
+    trained = sorted(image.permute(1, 2, 0).numpy().tobytes() for image in trainer.data.test.images)
+    assert trained == decoded
