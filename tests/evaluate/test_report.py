@@ -1,0 +1,47 @@
+"""`cnnkit evaluate RUN` recomputes the test figures training reported: the same images, decoded and preprocessed the
+same way, through the same model and test-time augmentation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import write_tree
+
+from cnnkit.config import EvaluateConfig, TrainConfig
+from cnnkit.evaluate.report import evaluate_run
+from cnnkit.training.fit import train
+
+
+@pytest.fixture(scope="module")
+def binary_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two classes of shapes, 30 training and 12 test images each, 40-48 px: resized on decoding."""
+    root = tmp_path_factory.mktemp("binary")
+    write_tree(root / "train", 30, seed=3)
+    write_tree(root / "test", 12, seed=4)
+    for split in ("train", "test"):
+        shutil.rmtree(sorted((root / split).iterdir())[-1])
+    return root
+
+
+@pytest.mark.parametrize("variant", ["pretrained-frozen", "scratch-tta"])
+def test_evaluating_a_run_gives_the_test_figures_training_reported(binary_tree: Path, tmp_path: Path,
+                                                                    variant: str) -> None:
+    if variant == "pretrained-frozen":
+        import timm
+        from safetensors.torch import save_file
+
+        save_file(timm.create_model("resnet18", num_classes=1000).state_dict(), tmp_path / "r18.safetensors")
+        model = {"model": "timm/resnet18", "weights": tmp_path / "r18.safetensors", "input_size": 24,
+                 "freeze_base": True, "finetune_epochs": 1}
+    else:
+        model = {"model": "simple-cnn", "input_size": 32, "tta": "flip"}
+    config = TrainConfig(data=f"folder:{binary_tree}", out=tmp_path / "run", epochs=2, quiet=True, device="cpu",
+                         **model)  # type: ignore[arg-type]
+    reported = train(config).metrics
+    again = evaluate_run(EvaluateConfig(run=tmp_path / "run"))
+    assert again["num_samples"] == reported["num_samples"] == 24
+    assert again["accuracy"] == reported["accuracy"]
+    assert again["binary"]["roc_auc"] == pytest.approx(reported["binary"]["roc_auc"], abs=1e-9)
+    assert again["confusion_matrix"] == reported["confusion_matrix"]
