@@ -210,6 +210,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     config = from_keywords(EvaluateConfig, typed_values(args, EvaluateConfig), base=EvaluateConfig(run=args.run))
     metrics = evaluate_run(config)
+    print(f"Data: {metrics['data']}, {metrics['evaluated_on']} ({metrics['num_samples']} images)")
     print(format_table(metrics))
     extra = ", roc_pr.png" if "binary" in metrics else ""
     extra += ", threshold.json" if config.target_fpr is not None else ""

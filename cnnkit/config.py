@@ -198,7 +198,8 @@ def train_config(data: str = "", *, recipe: str | None = None, **values: Any) ->
 @dataclass(frozen=True)
 class EvaluateConfig:
     run: Path = option(cli=False, help="the run directory")
-    data: str | None = option(None, help="another data source with the same classes (default: the run's test split)")
+    data: str | None = option(None, help="another data source with the same classes, evaluated whole: its "
+                                   "test part where it has one, else every image (default: the run's test split)")
     data_dir: Path | None = option(None, help="where that data source's files are")
     top_k: int | None = option(None, low=1, help="top-k accuracy (default: the run's)")
     batch_size: int = option(0, low=0, help="images per forward pass (0: on a CPU, as many as keep each layer's "

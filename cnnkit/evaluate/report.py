@@ -13,7 +13,7 @@ from cnnkit import artifacts as names
 from cnnkit.config import EvaluateConfig
 from cnnkit.data.datasets import ArrayData
 from cnnkit.data.preprocess import Preprocess
-from cnnkit.data.sources import SourceOptions, load_data
+from cnnkit.data.sources import SourceOptions, absolute_spec, load_data
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.binary import (
     Threshold,
@@ -87,15 +87,22 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     reuse_freed_memory()  # as training does: each batch's buffers come from the heap, not from fresh memory maps
     classifier = load_run_model(config.run, device=config.device)
     train_config = classifier.config
-    spec = config.data or train_config.data
+    # The run's own data: its test split, cut as training cut it. Another source is evaluated whole: its own test
+    # part where it has one (train/ and test/ subtrees, CIFAR-10's test set), else every image, less the split
+    # that --target-fpr calibrates on.
+    own = config.data is None or absolute_spec(config.data) == train_config.data
+    spec = train_config.data if own else str(config.data)
     bundle = load_data(spec, options=SourceOptions(
         data_dir=config.data_dir or train_config.data_dir, preprocess=classifier.preprocess,
-        val_split=train_config.val_split if config.target_fpr else 0.0, test_split=train_config.test_split,
-        seed=train_config.seed, workers=train_config.workers,
-        test_sources=() if config.data else train_config.test_sources, cache_dir=train_config.image_cache))
-    data = bundle.test if bundle.test is not None else bundle.train
+        val_split=train_config.val_split if config.target_fpr else 0.0,
+        test_split=train_config.test_split if own else 0.0, seed=train_config.seed, workers=train_config.workers,
+        test_sources=train_config.test_sources if own else (), cache_dir=train_config.image_cache))
+    has_test = bundle.test is not None and len(bundle.test) > 0
+    data = bundle.test if has_test else bundle.train
     if data is None or len(data) == 0:
         raise CnnkitError(f"{spec}: no images to evaluate on")
+    evaluated_on = ("the run's test split" if own else "its test part" if has_test
+                    else "all its images" if bundle.val is None else "its images outside the calibration split")
     if bundle.class_names != classifier.class_names:
         raise CnnkitError(f"{spec}: classes {bundle.class_names} differ from the run's {classifier.class_names}")
     run = RunDir.open(config.run)
@@ -115,7 +122,7 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     metrics = evaluate_model(classifier.model, data, run=run, class_names=classifier.class_names,
                              preprocess=classifier.preprocess, settings=classifier.settings, top_k=top_k,
                              batch_size=batch_size)
-    metrics["data"] = spec
+    metrics["data"], metrics["evaluated_on"] = spec, evaluated_on
     previous = run.read_json(names.METRICS) if run.exists(names.METRICS) else {}
     run.write_json(names.METRICS, previous | metrics)
     return metrics

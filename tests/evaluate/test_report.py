@@ -45,3 +45,17 @@ def test_evaluating_a_run_gives_the_test_figures_training_reported(binary_tree: 
     assert again["accuracy"] == reported["accuracy"]
     assert again["binary"]["roc_auc"] == pytest.approx(reported["binary"]["roc_auc"], abs=1e-9)
     assert again["confusion_matrix"] == reported["confusion_matrix"]
+
+
+def test_another_source_is_evaluated_whole_and_the_runs_own_data_on_its_test_split(binary_tree: Path,
+                                                                                    tmp_path: Path) -> None:
+    """A bare folder of 24 new images is all evaluated (it was once cut to a 20% 'test split' of 4 images, with no
+    word said); naming the run's own (bare) folder again gives the test split training cut, not its training
+    images."""
+    own = binary_tree / "train"  # 60 images in class folders, no train/ or test/ subtrees: a 20% test split
+    train(TrainConfig(data=f"folder:{own}", out=tmp_path / "run", epochs=1, quiet=True, device="cpu",
+                      model="simple-cnn", input_size=32))
+    whole = evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{binary_tree / 'test'}"))
+    assert (whole["num_samples"], whole["evaluated_on"]) == (24, "all its images")
+    again = evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{own}"))
+    assert (again["num_samples"], again["evaluated_on"]) == (12, "the run's test split")
