@@ -139,8 +139,9 @@ class Classifier:
     def evaluate(self, data: str | None = None, **options: Any) -> dict[str, Any]:
         """Accuracy, top-k, per-class precision/recall/F1 and the confusion matrix (binary: ROC AUC and more) on
         `data` (default: the run's test split; another source whole: its test part where it has one, else every
-        image), as `cnnkit evaluate` computes them. `options`: its flags
-        (`data_dir=`, `batch_size=`, `target_fpr=`...). A run directory's results are also saved in it."""
+        image), as `cnnkit evaluate` computes them. `options`: its flags (`data_dir=`, `batch_size=`,
+        `target_fpr=`...). A run directory's results are also saved in it (another source's in
+        RUN/evaluations/NAME/, `output` in the result)."""
         if self.backend == "torch":
             from cnnkit.evaluate.report import evaluate_run
 

@@ -23,6 +23,7 @@ CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_JSON = "confusion_matrix.json"
 ROC_PR = "roc_pr.png"
 THRESHOLD = "threshold.json"
+EVALUATIONS_DIR = "evaluations"  # RUN/evaluations/NAME/: `cnnkit evaluate RUN --data OTHER` results
 MANIFEST = "manifest.json"
 
 EXPORT_DIR = "export"

@@ -213,8 +213,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(f"Data: {metrics['data']}, {metrics['evaluated_on']} ({metrics['num_samples']} images)")
     print(format_table(metrics))
     extra = ", roc_pr.png" if "binary" in metrics else ""
-    extra += ", threshold.json" if config.target_fpr is not None else ""
-    print(f"Written: {args.run / 'metrics.json'}, confusion_matrix.png, confusion_matrix.json{extra}")
+    extra += f"; {args.run / 'threshold.json'}" if config.target_fpr is not None else ""
+    print(f"Written: {Path(metrics['output']) / 'metrics.json'}, confusion_matrix.png, confusion_matrix.json{extra}")
     return 0
 
 

@@ -42,20 +42,23 @@ def evaluate_model(
     settings: StepSettings,
     top_k: int | None,
     batch_size: int = 256,
+    into: str = "",
 ) -> dict[str, Any]:
-    """Metrics of `model` on `data`; writes confusion_matrix.json and .png into `run` and returns the metrics."""
+    """Metrics of `model` on `data`; writes confusion_matrix.json and .png into `run` (in its folder `into`, for
+    another data source than the run's) and returns the metrics."""
     probs = predict_logits(model, data, preprocess=preprocess, settings=settings, batch_size=batch_size).softmax(
         dim=1).numpy()
     labels = data.labels.numpy()
     metrics = classification_metrics(probs, labels, class_names=class_names, top_k=top_k)
-    run.write_json(names.CONFUSION_JSON, {"classes": class_names, "matrix": metrics["confusion_matrix"]})
-    run.save_figure(names.CONFUSION_PNG, confusion_matrix_figure(metrics["confusion_matrix"], class_names))
+    run.write_json(into + names.CONFUSION_JSON, {"classes": class_names, "matrix": metrics["confusion_matrix"]})
+    run.save_figure(into + names.CONFUSION_PNG, confusion_matrix_figure(metrics["confusion_matrix"], class_names))
     if len(class_names) == 2:
-        metrics["binary"] = _binary_report(run, probs, labels, class_names)
+        metrics["binary"] = _binary_report(run, probs, labels, class_names, into=into)
     return metrics
 
 
-def _binary_report(run: RunDir, probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+def _binary_report(run: RunDir, probs: np.ndarray, labels: np.ndarray, class_names: list[str], *,
+                   into: str) -> dict[str, Any]:
     """Binary metrics at the run's stored threshold (or 0.5), and the ROC/PR figure."""
     stored = run.read_json(THRESHOLD_FILE) if run.exists(THRESHOLD_FILE) else None
     positive = positive_index(class_names, stored["positive"] if stored else None)
@@ -63,7 +66,7 @@ def _binary_report(run: RunDir, probs: np.ndarray, labels: np.ndarray, class_nam
     threshold = stored["threshold"] if stored else 0.5
     report = {"positive": class_names[positive], **binary_metrics(scores, positives, threshold=threshold)}
     if positives.any() and not positives.all():
-        run.save_figure(names.ROC_PR, roc_pr_figure(scores, positives, threshold=threshold))
+        run.save_figure(into + names.ROC_PR, roc_pr_figure(scores, positives, threshold=threshold))
     return report
 
 
@@ -83,7 +86,9 @@ def choose_run_threshold(
 
 
 def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
-    """Evaluate a run's best weights on its test split (or on `config.data`) and write metrics.json."""
+    """Evaluate a run's best weights on its test split, or on `config.data`, and write metrics.json: into the run
+    for its own test split, into RUN/evaluations/NAME/ for another source (the run's own figures, which `cnnkit
+    runs` and `cnnkit compare` show, stay its test split's). `output` in the result says where."""
     reuse_freed_memory()  # as training does: each batch's buffers come from the heap, not from fresh memory maps
     classifier = load_run_model(config.run, device=config.device)
     train_config = classifier.config
@@ -119,13 +124,25 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
                              batch_size=batch_size)
     top_k = config.top_k or train_config.top_k
     top_k = top_k if top_k < len(classifier.class_names) else None
+    into = "" if own else f"{names.EVALUATIONS_DIR}/{_folder_name(spec)}/"
+    (run.path / into).mkdir(parents=True, exist_ok=True)
     metrics = evaluate_model(classifier.model, data, run=run, class_names=classifier.class_names,
                              preprocess=classifier.preprocess, settings=classifier.settings, top_k=top_k,
-                             batch_size=batch_size)
+                             batch_size=batch_size, into=into)
     metrics["data"], metrics["evaluated_on"] = spec, evaluated_on
-    previous = run.read_json(names.METRICS) if run.exists(names.METRICS) else {}
-    run.write_json(names.METRICS, previous | metrics)
-    return metrics
+    previous = run.read_json(names.METRICS) if own and run.exists(names.METRICS) else {}
+    run.write_json(into + names.METRICS, previous | metrics)
+    return metrics | {"output": str(run.path / into)}
+
+
+def _folder_name(spec: str) -> str:
+    """A folder name for another data source's evaluation: readable, and unique to the source's absolute spec."""
+    import hashlib
+    import re
+
+    absolute = absolute_spec(spec)
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", absolute.rstrip("/").rsplit("/", 1)[-1].split(":")[-1]).strip("-")
+    return f"{readable or 'data'}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
 
 
 def _all_images(spec: str, classifier: TorchModel, *, data_dir: Path | None) -> ArrayData:

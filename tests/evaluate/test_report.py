@@ -3,6 +3,7 @@ same way, through the same model and test-time augmentation."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -50,12 +51,17 @@ def test_evaluating_a_run_gives_the_test_figures_training_reported(binary_tree: 
 def test_another_source_is_evaluated_whole_and_the_runs_own_data_on_its_test_split(binary_tree: Path,
                                                                                     tmp_path: Path) -> None:
     """A bare folder of 24 new images is all evaluated (it was once cut to a 20% 'test split' of 4 images, with no
-    word said); naming the run's own (bare) folder again gives the test split training cut, not its training
-    images."""
+    word said, and written over the run's own test figures); naming the run's own (bare) folder again gives the
+    test split training cut, not its training images."""
     own = binary_tree / "train"  # 60 images in class folders, no train/ or test/ subtrees: a 20% test split
     train(TrainConfig(data=f"folder:{own}", out=tmp_path / "run", epochs=1, quiet=True, device="cpu",
                       model="simple-cnn", input_size=32))
+    reported = json.loads((tmp_path / "run" / "metrics.json").read_text())
     whole = evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{binary_tree / 'test'}"))
     assert (whole["num_samples"], whole["evaluated_on"]) == (24, "all its images")
+    # written apart: the run's own figures (`cnnkit runs`, `cnnkit compare`) stay its test split's
+    assert Path(whole["output"]).parent == tmp_path / "run" / "evaluations"
+    assert json.loads((Path(whole["output"]) / "metrics.json").read_text())["num_samples"] == 24
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == reported
     again = evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{own}"))
     assert (again["num_samples"], again["evaluated_on"]) == (12, "the run's test split")
