@@ -28,6 +28,7 @@ from cnnkit.deploy.tensorflow import export_tensorflow, remove_stale, require_te
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes, write_json
 from cnnkit.models.tta import tta_logits
+from cnnkit.runtime.exports import run_threshold
 from cnnkit.runtime.model import load_run_model
 
 
@@ -111,7 +112,7 @@ def export_run(config: ExportConfig) -> ExportResult:
         "parity_max_abs_diff": max_diff, "tolerance": config.tolerance,
         "sha256": {names.ONNX_MODEL: sha256_file(out / names.ONNX_MODEL)},
         "weights": {"file": names.WEIGHTS_BEST, "sha256": weights_sha},
-        "threshold": _stored_threshold(Path(config.run)),
+        "threshold": run_threshold(Path(config.run)),
         **({"int8": int8} if int8 else {}),
         **({"tensorflow": tf} if tf else {}),
     })
@@ -200,11 +201,3 @@ def check_parity(model: nn.Module, onnx_bytes: bytes, *, input_size: int, batch:
     return worst
 
 
-def _stored_threshold(run: Path) -> Any:
-    """A binary run's decision threshold (chosen at evaluation), if any."""
-    metrics = run / names.THRESHOLD
-    if metrics.is_file():
-        import json
-
-        return json.loads(metrics.read_text())
-    return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,41 +32,54 @@ from cnnkit.runtime.model import TorchModel, load_run_model
 THRESHOLD_FILE = names.THRESHOLD
 
 
+@dataclass(frozen=True)
+class ReportPlace:
+    """Where an evaluation's files go: the run itself, or a `folder` inside it (another data source's results,
+    RUN/evaluations/NAME/); each file joins the run's manifest. The decision threshold is always the run's."""
+
+    run: RunDir
+    folder: str = ""
+
+    def write_json(self, name: str, obj: Any) -> None:
+        self.run.write_json(self.folder + name, obj)
+
+    def save_figure(self, name: str, figure: Any) -> None:
+        self.run.save_figure(self.folder + name, figure)
+
+
 def evaluate_model(
     model: nn.Module,
     data: ArrayData,
     *,
-    run: RunDir,
+    out: ReportPlace,
     class_names: list[str],
     preprocess: Preprocess,
     settings: StepSettings,
     top_k: int | None,
     batch_size: int = 256,
-    into: str = "",
 ) -> dict[str, Any]:
-    """Metrics of `model` on `data`; writes confusion_matrix.json and .png into `run` (in its folder `into`, for
-    another data source than the run's) and returns the metrics."""
+    """Metrics of `model` on `data`; writes confusion_matrix.json and .png to `out` and returns the metrics."""
     probs = predict_logits(model, data, preprocess=preprocess, settings=settings, batch_size=batch_size).softmax(
         dim=1).numpy()
     labels = data.labels.numpy()
     metrics = classification_metrics(probs, labels, class_names=class_names, top_k=top_k)
-    run.write_json(into + names.CONFUSION_JSON, {"classes": class_names, "matrix": metrics["confusion_matrix"]})
-    run.save_figure(into + names.CONFUSION_PNG, confusion_matrix_figure(metrics["confusion_matrix"], class_names))
+    out.write_json(names.CONFUSION_JSON, {"classes": class_names, "matrix": metrics["confusion_matrix"]})
+    out.save_figure(names.CONFUSION_PNG, confusion_matrix_figure(metrics["confusion_matrix"], class_names))
     if len(class_names) == 2:
-        metrics["binary"] = _binary_report(run, probs, labels, class_names, into=into)
+        metrics["binary"] = _binary_report(out, probs, labels, class_names)
     return metrics
 
 
-def _binary_report(run: RunDir, probs: np.ndarray, labels: np.ndarray, class_names: list[str], *,
-                   into: str) -> dict[str, Any]:
+def _binary_report(out: ReportPlace, probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     """Binary metrics at the run's stored threshold (or 0.5), and the ROC/PR figure."""
+    run = out.run
     stored = run.read_json(THRESHOLD_FILE) if run.exists(THRESHOLD_FILE) else None
     positive = positive_index(class_names, stored["positive"] if stored else None)
     scores, positives = finite_probabilities(probs)[0][:, positive], labels == positive
     threshold = stored["threshold"] if stored else 0.5
     report = {"positive": class_names[positive], **binary_metrics(scores, positives, threshold=threshold)}
     if positives.any() and not positives.all():
-        run.save_figure(into + names.ROC_PR, roc_pr_figure(scores, positives, threshold=threshold))
+        out.save_figure(names.ROC_PR, roc_pr_figure(scores, positives, threshold=threshold))
     return report
 
 
@@ -124,15 +137,15 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
                              batch_size=batch_size)
     top_k = config.top_k or train_config.top_k
     top_k = top_k if top_k < len(classifier.class_names) else None
-    into = "" if own else f"{names.EVALUATIONS_DIR}/{_folder_name(spec)}/"
-    (run.path / into).mkdir(parents=True, exist_ok=True)
-    metrics = evaluate_model(classifier.model, data, run=run, class_names=classifier.class_names,
+    out = ReportPlace(run, "" if own else f"{names.EVALUATIONS_DIR}/{_folder_name(spec)}/")
+    (run.path / out.folder).mkdir(parents=True, exist_ok=True)
+    metrics = evaluate_model(classifier.model, data, out=out, class_names=classifier.class_names,
                              preprocess=classifier.preprocess, settings=classifier.settings, top_k=top_k,
-                             batch_size=batch_size, into=into)
+                             batch_size=batch_size)
     metrics["data"], metrics["evaluated_on"] = spec, evaluated_on
     previous = run.read_json(names.METRICS) if own and run.exists(names.METRICS) else {}
-    run.write_json(into + names.METRICS, previous | metrics)
-    return metrics | {"output": str(run.path / into)}
+    out.write_json(names.METRICS, previous | metrics)
+    return metrics | {"output": str(run.path / out.folder)}
 
 
 def _folder_name(spec: str) -> str:

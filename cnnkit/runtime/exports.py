@@ -53,7 +53,19 @@ def staleness(export: Path) -> str | None:
     if made_from != current:
         return (f"it was made from weights {made_from[:12]}, but the run's {names.WEIGHTS_BEST} is now "
                 f"{(current or 'missing')[:12]} (the run was resumed or retrained since)")
+    threshold = run_threshold(run)
+    if info.get("threshold") != threshold:
+        # A served decision would then differ from `cnnkit predict RUN`'s, which reads the run's threshold.
+        carried = (info.get("threshold") or {}).get("threshold")
+        return (f"it carries decision threshold {carried}, but the run's {names.THRESHOLD} now says "
+                f"{(threshold or {}).get('threshold')} (evaluate --target-fpr was run since)")
     return None
+
+
+def run_threshold(run: Path) -> dict[str, Any] | None:
+    """A binary run's decision threshold as `cnnkit evaluate --target-fpr` stored it (RUN/threshold.json), if any."""
+    path = Path(run) / names.THRESHOLD
+    return read_json(path) if path.is_file() else None
 
 
 def check_current(export: Path) -> None:
@@ -92,7 +104,7 @@ def stored_threshold(path: Path) -> dict[str, Any] | None:
     """A binary model's decision threshold: RUN/threshold.json, or the one an export carries."""
     path = Path(path)
     if (path / names.THRESHOLD).is_file():
-        return read_json(path / names.THRESHOLD)
+        return run_threshold(path)
     for export in (path, path / names.EXPORT_DIR):
         if (export / names.EXPORT_INFO).is_file():
             return read_export(export).get("threshold")

@@ -30,7 +30,7 @@ from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from cnnkit.data.sources import SourceOptions, absolute_spec, dataset_stats, load_data
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.plots import learning_curves
-from cnnkit.evaluate.report import evaluate_model
+from cnnkit.evaluate.report import ReportPlace, evaluate_model
 from cnnkit.models import count_params, default_input_size
 from cnnkit.models.network import InitializedFromData, NetworkConfig, build_network
 from cnnkit.models.pretrained import WeightsInfo
@@ -450,7 +450,7 @@ class Trainer:
             if diverged:
                 metrics["diverged"] = diverged
             if data.test is not None and len(data.test):
-                metrics |= evaluate_model(self.net, data.test, run=run, class_names=data.class_names,
+                metrics |= evaluate_model(self.net, data.test, out=ReportPlace(run), class_names=data.class_names,
                                           preprocess=self.preprocess, settings=self.step.settings, top_k=self.top_k,
                                           batch_size=self.eval_batch)
             run.write_json(names.METRICS, metrics)

@@ -38,3 +38,21 @@ def test_an_export_made_before_a_resume_is_refused(shapes_npz: Path, tmp_path: P
     export_run(ExportConfig(run=run))
     assert export_status(run) == "current"
     ModelRepository(threads=1).add_path(run)
+
+
+def test_an_export_made_before_a_new_threshold_is_refused(exported_run: Path, tmp_path: Path) -> None:
+    """`evaluate --target-fpr` after `export` changes the run's decision threshold; serving the export would then
+    decide differently from `cnnkit predict RUN`, so the export is stale until it is made again."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    assert export_status(run) == "current"
+    RunDir(run).write_json("threshold.json", {"positive": "square", "threshold": 0.7, "target_fpr": 0.05})
+    assert export_status(run) == "stale"
+    with pytest.raises(CnnkitError, match=r"stale export: it carries decision threshold None, but the run's "
+                                          r"threshold.json now says 0.7"):
+        ModelRepository(threads=1).add_path(run)
+    export_run(ExportConfig(run=run))
+    assert export_status(run) == "current"
+    assert json.loads((run / "export" / "export.json").read_text())["threshold"]["threshold"] == 0.7
