@@ -129,6 +129,7 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     if config.target_fpr is not None:
         calibration = bundle.val
         if config.calibration_data is not None:
+            _check_apart(config.calibration_data, evaluated=spec, trained=train_config.data)
             calibration = _all_images(config.calibration_data, classifier, data_dir=config.data_dir)
         if calibration is None or len(calibration) == 0:
             raise CnnkitError("--target-fpr needs validation data (train with --val-split > 0) or --calibration-data")
@@ -156,6 +157,18 @@ def _folder_name(spec: str) -> str:
     absolute = absolute_spec(spec)
     readable = re.sub(r"[^A-Za-z0-9._-]+", "-", absolute.rstrip("/").rsplit("/", 1)[-1].split(":")[-1]).strip("-")
     return f"{readable or 'data'}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
+
+
+def _check_apart(calibration: str, *, evaluated: str, trained: str | None) -> None:
+    """A threshold chosen on the images it is then measured on (or on the run's own data, test split included)
+    would make its TPR and FPR look better than they are: refused."""
+    chosen = absolute_spec(calibration)
+    if trained is not None and chosen == absolute_spec(trained):
+        raise CnnkitError(f"--calibration-data {calibration} is the run's own data (its training images and test "
+                          "split): give a separate calibration folder, or leave it out to use the validation split")
+    if chosen == absolute_spec(evaluated):
+        raise CnnkitError(f"--calibration-data {calibration} is the data being evaluated: the threshold would be "
+                          "measured on the images it was chosen on; give a separate calibration folder")
 
 
 def _all_images(spec: str, classifier: TorchModel, *, data_dir: Path | None) -> ArrayData:

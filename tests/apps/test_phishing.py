@@ -91,6 +91,8 @@ def test_recipe_train_evaluate_export_serve_explain(screenshots: Path, tmp_path:
     refused = cnnkit("evaluate", run, "--target-fpr", "0.1", check=False)
     assert refused.returncode == 2 and "cannot be estimated from 6 negative (non-phishing) images" in refused.stderr
     assert "it takes at least 30" in refused.stderr and not (run / "threshold.json").exists()
+    own = cnnkit("evaluate", run, "--target-fpr", "0.1", "--calibration-data", f"folder:{screenshots}", check=False)
+    assert own.returncode == 2 and "is the run's own data" in own.stderr and not (run / "threshold.json").exists()
     calibration = tmp_path / "calibration"
     cnnkit("make-demo-screenshots", "--out", calibration, "--count", "64", "--width", "640", "--height", "400",
            "--seed", "5")

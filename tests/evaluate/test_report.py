@@ -11,6 +11,7 @@ import pytest
 from helpers import write_tree
 
 from cnnkit.config import EvaluateConfig, TrainConfig
+from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.report import evaluate_run
 from cnnkit.training.fit import train
 
@@ -65,3 +66,6 @@ def test_another_source_is_evaluated_whole_and_the_runs_own_data_on_its_test_spl
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == reported
     again = evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{own}"))
     assert (again["num_samples"], again["evaluated_on"]) == (12, "the run's test split")
+    with pytest.raises(CnnkitError, match="is the data being evaluated"):  # a threshold measured where it was chosen
+        evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{binary_tree / 'test'}", target_fpr=0.5,
+                                    calibration_data=f"folder:{binary_tree / 'test'}"))
