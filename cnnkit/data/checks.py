@@ -1,7 +1,11 @@
-"""Sanity checks on a loaded data set, before training: class balance and classes too small to learn or measure."""
+"""Sanity checks on a loaded data set, before training: class balance, classes too small to learn or measure,
+shortcuts, and test or validation images that are copies of training images."""
 
 from __future__ import annotations
 
+import hashlib
+import math
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,7 @@ SHORTCUT_AUC = 0.9  # a one-number feature that ranks a class above the rest thi
 SHORTCUT_MIN_IMAGES = 10  # per class, before the shortcut check says anything
 SHORTCUT_SAMPLE = 20_000  # images (or files) the shortcut checks look at, at most
 TOP_BAND = 0.08  # of the height: where a browser's tab strip and address bar sit in a screenshot
+DUPLICATE_CHECK_BYTES = 4 << 30  # decoded pixels hashed at most (4 GiB: ImageNet-size sets are left unchecked)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,41 @@ def check_data(bundle: DataBundle) -> DataReport:
     if bundle.train is not None:
         warnings += shortcut_warnings(bundle.train, bundle.class_names)
     warnings += file_shortcut_warnings(bundle.files, bundle.class_names)
+    warnings += duplicate_warnings(splits, bundle.class_names)
     return DataReport(_balance(bundle.class_names, counts), warnings)
+
+
+def duplicate_warnings(splits: dict[str, ArrayData], class_names: list[str], *, chunk: int = 1024) -> list[str]:
+    """Exact copies, pixel for pixel at the input size: validation or test images that are also training images
+    (their accuracy then measures memory, not generalisation), and images filed under two classes."""
+    if sum(len(split) * 3 * math.prod(split.image_size) for split in splits.values()) > DUPLICATE_CHECK_BYTES:
+        return []
+    seen: dict[str, set[bytes]] = {name: set() for name in splits}
+    labels_of: dict[bytes, set[int]] = defaultdict(set)
+    for name, split in splits.items():
+        for start in range(0, len(split), chunk):
+            index = torch.arange(start, min(len(split), start + chunk))
+            images = split.batch(index).reshape(len(index), -1).numpy()
+            for row, label in zip(images, split.labels[index].tolist()):
+                digest = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+                seen[name].add(digest)
+                labels_of[digest].add(label)
+    warnings = []
+    train = seen.get("train", set())
+    for name in ("val", "test"):
+        if name in seen:
+            copies = len(seen[name] & train)
+            if copies:
+                what = "validation" if name == "val" else "test"
+                warnings.append(f"{copies} distinct {what} image(s) are exact copies of training images: {what} "
+                                "accuracy on them measures memory, not how the model does on new images; remove "
+                                "the copies from one side")
+    both = [labels for labels in labels_of.values() if len(labels) > 1]
+    if both:
+        pairs = sorted({" / ".join(class_names[i] for i in sorted(labels)) for labels in both})
+        warnings.append(f"{len(both)} image(s) appear under more than one class ({', '.join(pairs[:3])}"
+                        f"{', ...' if len(pairs) > 3 else ''}): no model can be right on both; fix their labels")
+    return warnings
 
 
 def trivial_features(data: ArrayData, *, limit: int, chunk: int = 256) -> dict[str, torch.Tensor]:
