@@ -18,6 +18,7 @@ CHECKPOINT = "checkpoint.safetensors"
 HISTORY_JSON = "history.json"
 HISTORY_CSV = "history.csv"
 METRICS = "metrics.json"
+DATA_SPLITS = "data.json"  # each split's fingerprint (data.checks.fingerprint): resume and evaluate compare
 LEARNING_CURVES = "learning_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_JSON = "confusion_matrix.json"

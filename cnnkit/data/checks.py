@@ -29,6 +29,33 @@ DUPLICATE_CHECK_BYTES = 4 << 30  # decoded pixels hashed at most (4 GiB: ImageNe
 class DataReport:
     balance: str  # one line: images per class in each split
     warnings: list[str]
+    fingerprints: dict[str, dict[str, object]]  # per split: what `fingerprint` says of it
+
+
+def fingerprint(split: ArrayData, digests: list[bytes] | None = None) -> dict[str, object]:
+    """What identifies a split's images: their number, and a sha256 of their labels and (up to
+    DUPLICATE_CHECK_BYTES of decoded pixels) their pixels, in order. A run records it, so that resuming it or
+    evaluating it on its own data again can tell when that data changed since (files added or removed re-cut every
+    split: the test images could then include training images)."""
+    if digests is None and len(split) * 3 * math.prod(split.image_size) <= DUPLICATE_CHECK_BYTES:
+        digests = image_digests(split)
+    labels = split.labels.to(torch.int64).numpy().tobytes()
+    found: dict[str, object] = {"images": len(split), "labels_sha256": hashlib.sha256(labels).hexdigest()}
+    if digests is not None:
+        found["pixels_sha256"] = hashlib.sha256(b"".join(digests)).hexdigest()
+    return found
+
+
+def changed_splits(saved: dict[str, dict[str, object]], now: dict[str, dict[str, object]]) -> list[str]:
+    """The splits whose fingerprints differ, comparing only what both recorded ('test: 60 images, now 75')."""
+    changed = []
+    for name in sorted(saved.keys() & now.keys()):
+        shared = saved[name].keys() & now[name].keys()
+        if any(saved[name][k] != now[name][k] for k in shared):
+            count = (f"{saved[name]['images']} images, now {now[name]['images']}"
+                     if saved[name].get("images") != now[name].get("images") else "other images or labels")
+            changed.append(f"{name}: {count}")
+    return changed
 
 
 def check_data(bundle: DataBundle) -> DataReport:
@@ -50,25 +77,33 @@ def check_data(bundle: DataBundle) -> DataReport:
     if bundle.train is not None:
         warnings += shortcut_warnings(bundle.train, bundle.class_names)
     warnings += file_shortcut_warnings(bundle.files, bundle.class_names)
-    warnings += duplicate_warnings(splits, bundle.class_names)
-    return DataReport(_balance(bundle.class_names, counts), warnings)
+    digests = None
+    if sum(len(split) * 3 * math.prod(split.image_size) for split in splits.values()) <= DUPLICATE_CHECK_BYTES:
+        digests = {name: image_digests(split) for name, split in splits.items()}
+        warnings += duplicate_warnings(splits, digests, bundle.class_names)
+    fingerprints = {name: fingerprint(split, digests[name] if digests else None) for name, split in splits.items()}
+    return DataReport(_balance(bundle.class_names, counts), warnings, fingerprints)
 
 
-def duplicate_warnings(splits: dict[str, ArrayData], class_names: list[str], *, chunk: int = 1024) -> list[str]:
-    """Exact copies, pixel for pixel at the input size: validation or test images that are also training images
-    (their accuracy then measures memory, not generalisation), and images filed under two classes."""
-    if sum(len(split) * 3 * math.prod(split.image_size) for split in splits.values()) > DUPLICATE_CHECK_BYTES:
-        return []
-    seen: dict[str, set[bytes]] = {name: set() for name in splits}
+def image_digests(split: ArrayData, *, chunk: int = 1024) -> list[bytes]:
+    """A 16-byte hash of each image's decoded pixels, in order."""
+    found = []
+    for start in range(0, len(split), chunk):
+        images = split.batch(torch.arange(start, min(len(split), start + chunk))).numpy()
+        found += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in images.reshape(len(images), -1)]
+    return found
+
+
+def duplicate_warnings(splits: dict[str, ArrayData], digests: dict[str, list[bytes]],
+                       class_names: list[str]) -> list[str]:
+    """Exact copies, pixel for pixel at the input size (`digests`: each split's, from image_digests): validation or test
+    images that are also training images (their accuracy then measures memory, not generalisation), and images
+    filed under two classes."""
+    seen = {name: set(found) for name, found in digests.items()}
     labels_of: dict[bytes, set[int]] = defaultdict(set)
     for name, split in splits.items():
-        for start in range(0, len(split), chunk):
-            index = torch.arange(start, min(len(split), start + chunk))
-            images = split.batch(index).reshape(len(index), -1).numpy()
-            for row, label in zip(images, split.labels[index].tolist()):
-                digest = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
-                seen[name].add(digest)
-                labels_of[digest].add(label)
+        for digest, label in zip(digests[name], split.labels.tolist()):
+            labels_of[digest].add(label)
     warnings = []
     train = seen.get("train", set())
     for name in ("val", "test"):

@@ -11,6 +11,7 @@ from torch import nn
 
 from cnnkit import artifacts as names
 from cnnkit.config import EvaluateConfig
+from cnnkit.data.checks import changed_splits, fingerprint
 from cnnkit.data.datasets import ArrayData
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.data.sources import SourceOptions, absolute_spec, load_data
@@ -124,6 +125,9 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     if bundle.class_names != classifier.class_names:
         raise CnnkitError(f"{spec}: classes {bundle.class_names} differ from the run's {classifier.class_names}")
     run = RunDir.open(config.run)
+    if own and run.exists(names.DATA_SPLITS):
+        _check_unchanged(run, spec, {"test": bundle.test if has_test else None,
+                                     "val": bundle.val if config.target_fpr is not None else None})
     batch_size = config.batch_size or inference_batch_size(
         classifier.model, input_size=classifier.preprocess.input_size, settings=classifier.settings)
     if config.target_fpr is not None:
@@ -157,6 +161,17 @@ def _folder_name(spec: str) -> str:
     absolute = absolute_spec(spec)
     readable = re.sub(r"[^A-Za-z0-9._-]+", "-", absolute.rstrip("/").rsplit("/", 1)[-1].split(":")[-1]).strip("-")
     return f"{readable or 'data'}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
+
+
+def _check_unchanged(run: RunDir, spec: str, splits: dict[str, ArrayData | None]) -> None:
+    """The run's own data must still be what it was trained on: otherwise its test split, cut again from changed
+    data, can hold images the run trained on, and the figures would look better than they are."""
+    now = {name: fingerprint(split) for name, split in splits.items() if split is not None}
+    changed = changed_splits(run.read_json(names.DATA_SPLITS), now)
+    if changed:
+        raise CnnkitError(f"{spec} changed since {run.path} was trained ({'; '.join(changed)}): its test split, cut "
+                          "again, may hold images the run trained on; evaluate on a separate folder (--data) or "
+                          "train again")
 
 
 def _check_apart(calibration: str, *, evaluated: str, trained: str | None) -> None:

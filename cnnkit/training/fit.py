@@ -23,7 +23,7 @@ from cnnkit import __version__
 from cnnkit import artifacts as names
 from cnnkit.config import TrainConfig
 from cnnkit.data.augment import build_augmenter
-from cnnkit.data.checks import check_data
+from cnnkit.data.checks import changed_splits, check_data
 from cnnkit.data.datasets import ArrayData, DataBundle
 from cnnkit.data.loader import epoch_order, shard_batches
 from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
@@ -117,6 +117,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, ctx: DistContext, data: DataBundle, model: nn.Module,
                  weights: WeightsInfo | None, preprocess: Preprocess) -> None:
         self.config, self.ctx, self.data, self.weights = config, ctx, data, weights
+        self.fingerprints: dict[str, dict[str, object]] = {}  # each split's (data.checks), set by _report_data
         self.device = resolve_device(config.device, local_rank=ctx.local_rank)
         self.phases = plan_phases(config)
         self.preprocess = _normalization(config, preprocess, data.train, weights)
@@ -183,6 +184,7 @@ class Trainer:
 
     def _report_data(self) -> None:
         report = check_data(self.data)
+        self.fingerprints = report.fingerprints
         if report.warnings and self.config.strict:
             raise CnnkitError("data warnings (--strict): " + "; ".join(report.warnings))
         if self.data.skipped:
@@ -381,6 +383,7 @@ class Trainer:
         })
         run.write_json(names.CLASSES, data.class_names)
         run.write_json(names.PREPROCESS, self.preprocess.to_dict())
+        run.write_json(names.DATA_SPLITS, self.fingerprints)
         trainable, frozen = count_params(self.net)
         sizes = ", ".join(f"{name} {len(split)}" for name, split in (("train", data.train), ("val", data.val),
                                                                     ("test", data.test)) if split is not None)
@@ -411,6 +414,12 @@ class Trainer:
         assert run is not None
         if self.ctx.is_main:
             run.remove_temporaries()
+        if run.exists(names.DATA_SPLITS):
+            changed = changed_splits(run.read_json(names.DATA_SPLITS), self.fingerprints)
+            if changed:
+                raise CnnkitError(f"{self.config.data} changed since {run.path} started ({'; '.join(changed)}): "
+                                  "resumed, it would train and test on other splits than its first epochs did, "
+                                  "and its test images could include images it trained on; start a new run")
         if not run.exists(names.CHECKPOINT):
             self.log(f"{run.path}: no epoch was completed before; starting from the beginning")
             return 0

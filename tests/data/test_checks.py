@@ -56,7 +56,7 @@ def test_files_captured_alike_raise_no_warning_and_unreadable_ones_are_left_to_t
 
 
 def test_test_images_copied_from_training_and_images_under_two_classes_are_flagged() -> None:
-    from cnnkit.data.checks import duplicate_warnings
+    from cnnkit.data.checks import duplicate_warnings, image_digests
     from cnnkit.data.datasets import ArrayData
 
     images = pages(30, frame=False, seed=4)
@@ -64,11 +64,12 @@ def test_test_images_copied_from_training_and_images_under_two_classes_are_flagg
     train = ArrayData(images[:20], labels[:20])
     clean = {"train": train, "val": ArrayData(images[20:25], labels[20:25]),
              "test": ArrayData(images[25:], labels[25:])}
-    assert duplicate_warnings(clean, ["a", "b"]) == []
+    assert duplicate_warnings(clean, {k: image_digests(v) for k, v in clean.items()}, ["a", "b"]) == []
     # three training images again in the test split (one of them twice), one under the other class
     leaked = ArrayData(torch.cat([images[25:], images[[0, 1, 1, 2]]]),
                        torch.cat([labels[25:], torch.tensor([0, 1, 1, 1])]))
-    warnings = duplicate_warnings({**clean, "test": leaked}, ["a", "b"])
+    splits = {**clean, "test": leaked}
+    warnings = duplicate_warnings(splits, {k: image_digests(v) for k, v in splits.items()}, ["a", "b"])
     assert warnings[0].startswith("3 distinct test image(s) are exact copies of training images")
     assert warnings[1].startswith("1 image(s) appear under more than one class (a / b)")
     assert len(warnings) == 2

@@ -69,3 +69,26 @@ def test_another_source_is_evaluated_whole_and_the_runs_own_data_on_its_test_spl
     with pytest.raises(CnnkitError, match="is the data being evaluated"):  # a threshold measured where it was chosen
         evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{binary_tree / 'test'}", target_fpr=0.5,
                                     calibration_data=f"folder:{binary_tree / 'test'}"))
+
+
+def test_a_run_whose_own_data_changed_is_neither_evaluated_nor_resumed(binary_tree: Path, tmp_path: Path) -> None:
+    """Files added to a bare folder re-cut its seeded test split, which can then hold images the run trained on:
+    evaluating the run on its own data, or resuming it, is refused until the data is what it was."""
+    from cnnkit.training.fit import resume_config
+
+    own = tmp_path / "shots"
+    shutil.copytree(binary_tree / "train", own)
+    run = tmp_path / "run"
+    train(TrainConfig(data=f"folder:{own}", out=run, epochs=1, quiet=True, device="cpu", model="simple-cnn",
+                      input_size=32))
+    assert json.loads((run / "data.json").read_text())["test"]["images"] == 12
+    evaluate_run(EvaluateConfig(run=run))  # unchanged: fine
+    added = own / "circle" / "added.png"
+    shutil.copy(binary_tree / "test" / "circle" / "000.png", added)
+    with pytest.raises(CnnkitError, match=r"changed since .* was trained \(test: (other images|12 images, now 13)"):
+        evaluate_run(EvaluateConfig(run=run))
+    with pytest.raises(CnnkitError, match=r"changed since .* started \(test: .*; train: 44 images, now 45; "
+                                          r".*\): resumed"):
+        train(resume_config(run, epochs=2))
+    added.unlink()
+    assert train(resume_config(run, epochs=2)).metrics["num_samples"] == 12

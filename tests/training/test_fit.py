@@ -11,7 +11,7 @@ from cnnkit.rundir import RunDir
 from cnnkit.training.callbacks import BestTracker
 from cnnkit.training.fit import train
 
-ARTIFACTS = ["config.json", "classes.json", "preprocess.json", "model.safetensors", "last.safetensors",
+ARTIFACTS = ["config.json", "classes.json", "preprocess.json", "data.json", "model.safetensors", "last.safetensors",
              "checkpoint.safetensors", "history.json", "history.csv", "metrics.json", "learning_curves.png",
              "confusion_matrix.png", "confusion_matrix.json", "manifest.json"]
 
