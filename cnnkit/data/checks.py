@@ -37,7 +37,7 @@ def fingerprint(split: ArrayData, digests: list[bytes] | None = None) -> dict[st
     DUPLICATE_CHECK_BYTES of decoded pixels) their pixels, in order. A run records it, so that resuming it or
     evaluating it on its own data again can tell when that data changed since (files added or removed re-cut every
     split: the test images could then include training images)."""
-    if digests is None and len(split) * 3 * math.prod(split.image_size) <= DUPLICATE_CHECK_BYTES:
+    if digests is None and _pixel_bytes(split) <= DUPLICATE_CHECK_BYTES:
         digests = image_digests(split)
     labels = split.labels.to(torch.int64).numpy().tobytes()
     found: dict[str, object] = {"images": len(split), "labels_sha256": hashlib.sha256(labels).hexdigest()}
@@ -78,11 +78,15 @@ def check_data(bundle: DataBundle) -> DataReport:
         warnings += shortcut_warnings(bundle.train, bundle.class_names)
     warnings += file_shortcut_warnings(bundle.files, bundle.class_names)
     digests = None
-    if sum(len(split) * 3 * math.prod(split.image_size) for split in splits.values()) <= DUPLICATE_CHECK_BYTES:
+    if sum(_pixel_bytes(split) for split in splits.values()) <= DUPLICATE_CHECK_BYTES:
         digests = {name: image_digests(split) for name, split in splits.items()}
         warnings += duplicate_warnings(splits, digests, bundle.class_names)
     fingerprints = {name: fingerprint(split, digests[name] if digests else None) for name, split in splits.items()}
     return DataReport(_balance(bundle.class_names, counts), warnings, fingerprints)
+
+
+def _pixel_bytes(split: ArrayData) -> int:
+    return len(split) * 3 * math.prod(split.image_size)
 
 
 def image_digests(split: ArrayData, *, chunk: int = 1024) -> list[bytes]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -155,9 +157,6 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
 
 def _folder_name(spec: str) -> str:
     """A folder name for another data source's evaluation: readable, and unique to the source's absolute spec."""
-    import hashlib
-    import re
-
     absolute = absolute_spec(spec)
     readable = re.sub(r"[^A-Za-z0-9._-]+", "-", absolute.rstrip("/").rsplit("/", 1)[-1].split(":")[-1]).strip("-")
     return f"{readable or 'data'}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
