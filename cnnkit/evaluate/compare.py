@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +71,22 @@ def compare_runs(*, runs: list[Path], plot_path: Path | None = None) -> str:
     if plot_path is not None:
         figure = _curves(opened)
         write_atomic(plot_path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    return text_table(rows)
+    return text_table(rows) + _test_set_note(opened)
+
+
+def _test_set_note(runs: list[RunDir]) -> str:
+    """A line under the table when the runs were not tested on the same images (data.json's test fingerprints):
+    their test columns then do not compare."""
+    tests = {run.path.name: (run.read_json(names.DATA_SPLITS).get("test") if run.exists(names.DATA_SPLITS) else None)
+             for run in runs}
+    if len(runs) < 2 or len({json.dumps(t, sort_keys=True) for t in tests.values()}) == 1:
+        return ""
+    unknown = [name for name, test in tests.items() if test is None]
+    if unknown:
+        return (f"\nNote: {', '.join(unknown)} recorded no test-set fingerprint (trained by an older cnnkit): "
+                "whether the runs were tested on the same images is unknown")
+    sizes = ", ".join(f"{name} {test['images']}" for name, test in tests.items())
+    return f"\nNote: the runs were tested on different images ({sizes}): their test columns do not compare"
 
 
 def _curves(runs: list[RunDir]) -> Figure:

@@ -18,6 +18,22 @@ def test_compare_two_tiny_runs(shapes_npz: Path, tmp_path: Path) -> None:
     assert lenet[:5] == ["lenet", "lenet5", "61,411", "61,411", "2"]
     assert all(0.0 <= float(v) <= 1.0 for v in simple[6:] + lenet[6:])
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert "Note:" not in table  # the same test images
+
+
+def test_runs_tested_on_different_images_are_said_not_to_compare(shapes_npz: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from helpers import CLASSES, make_shapes
+
+    x, y = make_shapes(20, seed=7)
+    other = tmp_path / "other.npz"
+    np.savez(other, x_train=x[:45], y_train=y[:45], x_test=x[45:], y_test=y[45:], class_names=np.array(CLASSES))
+    base = dict(epochs=1, batch_size=32, quiet=True, device="cpu")
+    train(TrainConfig(data=f"npz:{shapes_npz}", out=tmp_path / "a", **base))
+    train(TrainConfig(data=f"npz:{other}", out=tmp_path / "b", **base))
+    table = compare_runs(runs=[tmp_path / "a", tmp_path / "b"])
+    assert table.splitlines()[-1] == "Note: the runs were tested on different images (a 60, b 15): their test " \
+                                     "columns do not compare"
 
 
 def test_runs_lists_every_run_with_its_export_state(shapes_npz: Path, tmp_path: Path) -> None:
