@@ -121,7 +121,7 @@ class Classifier:
         import os
 
         from cnnkit.runtime.bulk import expand, predict_to_file
-        from cnnkit.runtime.exports import stored_threshold
+        from cnnkit.runtime.exports import stored_threshold, weights_sha256
 
         ctx = None
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torch.distributed only under torchrun
@@ -129,8 +129,10 @@ class Classifier:
 
             ctx = current_context()
         specs = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        threshold = stored_threshold(self.path)
+        identity = {"weights_sha256": weights_sha256(self.path), "top_k": top_k, "threshold": threshold}
         return predict_to_file(self._model, list(expand(specs)), output=Path(output), resume=resume, ctx=ctx,
-                               batch_size=batch_size, top_k=top_k, threshold=stored_threshold(self.path))
+                               identity=identity, batch_size=batch_size, top_k=top_k, threshold=threshold)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         parts = [self._model.probabilities(batch[i : i + PREDICT_BATCH]) for i in range(0, len(batch), PREDICT_BATCH)]

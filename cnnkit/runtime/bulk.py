@@ -16,6 +16,7 @@ import numpy as np
 
 from cnnkit.data.images import IMAGE_SUFFIXES, ImageError
 from cnnkit.errors import CnnkitError
+from cnnkit.files import write_json
 
 
 def expand(specs: Iterable[str | Path]) -> Iterator[Path]:
@@ -144,14 +145,18 @@ def write_rows(rows: Iterable[dict[str, Any]], output: Path, *, jsonl: bool, app
 
 
 def predict_to_file(model: Any, paths: list[Path], *, output: Path, resume: bool, ctx: Any = None,
-                    **options: Any) -> int:
+                    identity: dict[str, Any] | None = None, **options: Any) -> int:
     """Predict `paths` into `output` (.csv or .jsonl); returns the number of files that failed, over all ranks.
 
     Under torchrun (`ctx` a runtime.parallel.DistContext of several ranks) rank r predicts paths[r::world] into
     OUTPUT.partR, then rank 0 merges the parts (and, with `resume`, what OUTPUT already had) into OUTPUT in path
     order. With `resume` each rank skips what OUTPUT and its own part already hold, so a killed job goes on where
-    it stopped. `options`: predict_rows' batch_size, top_k, threshold, workers."""
+    it stopped. `identity` (the model's weights, top-k, threshold) is kept beside OUTPUT (OUTPUT.cnnkit.json), and
+    `resume` refuses an OUTPUT another model or setting wrote: its rows would mix two models' answers.
+    `options`: predict_rows' batch_size, top_k, threshold, workers."""
     jsonl = output.suffix == ".jsonl"
+    if identity is not None:
+        _check_identity(output, identity, resume=resume, write=ctx is None or ctx.is_main)
     done = done_paths(output, jsonl=jsonl) if resume else set()
     if ctx is None or not ctx.enabled:
         todo = [p for p in paths if str(p) not in done]
@@ -170,6 +175,18 @@ def predict_to_file(model: Any, paths: list[Path], *, output: Path, resume: bool
                jsonl=jsonl)
     ctx.barrier()
     return int(ctx.all_reduce_sum(failed).item())
+
+
+def _check_identity(output: Path, identity: dict[str, Any], *, resume: bool, write: bool) -> None:
+    sidecar = output.with_name(output.name + ".cnnkit.json")
+    if resume and sidecar.is_file() and output.is_file():
+        before = json.loads(sidecar.read_text())
+        differ = [k for k in sorted(identity.keys() | before.keys()) if before.get(k) != identity.get(k)]
+        if differ:
+            raise CnnkitError(f"{output} was written with another {', '.join(differ)} ({before}); --resume would mix "
+                              "two models' rows in one file: write to a new file, or leave out --resume to start over")
+    if write:
+        write_json(sidecar, identity)
 
 
 def count_errors(output: Path) -> int:

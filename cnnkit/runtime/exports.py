@@ -62,6 +62,16 @@ def staleness(export: Path) -> str | None:
     return None
 
 
+def weights_sha256(path: Path) -> str | None:
+    """The sha256 of the best weights a run directory, or an export directory, predicts with (an export: the
+    weights it was made from)."""
+    path = Path(path)
+    if (path / names.CONFIG).is_file() and (path / names.MANIFEST).is_file():
+        return read_json(path / names.MANIFEST).get(names.WEIGHTS_BEST, {}).get("sha256")
+    export = find_export_dir(path)
+    return (read_export(export).get("weights") or {}).get("sha256") if export is not None else None
+
+
 def run_threshold(run: Path) -> dict[str, Any] | None:
     """A binary run's decision threshold as `cnnkit evaluate --target-fpr` stored it (RUN/threshold.json), if any."""
     path = Path(run) / names.THRESHOLD

@@ -101,3 +101,19 @@ def test_resume_of_a_csv_skips_what_it_has(exported_run: Path, tmp_path: Path) -
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == len({r["path"] for r in rows}) == 13  # each file once, the header once
     assert {r["path"]: r["score"] for r in rows if r["path"] in kept} == kept  # not predicted again
+
+
+def test_resume_refuses_a_file_another_model_or_setting_wrote(exported_run: Path, fast_run: Path,
+                                                              tmp_path: Path) -> None:
+    root = photos(tmp_path)
+    out = tmp_path / "predictions.jsonl"
+    first = sorted(str(p) for p in (root / "square").glob("*.png"))
+    assert cli("predict", exported_run, *first, "--jsonl", out).returncode == 0
+    before = out.read_text()
+    other = cli("predict", fast_run, root, "--jsonl", out, "--resume")  # another run's weights
+    assert other.returncode == 2 and "was written with another weights_sha256" in other.stderr
+    fewer = cli("predict", exported_run, root, "--jsonl", out, "--resume", "--top-k", "2")
+    assert fewer.returncode == 2 and "was written with another top_k" in fewer.stderr
+    assert out.read_text() == before  # nothing appended
+    assert cli("predict", exported_run, root, "--jsonl", out, "--resume").returncode == 2  # broken.png only
+    assert len(out.read_text().splitlines()) == 13
