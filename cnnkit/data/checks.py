@@ -32,13 +32,11 @@ class DataReport:
     fingerprints: dict[str, dict[str, object]]  # per split: what `fingerprint` says of it
 
 
-def fingerprint(split: ArrayData, digests: list[bytes] | None = None) -> dict[str, object]:
-    """What identifies a split's images: their number, and a sha256 of their labels and (up to
-    DUPLICATE_CHECK_BYTES of decoded pixels) their pixels, in order. A run records it, so that resuming it or
-    evaluating it on its own data again can tell when that data changed since (files added or removed re-cut every
-    split: the test images could then include training images)."""
-    if digests is None and _pixel_bytes(split) <= DUPLICATE_CHECK_BYTES:
-        digests = image_digests(split)
+def fingerprint(split: ArrayData, digests: list[bytes] | None) -> dict[str, object]:
+    """What identifies a split's images: their number, and a sha256 of their labels and (given their `digests`,
+    from budgeted_digests) their pixels, in order. A run records it, so that resuming it or evaluating it on its
+    own data again can tell when that data changed since (files added or removed re-cut every split: the test images
+    could then include training images)."""
     labels = split.labels.to(torch.int64).numpy().tobytes()
     found: dict[str, object] = {"images": len(split), "labels_sha256": hashlib.sha256(labels).hexdigest()}
     if digests is not None:
@@ -77,16 +75,18 @@ def check_data(bundle: DataBundle) -> DataReport:
     if bundle.train is not None:
         warnings += shortcut_warnings(bundle.train, bundle.class_names)
     warnings += file_shortcut_warnings(bundle.files, bundle.class_names)
-    digests = None
-    if sum(_pixel_bytes(split) for split in splits.values()) <= DUPLICATE_CHECK_BYTES:
-        digests = {name: image_digests(split) for name, split in splits.items()}
+    digests = budgeted_digests(splits)
+    if digests is not None:
         warnings += duplicate_warnings(splits, digests, bundle.class_names)
     fingerprints = {name: fingerprint(split, digests[name] if digests else None) for name, split in splits.items()}
     return DataReport(_balance(bundle.class_names, counts), warnings, fingerprints)
 
 
-def _pixel_bytes(split: ArrayData) -> int:
-    return len(split) * 3 * math.prod(split.image_size)
+def budgeted_digests(splits: dict[str, ArrayData]) -> dict[str, list[bytes]] | None:
+    """Each split's image_digests, or None when they hold more than DUPLICATE_CHECK_BYTES of pixels together."""
+    if sum(len(split) * 3 * math.prod(split.image_size) for split in splits.values()) > DUPLICATE_CHECK_BYTES:
+        return None
+    return {name: image_digests(split) for name, split in splits.items()}
 
 
 def image_digests(split: ArrayData, *, chunk: int = 1024) -> list[bytes]:

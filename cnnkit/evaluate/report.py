@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnkit import artifacts as names
 from cnnkit.config import EvaluateConfig
-from cnnkit.data.checks import changed_splits, fingerprint
+from cnnkit.data.checks import budgeted_digests, changed_splits, fingerprint
 from cnnkit.data.datasets import ArrayData
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.data.sources import SourceOptions, absolute_spec, load_data
@@ -30,6 +30,7 @@ from cnnkit.evaluate.plots import confusion_matrix_figure
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.allocator import reuse_freed_memory
 from cnnkit.runtime.engine import StepSettings, inference_batch_size, predict_logits
+from cnnkit.runtime.exports import run_threshold
 from cnnkit.runtime.model import TorchModel, load_run_model
 
 THRESHOLD_FILE = names.THRESHOLD
@@ -75,8 +76,7 @@ def evaluate_model(
 
 def _binary_report(out: ReportPlace, probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     """Binary metrics at the run's stored threshold (or 0.5), and the ROC/PR figure."""
-    run = out.run
-    stored = run.read_json(THRESHOLD_FILE) if run.exists(THRESHOLD_FILE) else None
+    stored = run_threshold(out.run.path)
     positive = positive_index(class_names, stored["positive"] if stored else None)
     scores, positives = finite_probabilities(probs)[0][:, positive], labels == positive
     threshold = stored["threshold"] if stored else 0.5
@@ -165,7 +165,9 @@ def _folder_name(spec: str) -> str:
 def _check_unchanged(run: RunDir, spec: str, splits: dict[str, ArrayData | None]) -> None:
     """The run's own data must still be what it was trained on: otherwise its test split, cut again from changed
     data, can hold images the run trained on, and the figures would look better than they are."""
-    now = {name: fingerprint(split) for name, split in splits.items() if split is not None}
+    present = {name: split for name, split in splits.items() if split is not None}
+    digests = budgeted_digests(present)
+    now = {name: fingerprint(split, digests[name] if digests else None) for name, split in present.items()}
     changed = changed_splits(run.read_json(names.DATA_SPLITS), now)
     if changed:
         raise CnnkitError(f"{spec} changed since {run.path} was trained ({'; '.join(changed)}): its test split, cut "
