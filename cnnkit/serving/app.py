@@ -300,7 +300,7 @@ async def _drain(stream: AsyncIterator[bytes], *, already: int = 0) -> None:
 
     try:
         await asyncio.wait_for(drop(), timeout=DRAIN_MAX_S)
-    except (asyncio.TimeoutError, ClientDisconnect):
+    except (TimeoutError, ClientDisconnect):
         pass  # the 413 goes out anyway; the client may not see it
 
 

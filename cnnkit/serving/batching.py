@@ -116,7 +116,7 @@ class MicroBatcher:
                     break
                 try:
                     job = await asyncio.wait_for(self._queue.get(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             if size + len(job.images) > self.max_batch:
                 return jobs, job  # would overflow this batch: it opens the next one

@@ -10,7 +10,7 @@ import hashlib
 import re
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ class _Browser:
     def shoot(self, index: int, url: str, folder: Path) -> dict[str, Any]:
         from selenium.common.exceptions import TimeoutException, WebDriverException
 
-        record: dict[str, Any] = {"url": url, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        record: dict[str, Any] = {"url": url, "time": datetime.now(UTC).isoformat(timespec="seconds"),
                                   "status": None, "file": None, "sha256": None, "error": None}
         try:
             if self.driver is None:
