@@ -464,10 +464,15 @@ class Trainer:
                                           batch_size=self.eval_batch)
             run.write_json(names.METRICS, metrics)
             run.save_figure(names.LEARNING_CURVES, learning_curves(self.history, title=config.model))
+            last, best = final.get("epoch"), self.best.best_epoch
+            # After early stopping or a best epoch before the last, the saved weights are not the last epoch's: both
+            # lines say which epoch they describe, so that the two accuracies are not read as one model's.
+            weights = f" (epoch {best}'s weights: the best {self.best.monitor})" if best and best != last else ""
             if "accuracy" in metrics:
-                self.log(f"Test accuracy: {metrics['accuracy']:.3f} on {metrics['num_samples']} images")
+                self.log(f"Test accuracy: {metrics['accuracy']:.3f} on {metrics['num_samples']} images{weights}")
             if final:
-                self.log(f"Training accuracy: {final['accuracy']:.3f}")
+                self.log(f"Training accuracy: {final['accuracy']:.3f}" + (f" (epoch {last}, measured while it trained)"
+                                                                          if weights else ""))
             self.log(f"Run directory: {run.path}")
         return TrainResult(run_dir=run.path, history=self.history, metrics=metrics)
 

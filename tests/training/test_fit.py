@@ -80,13 +80,18 @@ def test_per_batch_schedules_change_the_lr_each_epoch(shapes_npz: Path, tmp_path
     assert len(set(lrs)) == 3
 
 
-def test_early_stopping_stops_and_keeps_the_best_weights(shapes_npz: Path, tmp_path: Path) -> None:
+def test_early_stopping_stops_and_keeps_the_best_weights(shapes_npz: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     # A huge learning rate makes training diverge after the first epochs, so the best epoch comes early.
     config = small_config(shapes_npz, tmp_path / "run", epochs=12, lr=0.5, optimizer="sgd", early_stopping=2,
                           schedule=ScheduleConfig(monitor="val_accuracy"), precision="fp32")  # bf16 turns it to NaN
-    result = train(config)
+    result = train(replace(config, quiet=False))
     best = result.metrics["best_epoch"]
     assert len(result.history) == best + 2
+    # The closing lines say which epoch each accuracy belongs to: the test's is the best epoch's weights.
+    printed = capsys.readouterr().out
+    assert f"images (epoch {best}'s weights: the best val_accuracy)" in printed
+    assert f"(epoch {best + 2}, measured while it trained)" in printed
     run = RunDir.open(tmp_path / "run")
     best_weights, meta = run.read_tensors("model.safetensors")
     assert meta["epoch"] == str(best)
