@@ -71,22 +71,33 @@ def compare_runs(*, runs: list[Path], plot_path: Path | None = None) -> str:
     if plot_path is not None:
         figure = _curves(opened)
         write_atomic(plot_path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    return text_table(rows) + _test_set_note(opened)
+    return text_table(rows) + _notes(opened)
 
 
-def _test_set_note(runs: list[RunDir]) -> str:
-    """A line under the table when the runs were not tested on the same images (data.json's test fingerprints):
-    their test columns then do not compare."""
-    tests = {run.path.name: (run.read_json(names.DATA_SPLITS).get("test") if run.exists(names.DATA_SPLITS) else None)
-             for run in runs}
-    if len(runs) < 2 or len({json.dumps(t, sort_keys=True) for t in tests.values()}) == 1:
+def _notes(runs: list[RunDir]) -> str:
+    """Lines under the table where the runs' test columns do not compare: other classes, other test images (data.json's
+    test fingerprints), no test set, or no fingerprint to tell."""
+    if len(runs) < 2:
         return ""
-    unknown = [name for name, test in tests.items() if test is None]
+    notes = []
+    classes = {run.path.name: run.read_json(names.CLASSES) if run.exists(names.CLASSES) else None for run in runs}
+    if len({json.dumps(c) for c in classes.values()}) > 1:
+        counts = ", ".join(f"{name} {len(c) if c is not None else '?'}" for name, c in classes.items())
+        notes.append(f"the runs classify different sets of classes ({counts}): their accuracies do not compare")
+    splits = {run.path.name: run.read_json(names.DATA_SPLITS) if run.exists(names.DATA_SPLITS) else None
+              for run in runs}
+    unknown = [name for name, split in splits.items() if split is None]
+    untested = [name for name, split in splits.items() if split is not None and not split.get("test")]
+    tests = {name: split["test"] for name, split in splits.items() if split is not None and split.get("test")}
+    if untested:
+        notes.append(f"{', '.join(untested)} had no test set")
     if unknown:
-        return (f"\nNote: {', '.join(unknown)} recorded no test-set fingerprint (trained by an older cnnkit): "
-                "whether the runs were tested on the same images is unknown")
-    sizes = ", ".join(f"{name} {test['images']}" for name, test in tests.items())
-    return f"\nNote: the runs were tested on different images ({sizes}): their test columns do not compare"
+        notes.append(f"{', '.join(unknown)} recorded no test-set fingerprint (trained by an older cnnkit): whether "
+                     "the runs were tested on the same images is unknown")
+    elif len({json.dumps(t, sort_keys=True) for t in tests.values()}) > 1:
+        sizes = ", ".join(f"{name} {test['images']}" for name, test in tests.items())
+        notes.append(f"the runs were tested on different images ({sizes}): their test columns do not compare")
+    return "".join(f"\nNote: {note}" for note in notes)
 
 
 def _curves(runs: list[RunDir]) -> Figure:

@@ -36,6 +36,22 @@ def test_runs_tested_on_different_images_are_said_not_to_compare(shapes_npz: Pat
                                      "columns do not compare"
 
 
+def test_runs_on_other_classes_or_without_a_test_set_are_named(shapes_npz: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from helpers import make_shapes
+
+    x, y = make_shapes(20, seed=8)
+    two = y < 2  # two of the three classes, and no test arrays: no test set
+    other = tmp_path / "two.npz"
+    np.savez(other, x=x[two], y=y[two])
+    base = dict(epochs=1, batch_size=32, quiet=True, device="cpu")
+    train(TrainConfig(data=f"npz:{shapes_npz}", out=tmp_path / "a", **base))
+    train(TrainConfig(data=f"npz:{other}", out=tmp_path / "b", **base))
+    notes = compare_runs(runs=[tmp_path / "a", tmp_path / "b"]).splitlines()[-2:]
+    assert notes == ["Note: the runs classify different sets of classes (a 3, b 2): their accuracies do not compare",
+                     "Note: b had no test set"]
+
+
 def test_runs_lists_every_run_with_its_export_state(shapes_npz: Path, tmp_path: Path) -> None:
     import subprocess
     import sys
