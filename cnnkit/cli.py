@@ -20,6 +20,7 @@ from cnnkit import __version__
 from cnnkit.config import (
     RECIPES,
     BrandConfig,
+    CacheConfig,
     CaptureConfig,
     DemoConfig,
     EvaluateConfig,
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_models, _add_summary, _add_train, _add_evaluate, _add_predict, _add_compare, _add_runs,
-                _add_augment_preview, _add_export, _add_serve, _add_explain, _add_capture, _add_demo,
+                _add_augment_preview, _add_cache, _add_export, _add_serve, _add_explain, _add_capture, _add_demo,
                 _add_phishing):
         add(commands)
     return parser
@@ -325,6 +326,35 @@ def _run_augment_preview(args: argparse.Namespace) -> int:
     config = from_keywords(PreviewConfig, {**typed_values(args, PreviewConfig), "data": args.data})
     augment_preview(config)
     print(f"Written: {config.out}")
+    return 0
+
+
+def _add_cache(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "cache", _run_cache, "list the decoded-image cache's entries (--prune: remove stale ones)")
+    add_arguments(sub, CacheConfig)
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    import time
+
+    from cnnkit.data.cache import cache_entries, prune_cache
+    from cnnkit.evaluate.compare import text_table
+
+    config = from_keywords(CacheConfig, typed_values(args, CacheConfig))
+    if config.prune:
+        removed = prune_cache(config.directory, everything=config.everything, unused_days=config.unused_days)
+        print(f"Removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
+              f"({sum(e.size_bytes for e in removed) / 2**30:.2f} GiB) from {config.directory}")
+    entries = cache_entries(config.directory)
+    if not entries:
+        print(f"No cache entries in {config.directory}")
+        return 0
+    rows = [{"entry": e.path.name[:16], "images": e.images, "decoding": e.decoding,
+             "MiB": f"{e.size_bytes / 2**20:.1f}", "last used": time.strftime("%Y-%m-%d %H:%M", time.localtime(e.used)),
+             "state": "unfinished" if e.group is None else "latest" if e.latest else "replaced",
+             "folders": ", ".join(e.folders) or "-"} for e in entries]
+    print(text_table(rows))
+    print(f"{sum(e.size_bytes for e in entries) / 2**30:.2f} GiB in {config.directory}")
     return 0
 
 

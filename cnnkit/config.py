@@ -138,7 +138,7 @@ class TrainConfig:
         """Where folder data's decoded images are cached (data.cache); None: decoded into memory (--no-cache)."""
         if self.no_cache:
             return None
-        return self.cache_dir or Path(os.environ.get("CNNKIT_CACHE_DIR") or Path.home() / ".cache/cnnkit/images")
+        return self.cache_dir or default_cache_dir()
 
     @property
     def test_sources(self) -> tuple[str, ...]:
@@ -260,6 +260,31 @@ class PreviewConfig:
 
     def __post_init__(self) -> None:
         check(self)
+
+
+def default_cache_dir() -> Path:
+    """Where decoded folder images are cached unless --cache-dir says otherwise."""
+    return Path(os.environ.get("CNNKIT_CACHE_DIR") or Path.home() / ".cache/cnnkit/images")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    cache_dir: Path | None = option(None, help="the cache directory (default: $CNNKIT_CACHE_DIR or "
+                                    "~/.cache/cnnkit/images)")
+    prune: bool = option(False, help="remove unfinished builds, and entries that a later one of the same folders "
+                         "replaced; never one that a run is building or opening")
+    everything: bool = option(False, flag="all", help="with --prune: every entry no run is building or opening")
+    unused_days: float | None = option(None, low=0, help="with --prune: also entries no run has read for this many "
+                                       "days")
+
+    def __post_init__(self) -> None:
+        check(self)
+        if (self.everything or self.unused_days is not None) and not self.prune:
+            raise CnnkitError("--all and --unused-days choose what --prune removes: add --prune")
+
+    @property
+    def directory(self) -> Path:
+        return self.cache_dir or default_cache_dir()
 
 
 @dataclass(frozen=True)

@@ -122,3 +122,16 @@ def test_a_closed_pipe_ends_the_command_quietly() -> None:
     process.stdout.close()  # before the command writes anything
     assert process.wait(timeout=300) == 141
     assert "Traceback" not in process.stderr.read()
+
+
+def test_cache_lists_and_prunes_the_decoded_image_cache(shapes_tree: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    assert cnnkit("cache", "--cache-dir", cache).stdout.strip() == f"No cache entries in {cache}"
+    assert_clean_error(cnnkit("cache", "--all", check=False), "add --prune")
+    cnnkit("train", f"folder:{shapes_tree}", "--out", tmp_path / "run", "--epochs", "1", "--cache-dir", cache,
+           "--device", "cpu", "--quiet")
+    listing = cnnkit("cache", "--cache-dir", cache).stdout.splitlines()
+    assert listing[0].split()[:4] == ["entry", "images", "decoding", "MiB"]
+    assert "32 px squash bilinear" in listing[2] and "latest" in listing[2] and str(shapes_tree) in listing[2]
+    pruned = cnnkit("cache", "--cache-dir", cache, "--prune", "--all").stdout.splitlines()
+    assert pruned[0].startswith("Removed 1 entry (") and pruned[1] == f"No cache entries in {cache}"

@@ -16,6 +16,7 @@ process's resident memory. Smaller entries are read whole into memory: CIFAR-10 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -25,8 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +142,8 @@ def _open(entry: Path, key: str, count: int, size: int) -> Decoded | None:
         print(f"Decoded-image cache {entry} is incomplete or does not match; rebuilding it", file=sys.stderr)
         shutil.rmtree(entry, ignore_errors=True)
         return None
+    with contextlib.suppress(OSError):  # a read-only cache is still read
+        os.utime(entry / META)  # its time of last use: `cnnkit cache` keeps the latest used entry of a folder
     if int(np.prod(shape)) <= IN_MEMORY_BYTES:
         images = torch.from_numpy(np.fromfile(entry / IMAGES, dtype=np.uint8).reshape(shape))
         return Decoded(images, meta["rows"], cached=True)
@@ -217,6 +219,11 @@ def _build(entry: Path, stats: list[list[object]], files: list[tuple[Path, int]]
         if not quiet:
             print(f"Decoded {new} images into the cache {entry} ({len(reuse)} kept from an earlier entry) in "
                   f"{meta['seconds']:.1f}s", file=sys.stderr, flush=True)
+            older = [e for e in cache_entries(entry.parent) if e.group == meta["group"] and e.path != entry]
+            if older:
+                print(f"{len(older)} older cache entr{'y' if len(older) == 1 else 'ies'} of these folders take "
+                      f"{sum(e.size_bytes for e in older) / 2**30:.2f} GiB: `cnnkit cache --prune` removes "
+                      "what no run uses now", file=sys.stderr, flush=True)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
@@ -246,12 +253,93 @@ def _progress(items: Iterator[None], *, total: int, quiet: bool, desc: str) -> I
                      disable=quiet or not sys.stderr.isatty()))
 
 
-@contextmanager
+@contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive lock on `path` (flock: released by the kernel if the holder dies)."""
     with open(path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# listing and pruning (`cnnkit cache`) --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CacheEntry:
+    """One entry of a decoded-image cache directory, or a build that never finished."""
+
+    path: Path
+    group: str | None  # entries of the same folders and preprocessing share it; None: incomplete
+    images: int
+    size_bytes: int
+    decoding: str  # input size, resize and interpolation, e.g. "224 px top-crop bicubic"
+    folders: list[str]
+    used: float  # when a run last read or built it (seconds since the epoch)
+    latest: bool  # the most recently used complete entry of its group: what the next run of those folders reads
+
+    @property
+    def key(self) -> str:
+        return self.path.name.lstrip(".").split(".")[0]
+
+
+def cache_entries(cache_dir: Path) -> list[CacheEntry]:
+    """The entries under `cache_dir`, most recently used first; unfinished builds are entries with no group."""
+    found = []
+    for path in cache_dir.iterdir() if cache_dir.is_dir() else []:
+        if not path.is_dir():
+            continue
+        size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+        try:
+            meta = json.loads((path / META).read_text()) if not path.name.startswith(".") else None
+        except (OSError, ValueError):
+            meta = None
+        if meta is None or meta.get("format") != FORMAT or meta.get("key") != path.name:
+            found.append(CacheEntry(path, None, 0, size, "-", [], path.stat().st_mtime, latest=False))
+            continue
+        folders = sorted({str(Path(str(item[0])).parent.parent) for item in meta.get("files", [])})
+        pre = meta.get("preprocess", {})
+        decoding = " ".join([f"{pre.get('input_size')} px", str(pre.get("resize")), str(pre.get("interpolation"))]
+                            + ["frame cropped"] * bool(pre.get("crop_frame")) + ["first screen"] * bool(
+                                pre.get("first_screen")))
+        found.append(CacheEntry(path, str(meta.get("group")), len(meta.get("rows", [])), size, decoding, folders,
+                                (path / META).stat().st_mtime, latest=False))
+    newest: dict[str, float] = {}
+    for entry in found:
+        if entry.group is not None:
+            newest[entry.group] = max(newest.get(entry.group, 0.0), entry.used)
+    return sorted((replace(e, latest=e.group is not None and e.used == newest[e.group]) for e in found),
+                  key=lambda e: -e.used)
+
+
+def prune_cache(cache_dir: Path, *, everything: bool = False, unused_days: float | None = None) -> list[CacheEntry]:
+    """Remove entries no run is building or about to read: unfinished builds, entries that a later one of the same
+    folders superseded, and with `everything` all others too, or with `unused_days` those unused that long.
+    Returns what was removed. A run that has an entry open goes on reading it (its files stay until closed)."""
+    cutoff = time.time() - unused_days * 86400 if unused_days is not None else None
+    removed = []
+    for entry in cache_entries(cache_dir):
+        unused = cutoff is not None and entry.used < cutoff
+        if not (everything or unused or not entry.latest):
+            continue
+        with _try_locked(cache_dir / f"{entry.key}.lock") as held:
+            # Held elsewhere: a run is building this key or about to read it.
+            if held and entry.path.is_dir():
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def _try_locked(path: Path) -> Iterator[bool]:
+    """The lock of `_locked` if nobody holds it now (True), else False at once."""
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -15,7 +15,7 @@ import torch
 from helpers import write_tree
 from PIL import Image
 
-from cnnkit.data.cache import IMAGES, decode_cached
+from cnnkit.data.cache import IMAGES, _locked, cache_entries, decode_cached, prune_cache
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.data.sources import SourceOptions, load_data
 
@@ -96,6 +96,35 @@ def test_a_changed_file_is_decoded_again_and_only_it(tree: Path, tmp_path: Path)
     assert torch.equal(result.images[torch.tensor([3])][0],
                        torch.from_numpy(PRE.load(changed).transpose(2, 0, 1).copy()))
     assert len([p for p in cache.iterdir() if p.is_dir()]) == 2  # the old entry is kept for other file sets
+
+
+def test_prune_removes_replaced_and_unfinished_entries_but_none_in_use(tree: Path, tmp_path: Path) -> None:
+    files, cache = files_of(tree), tmp_path / "cache"
+    decoded(files, cache, [])
+    old = next(p for p in cache.iterdir() if p.is_dir())
+    os.utime(old / "meta.json", (1_000, 1_000))  # last used long ago
+    added = tree / "circle" / "added.png"
+    Image.new("RGB", (40, 40), (200, 10, 30)).save(added)
+    decoded(files_of(tree), cache, [])  # a new entry for the new file set
+    other = Preprocess(input_size=16)  # other pixels: an entry of its own group, kept
+    decode_cached(files, preprocess=other, cache_dir=cache, workers=1, quiet=True,
+                  decode=lambda path: "unreadable" if path.name == "broken.png" else other.load(path))
+    unfinished = cache / f".{'f' * 32}.4242.tmp"  # a build whose process died
+    unfinished.mkdir()
+    entries = {e.path: e for e in cache_entries(cache)}
+    assert len(entries) == 4 and entries[old].group is not None and not entries[old].latest
+    assert entries[unfinished].group is None
+    assert sum(e.latest for e in entries.values()) == 2 and entries[old].images == len(files)
+
+    with _locked(cache / f"{old.name}.lock"):  # a run is opening the replaced entry: it stays
+        assert {e.path for e in prune_cache(cache)} == {unfinished}
+    assert {e.path for e in prune_cache(cache)} == {old}
+    kept = cache_entries(cache)
+    assert len(kept) == 2 and all(e.latest for e in kept)
+    calls: list[Path] = []
+    assert decoded(files_of(tree), cache, calls).cached and not calls  # the latest entry still serves its runs
+    assert prune_cache(cache, unused_days=1) == []  # both were used just now
+    assert len(prune_cache(cache, everything=True)) == 2 and cache_entries(cache) == []
 
 
 def test_a_truncated_cache_is_rebuilt_not_read(tree: Path, tmp_path: Path) -> None:
