@@ -165,8 +165,15 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _resume_target(args: argparse.Namespace, typed: dict[str, object]) -> Path:
     """`--resume RUN`, `--resume --out RUN` or `--resume --name NAME [--project DIR]`."""
+    from cnnkit.rundir import RunDir
+
     if typed.get("out") is not None:
-        return Path(str(typed["out"]))
+        out = Path(str(typed["out"]))
+        if args.data and RunDir.started(Path(args.data)) and Path(args.data).resolve() != out.resolve():
+            # Two runs named: resuming one into the other would mix their checkpoints and histories.
+            raise CnnkitError(f"--resume continues {args.data} in its own directory, not in --out {out}: leave --out "
+                              f"out, or copy the run directory to {out} first")
+        return out
     if typed.get("name") is not None:
         return Path(str(typed.get("project", "runs"))) / str(typed["name"])
     if args.data:

@@ -98,7 +98,9 @@ def test_bad_inputs_give_one_line_errors(trained_run: Path, shapes_npz: Path, tm
     np.savez(bad, x=np.zeros((3, 5), np.uint8), y=np.zeros(3, int))
     assert_clean_error(cnnkit("train", f"npz:{bad}", "--out", tmp_path / "r5", check=False), "got shape [3, 5]")
     assert_clean_error(cnnkit("serve", trained_run, "--lanes", "-1", check=False), "--lanes")
-    for failed in ("r1", "r2", "r3", "r4", "r5"):  # a run that fails before its first epoch leaves nothing behind
+    assert_clean_error(cnnkit("train", "--resume", trained_run, "--out", tmp_path / "r6", check=False),
+                       "in its own directory, not in --out")
+    for failed in ("r1", "r2", "r3", "r4", "r5", "r6"):  # a run that fails before its first epoch leaves nothing behind
         assert not (tmp_path / failed).exists(), failed
 
 
