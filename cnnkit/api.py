@@ -156,14 +156,16 @@ class Classifier:
     def _evaluate_onnx(self, data: str, options: dict[str, Any]) -> dict[str, Any]:
         import torch
 
+        from cnnkit.data.datasets import in_classes
         from cnnkit.data.sources import SourceOptions, load_data
         from cnnkit.evaluate.metrics import classification_metrics
 
         bundle = load_data(data, options=SourceOptions(data_dir=options.get("data_dir"), preprocess=self.preprocess,
                                                        test_split=0.0))
         split = bundle.test if bundle.test is not None else bundle.train
-        if split is None or bundle.class_names != self.class_names:
-            raise CnnkitError(f"{data}: classes {bundle.class_names} differ from the model's {self.class_names}")
+        if split is None:
+            raise CnnkitError(f"{data}: no images to evaluate on")
+        split = in_classes(split, bundle.class_names, self.class_names, source=data)
         probs = np.concatenate([self._run(self.preprocess.exported_input(split.batch(index)))
                                 for index in torch.arange(len(split)).split(256)])  # bounded memory
         top_k = options.get("top_k", 3)

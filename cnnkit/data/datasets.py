@@ -96,6 +96,19 @@ class ArrayData:
         return cls(images, torch.from_numpy(y.astype(np.int64)))
 
 
+def in_classes(data: ArrayData, classes: list[str], model_classes: list[str], *, source: str) -> ArrayData:
+    """`data`, whose labels index `classes`, labelled by the model's class indices instead: a data source may hold
+    some of a model's classes (matched by name, in any order), never one the model does not know."""
+    unknown = [name for name in classes if name not in model_classes]
+    if unknown:
+        raise CnnkitError(f"{source}: classes {classes} differ from the model's {model_classes} ({', '.join(unknown)} "
+                          "unknown to it)")
+    if classes == model_classes:
+        return data
+    return ArrayData(data.store, torch.tensor([model_classes.index(name) for name in classes])[data.labels],
+                     data.rows)
+
+
 @dataclass
 class DataBundle:
     """The splits of one data source, with its ordered class names."""

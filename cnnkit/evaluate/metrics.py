@@ -44,10 +44,15 @@ def classification_metrics(
         result[f"top{top_k}_accuracy"] = float((top == labels[:, None]).any(axis=1).mean()) if len(labels) else 0.0
     if non_finite:
         result["non_finite_outputs"] = non_finite
+    # A class with no images here has no recall: counted as 0 it would pull every macro average down (by a third
+    # with one class in three absent). Macro averages are over the classes the data has, and the others are named.
+    present = support > 0 if support.any() else np.ones(n_classes, dtype=bool)
+    if not present.all():
+        result["classes_without_images"] = [name for name, here in zip(class_names, present) if not here]
     return result | {
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-        "macro_f1": float(f1.mean()),
+        "macro_precision": float(precision[present].mean()),
+        "macro_recall": float(recall[present].mean()),
+        "macro_f1": float(f1[present].mean()),
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(labels, predicted, labels=np.arange(n_classes)).tolist(),
     }
@@ -63,11 +68,17 @@ def format_table(metrics: dict[str, Any]) -> str:
     per_class = metrics["per_class"]
     width = max(12, *(len(n) for n in per_class)) + 2
     lines = [f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    absent = set(metrics.get("classes_without_images", []))
     for name, row in per_class.items():
-        lines.append(f"{name:<{width}}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}"
-                     f"{row['support']:>10d}")
+        # Without images a class has no recall or F1; its precision still counts the images wrongly given it.
+        recall, f1 = (f"{'-':>10}", f"{'-':>10}") if name in absent else (f"{row['recall']:>10.3f}",
+                                                                          f"{row['f1']:>10.3f}")
+        lines.append(f"{name:<{width}}{row['precision']:>10.3f}{recall}{f1}{row['support']:>10d}")
     lines.append(f"{'macro avg':<{width}}{metrics['macro_precision']:>10.3f}{metrics['macro_recall']:>10.3f}"
                  f"{metrics['macro_f1']:>10.3f}{metrics['num_samples']:>10d}")
+    if absent:
+        lines.append(f"(no images of {', '.join(sorted(absent))} here: the macro averages are over the other "
+                     f"{len(per_class) - len(absent)} classes)")
     lines.append("")
     top_k = top_k_of(metrics)
     headline = f"Accuracy: {metrics['accuracy']:.4f}"

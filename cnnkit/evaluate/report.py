@@ -14,7 +14,7 @@ from torch import nn
 from cnnkit import artifacts as names
 from cnnkit.config import EvaluateConfig
 from cnnkit.data.checks import budgeted_digests, changed_splits, fingerprint
-from cnnkit.data.datasets import ArrayData
+from cnnkit.data.datasets import ArrayData, in_classes
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.data.sources import SourceOptions, absolute_spec, load_data
 from cnnkit.errors import CnnkitError
@@ -124,8 +124,11 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
         raise CnnkitError(f"{spec}: no images to evaluate on")
     evaluated_on = ("the run's test split" if own else "its test part" if has_test
                     else "all its images" if bundle.val is None else "its images outside the calibration split")
+    data = in_classes(data, bundle.class_names, classifier.class_names, source=spec)
     if bundle.class_names != classifier.class_names:
-        raise CnnkitError(f"{spec}: classes {bundle.class_names} differ from the run's {classifier.class_names}")
+        missing = [name for name in classifier.class_names if name not in bundle.class_names]
+        evaluated_on += (f", in {len(bundle.class_names)} of the run's {len(classifier.class_names)} classes: no "
+                         f"{', '.join(missing)}")
     run = RunDir.open(config.run)
     if own and run.exists(names.DATA_SPLITS):
         _check_unchanged(run, spec, {"test": bundle.test if has_test else None,

@@ -92,3 +92,24 @@ def test_a_run_whose_own_data_changed_is_neither_evaluated_nor_resumed(binary_tr
         train(resume_config(run, epochs=2))
     added.unlink()
     assert train(resume_config(run, epochs=2)).metrics["num_samples"] == 12
+
+
+def test_another_source_with_some_of_the_runs_classes_is_matched_by_name(shapes_tree: Path, tmp_path: Path) -> None:
+    """A folder of two of a three-class run's classes: its labels are the run's indices of those names, not their
+    positions among two folders; a folder with a class the run does not know is refused."""
+    train(TrainConfig(data=f"folder:{shapes_tree}", out=tmp_path / "run", epochs=2, quiet=True, device="cpu",
+                      model="simple-cnn"))
+    run_classes = json.loads((tmp_path / "run" / "classes.json").read_text())
+    full = evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{shapes_tree / 'test'}"))
+    two = tmp_path / "two"
+    for name in run_classes[1:]:  # 'cross' and 'square': folders 0 and 1 here, classes 1 and 2 of the run
+        shutil.copytree(shapes_tree / "test" / name, two / name)
+    part = evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{two}"))
+    assert part["evaluated_on"] == "all its images, in 2 of the run's 3 classes: no circle"
+    assert part["classes_without_images"] == ["circle"] and part["num_samples"] == 20
+    for name in run_classes[1:]:  # the same images, the same answers as in the whole folder
+        assert part["per_class"][name]["recall"] == full["per_class"][name]["recall"]
+        assert part["per_class"][name]["support"] == 10
+    shutil.copytree(shapes_tree / "test" / "circle", two / "disc")
+    with pytest.raises(CnnkitError, match=r"disc unknown to it"):
+        evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{two}"))

@@ -1,0 +1,26 @@
+"""Classification metrics: macro averages over the classes the data holds, and the table that says so."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnkit.evaluate.metrics import classification_metrics, format_table
+
+
+def test_a_class_without_images_is_left_out_of_the_macro_averages_and_named() -> None:
+    # Three classes, images of the first two only; every image right except one 'a' given to the absent 'c'.
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    predicted = np.array([0, 0, 0, 2, 1, 1, 1, 1])
+    probs = np.eye(3)[predicted] * 0.8 + 0.1
+    metrics = classification_metrics(probs, labels, class_names=["a", "b", "c"], top_k=None)
+    assert metrics["classes_without_images"] == ["c"]
+    assert metrics["macro_recall"] == pytest.approx((0.75 + 1.0) / 2)  # not (0.75 + 1 + 0) / 3
+    assert metrics["macro_precision"] == pytest.approx(1.0)  # 'c' took one image wrongly: its precision is 0, apart
+    assert metrics["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    table = format_table(metrics).splitlines()
+    assert table[3].split() == ["c", "0.000", "-", "-", "0"]
+    assert table[5] == "(no images of c here: the macro averages are over the other 2 classes)"
+    everyone = classification_metrics(np.eye(3)[[0, 1, 2]], np.array([0, 1, 2]), class_names=["a", "b", "c"],
+                                      top_k=None)
+    assert "classes_without_images" not in everyone and everyone["macro_recall"] == 1.0
