@@ -34,6 +34,7 @@ from cnnkit.config import (
     train_config,
 )
 from cnnkit.errors import CnnkitError
+from cnnkit.files import DISK_FULL
 from cnnkit.options import add_arguments, from_keywords, typed_values
 
 Handler = Callable[[argparse.Namespace], int]
@@ -48,6 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except CnnkitError as exc:
         print(f"cnnkit: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        # Writes that are not atomic artifacts (a --csv file being appended to, say) land here: the user's to fix.
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"cnnkit: error: no space left on the device{where}: free some space and run again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cnnkit: interrupted", file=sys.stderr)

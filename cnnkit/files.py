@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -11,6 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cnnkit.errors import CnnkitError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 FILE_MODE = 0o644  # mkstemp creates 0600; artifacts are meant to be shared like ordinary files
 
 
@@ -29,6 +33,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise CnnkitError(f"no space left on the device of {path.parent} to write {path.name} (its previous "
+                              "version, if any, is untouched): free some space and run again") from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

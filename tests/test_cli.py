@@ -137,3 +137,25 @@ def test_cache_lists_and_prunes_the_decoded_image_cache(shapes_tree: Path, tmp_p
     assert "32 px squash bilinear" in listing[2] and "latest" in listing[2] and str(shapes_tree) in listing[2]
     pruned = cnnkit("cache", "--cache-dir", cache, "--prune", "--all").stdout.splitlines()
     assert pruned[0].startswith("Removed 1 entry (") and pruned[1] == f"No cache entries in {cache}"
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    from cnnkit import cli
+
+    def fills_the_disk(args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "out.csv")
+
+    monkeypatch.setattr(cli, "_run_runs", fills_the_disk)
+    assert cli.main(["runs"]) == 2
+    assert capsys.readouterr().err == ("cnnkit: error: no space left on the device writing out.csv: free some space "
+                                       "and run again\n")
+
+    def breaks(args: object) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(cli, "_run_runs", breaks)
+    with pytest.raises(OSError, match="Input/output"):  # anything else is a bug to see whole
+        cli.main(["runs"])

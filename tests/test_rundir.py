@@ -1,3 +1,4 @@
+import errno
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,17 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> No
 
     def broken(tmp: Path) -> None:
         tmp.write_text('{"accur')
-        raise OSError("No space left on device")
+        raise OSError("Input/output error")
 
-    with pytest.raises(OSError, match="No space"):
+    def disk_full(tmp: Path) -> None:
+        tmp.write_text('{"accur')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="Input/output"):
         write_atomic(target, broken)
+    # A full disk is the user's to fix, not a crash: one clear error (the CLI prints it on one line).
+    with pytest.raises(CnnkitError, match="no space left on the device of .* to write metrics.json .*untouched"):
+        write_atomic(target, disk_full)
     assert target.read_text().strip().endswith("}") and "0.9" in target.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 

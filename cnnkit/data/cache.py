@@ -34,6 +34,7 @@ import torch
 
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
+from cnnkit.files import DISK_FULL
 
 FORMAT = 1
 IMAGES = "images.u8"
@@ -175,6 +176,14 @@ def _build(entry: Path, stats: list[list[object]], files: list[tuple[Path, int]]
     """Decode `files` into a new entry (named by its key): one row per file (a file that fails keeps a zero row
     and its error)."""
     key, size = entry.name, preprocess.input_size
+    needed = max(1, len(files)) * 3 * size * size
+    free = shutil.disk_usage(entry.parent).free
+    if needed > free:
+        # The images file is made sparse at its full size, so without this a full disk would show only after
+        # decoding up to that point.
+        raise CnnkitError(f"{len(files)} decoded images need {needed / 2**20:,.1f} MiB in the image cache "
+                          f"{entry.parent}, which has {free / 2**20:,.1f} MiB free: `cnnkit cache --prune` removes "
+                          "stale entries; or give --cache-dir on another disk, or --no-cache")
     source, reuse = _reusable(previous, stats, size)
     temp = entry.parent / f".{key}.{os.getpid()}.tmp"
     shutil.rmtree(temp, ignore_errors=True)
@@ -224,8 +233,12 @@ def _build(entry: Path, stats: list[list[object]], files: list[tuple[Path, int]]
                 print(f"{len(older)} older cache entr{'y' if len(older) == 1 else 'ies'} of these folders take "
                       f"{sum(e.size_bytes for e in older) / 2**30:.2f} GiB: `cnnkit cache --prune` removes "
                       "what no run uses now", file=sys.stderr, flush=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(temp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:  # the disk filled up meanwhile
+            raise CnnkitError(f"no space left in the image cache {entry.parent} while decoding {len(files)} images: "
+                              "`cnnkit cache --prune` removes stale entries; or give --cache-dir on another disk, "
+                              "or --no-cache") from exc
         raise
     finally:
         os.close(fd)

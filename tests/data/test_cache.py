@@ -127,6 +127,30 @@ def test_prune_removes_replaced_and_unfinished_entries_but_none_in_use(tree: Pat
     assert len(prune_cache(cache, everything=True)) == 2 and cache_entries(cache) == []
 
 
+def test_a_cache_without_room_is_refused_before_decoding(tree: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import cnnkit.data.cache as cache_module
+    from cnnkit.errors import CnnkitError
+
+    files, cache = files_of(tree), tmp_path / "cache"
+    needed = len(files) * 3 * PRE.input_size**2
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: SimpleNamespace(free=needed - 1))
+    calls: list[Path] = []
+    with pytest.raises(CnnkitError, match=rf"{len(files)} decoded images need .* MiB free: `cnnkit cache --prune`"):
+        decoded(files, cache, calls)
+    assert calls == [] and [p for p in cache.iterdir() if p.is_dir()] == []  # nothing decoded, nothing left
+
+    def disk_fills(path: Path) -> np.ndarray | str:
+        raise OSError(28, "No space left on device")  # ENOSPC: the disk filled up while decoding
+
+    monkeypatch.undo()
+    with pytest.raises(CnnkitError, match="no space left in the image cache .* --no-cache"):
+        decode_cached(files, preprocess=PRE, cache_dir=cache, workers=1, decode=disk_fills, quiet=True)
+    assert [p for p in cache.iterdir() if p.is_dir()] == []
+
+
 def test_a_truncated_cache_is_rebuilt_not_read(tree: Path, tmp_path: Path) -> None:
     files, cache = files_of(tree), tmp_path / "cache"
     good = pixels(decoded(files, cache, []), len(files))
