@@ -17,6 +17,7 @@ from cnnkit.files import write_atomic
 from cnnkit.runtime.model import load_run_model
 
 OVERLAY_ALPHA = 0.45  # weight of the heatmap over the image
+DISPLAY_PIXELS = 256  # the smallest side the written picture shows an image at
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,11 @@ def explain(config: ExplainConfig) -> Explanation:
 
 
 def _side_by_side(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The image and its overlay side by side, small inputs (CIFAR-10's 32 px) enlarged by a whole factor to at
+    least DISPLAY_PIXELS, each pixel a square block: a 32-px picture is otherwise too small to look at."""
     colours = (colormaps["jet"](heatmap)[..., :3] * 255).astype(np.float32)
-    overlay = (1 - OVERLAY_ALPHA) * pixels.astype(np.float32) + OVERLAY_ALPHA * colours
+    overlay = ((1 - OVERLAY_ALPHA) * pixels.astype(np.float32) + OVERLAY_ALPHA * colours).clip(0, 255).astype(np.uint8)
+    factor = max(1, -(-DISPLAY_PIXELS // max(pixels.shape[:2])))
+    pixels, overlay = (panel.repeat(factor, axis=0).repeat(factor, axis=1) for panel in (pixels, overlay))
     gap = np.full((pixels.shape[0], 8, 3), 255, np.uint8)
-    return np.concatenate([pixels, gap, overlay.clip(0, 255).astype(np.uint8)], axis=1)
+    return np.concatenate([pixels, gap, overlay], axis=1)

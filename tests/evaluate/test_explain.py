@@ -27,3 +27,15 @@ def test_last_conv_and_frozen_weights_still_explain() -> None:
     model.requires_grad_(False)
     heat, _, _ = grad_cam(model, torch.rand(1, 3, 32, 32))
     assert heat.shape == (32, 32)
+
+
+def test_a_small_image_is_shown_enlarged_pixel_for_pixel() -> None:
+    import numpy as np
+
+    from cnnkit.evaluate.explain import _side_by_side
+
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    picture = _side_by_side(pixels, np.zeros((32, 32)))
+    assert picture.shape == (256, 256 + 8 + 256, 3)
+    assert (picture[:256, :256] == pixels.repeat(8, axis=0).repeat(8, axis=1)).all()  # blocks, not blurred
+    assert _side_by_side(np.zeros((300, 280, 3), np.uint8), np.zeros((300, 280))).shape == (300, 568, 3)
