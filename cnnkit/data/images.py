@@ -131,3 +131,16 @@ def to_array(image: Image.Image) -> np.ndarray:
 
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def enlarged(pixels: np.ndarray, *, at_least: int) -> np.ndarray:
+    """HxWx3 `pixels` repeated by the smallest whole factor that makes their longer side at least `at_least`, each
+    pixel a square block (for pictures meant to be looked at: a 32-px image is too small, and blurring it would show
+    detail it does not have). Larger images are returned as they are."""
+    factor = enlargement(max(pixels.shape[:2]), at_least=at_least)
+    return pixels.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else pixels
+
+
+def enlargement(side: int, *, at_least: int) -> int:
+    """The whole factor `enlarged` applies to an image whose longer side is `side`."""
+    return max(1, -(-at_least // side))

@@ -8,12 +8,14 @@ from PIL import Image
 
 from cnnkit.config import PreviewConfig
 from cnnkit.data.augment import Augmenter, parse_augment
+from cnnkit.data.images import enlarged, enlargement
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.data.sources import SourceOptions, load_data
 from cnnkit.errors import CnnkitError
 from cnnkit.files import write_atomic
 
 GAP = 4  # pixels between tiles
+TILE_PIXELS = 96  # the smallest side a tile shows an image at (small images are enlarged)
 
 
 def augment_preview(config: PreviewConfig) -> None:
@@ -36,11 +38,12 @@ def augment_preview(config: PreviewConfig) -> None:
 
 
 def _tile(columns: list[torch.Tensor], size: int) -> np.ndarray:
-    rows, cols = columns[0].shape[0], len(columns)
-    canvas = np.full((rows * (size + GAP) + GAP, cols * (size + GAP) + GAP, 3), 255, np.uint8)
+    """The images in a grid, one column per entry of `columns`; small images enlarged to TILE_PIXELS (pixel blocks)."""
+    rows, cols, side = columns[0].shape[0], len(columns), size * enlargement(size, at_least=TILE_PIXELS)
+    canvas = np.full((rows * (side + GAP) + GAP, cols * (side + GAP) + GAP, 3), 255, np.uint8)
     for c, batch in enumerate(columns):
         pixels = (batch.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
         for r in range(rows):
-            top, left = GAP + r * (size + GAP), GAP + c * (size + GAP)
-            canvas[top : top + size, left : left + size] = pixels[r]
+            top, left = GAP + r * (side + GAP), GAP + c * (side + GAP)
+            canvas[top : top + side, left : left + side] = enlarged(pixels[r], at_least=TILE_PIXELS)
     return canvas

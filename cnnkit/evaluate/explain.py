@@ -12,6 +12,7 @@ from PIL import Image
 from torch import nn
 
 from cnnkit.config import ExplainConfig
+from cnnkit.data.images import enlarged
 from cnnkit.errors import CnnkitError
 from cnnkit.files import write_atomic
 from cnnkit.runtime.model import load_run_model
@@ -86,7 +87,6 @@ def _side_by_side(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     least DISPLAY_PIXELS, each pixel a square block: a 32-px picture is otherwise too small to look at."""
     colours = (colormaps["jet"](heatmap)[..., :3] * 255).astype(np.float32)
     overlay = ((1 - OVERLAY_ALPHA) * pixels.astype(np.float32) + OVERLAY_ALPHA * colours).clip(0, 255).astype(np.uint8)
-    factor = max(1, -(-DISPLAY_PIXELS // max(pixels.shape[:2])))
-    pixels, overlay = (panel.repeat(factor, axis=0).repeat(factor, axis=1) for panel in (pixels, overlay))
+    pixels, overlay = (enlarged(panel, at_least=DISPLAY_PIXELS) for panel in (pixels, overlay))
     gap = np.full((pixels.shape[0], 8, 3), 255, np.uint8)
     return np.concatenate([pixels, gap, overlay], axis=1)

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,5 +104,7 @@ def test_augment_preview_writes_a_grid(shapes_npz: Path, tmp_path: Path) -> None
 
     augment_preview(PreviewConfig(data=f"npz:{shapes_npz}", out=tmp_path / "grid.png", augment="standard",
                                   images=3, samples=2))
-    with Image.open(tmp_path / "grid.png") as grid:
-        assert grid.size == (3 * 36 + 4, 3 * 36 + 4)
+    with Image.open(tmp_path / "grid.png") as grid:  # 32-px images shown at 96 px (3x), 4 px apart
+        assert grid.size == (3 * 100 + 4, 3 * 100 + 4)
+        tile = np.asarray(grid)[4:100, 4:100]
+        assert (tile[::3, ::3].repeat(3, axis=0).repeat(3, axis=1) == tile).all()  # pixel blocks, not blurred
