@@ -228,7 +228,7 @@ def _build(entry: Path, stats: list[list[object]], files: list[tuple[Path, int]]
         if not quiet:
             print(f"Decoded {new} images into the cache {entry} ({len(reuse)} kept from an earlier entry) in "
                   f"{meta['seconds']:.1f}s", file=sys.stderr, flush=True)
-            older = [e for e in cache_entries(entry.parent) if e.group == meta["group"] and e.path != entry]
+            older = [e for e in _entries_or_none(entry.parent) if e.group == meta["group"] and e.path != entry]
             if older:
                 print(f"{len(older)} older cache entr{'y' if len(older) == 1 else 'ies'} of these folders take "
                       f"{sum(e.size_bytes for e in older) / 2**30:.2f} GiB: `cnnkit cache --prune` removes "
@@ -300,29 +300,40 @@ def cache_entries(cache_dir: Path) -> list[CacheEntry]:
     """The entries under `cache_dir`, most recently used first; unfinished builds are entries with no group."""
     found = []
     for path in cache_dir.iterdir() if cache_dir.is_dir() else []:
-        if not path.is_dir():
-            continue
-        size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-        try:
-            meta = json.loads((path / META).read_text()) if not path.name.startswith(".") else None
-        except (OSError, ValueError):
-            meta = None
-        if meta is None or meta.get("format") != FORMAT or meta.get("key") != path.name:
-            found.append(CacheEntry(path, None, 0, size, "-", [], path.stat().st_mtime, latest=False))
-            continue
-        folders = sorted({str(Path(str(item[0])).parent.parent) for item in meta.get("files", [])})
-        pre = meta.get("preprocess", {})
-        decoding = " ".join([f"{pre.get('input_size')} px", str(pre.get("resize")), str(pre.get("interpolation"))]
-                            + ["frame cropped"] * bool(pre.get("crop_frame")) + ["first screen"] * bool(
-                                pre.get("first_screen")))
-        found.append(CacheEntry(path, str(meta.get("group")), len(meta.get("rows", [])), size, decoding, folders,
-                                (path / META).stat().st_mtime, latest=False))
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile by another process's prune or rebuild
+            if path.is_dir():
+                found.append(_entry(path))
     newest: dict[str, float] = {}
     for entry in found:
         if entry.group is not None:
             newest[entry.group] = max(newest.get(entry.group, 0.0), entry.used)
     return sorted((replace(e, latest=e.group is not None and e.used == newest[e.group]) for e in found),
                   key=lambda e: -e.used)
+
+
+def _entries_or_none(cache_dir: Path) -> list[CacheEntry]:
+    """cache_entries for a hint, never an error that stops the run that asked."""
+    try:
+        return cache_entries(cache_dir)
+    except OSError:
+        return []
+
+
+def _entry(path: Path) -> CacheEntry:
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    try:
+        meta = json.loads((path / META).read_text()) if not path.name.startswith(".") else None
+    except (FileNotFoundError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("key") != path.name:
+        return CacheEntry(path, None, 0, size, "-", [], path.stat().st_mtime, latest=False)
+    folders = sorted({str(Path(str(item[0])).parent.parent) for item in meta.get("files", [])})
+    pre = meta.get("preprocess", {})
+    decoding = " ".join([f"{pre.get('input_size')} px", str(pre.get("resize")), str(pre.get("interpolation"))]
+                        + ["frame cropped"] * bool(pre.get("crop_frame")) + ["first screen"] * bool(
+                            pre.get("first_screen")))
+    return CacheEntry(path, str(meta.get("group")), len(meta.get("rows", [])), size, decoding, folders,
+                      (path / META).stat().st_mtime, latest=False)
 
 
 def prune_cache(cache_dir: Path, *, everything: bool = False, unused_days: float | None = None) -> list[CacheEntry]:
