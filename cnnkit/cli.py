@@ -50,13 +50,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnkitError as exc:
         print(f"cnnkit: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        if exc.errno not in DISK_FULL:
-            raise
-        # Writes that are not atomic artifacts (a --csv file being appended to, say) land here: the user's to fix.
-        where = f" writing {exc.filename}" if exc.filename else ""
-        print(f"cnnkit: error: no space left on the device{where}: free some space and run again", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
@@ -65,6 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # /dev/null so that flushing it at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE: what a shell reports for a tool its pipe stopped
+    except OSError as exc:  # after BrokenPipeError, one of its kind
+        if exc.errno not in DISK_FULL:
+            raise
+        # Writes that are not atomic artifacts (a --csv file being appended to, say) land here: the user's to fix.
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"cnnkit: error: no space left on the device{where}: free some space and run again", file=sys.stderr)
+        return 2
 
 
 def run() -> None:

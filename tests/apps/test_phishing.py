@@ -128,4 +128,4 @@ def test_recipe_train_evaluate_export_serve_explain(screenshots: Path, tmp_path:
     text = cnnkit("explain", run, shot, "--out", heat).stdout
     assert "heatmap" in text
     with Image.open(heat) as image:
-        assert image.size == (96 * 2 + 8, 96)
+        assert image.size == (288 * 2 + 8, 288)  # the 96-px input, enlarged 3x to at least 256 px
