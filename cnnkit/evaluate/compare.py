@@ -22,7 +22,10 @@ def run_summary(run: RunDir) -> dict[str, Any]:
     history = run.read_json(names.HISTORY_JSON) if run.exists(names.HISTORY_JSON) else []
     metrics = run.read_json(names.METRICS) if run.exists(names.METRICS) else {}
     top_k = config.get("top_k", 3)
-    val = [row["val_accuracy"] for row in history if "val_accuracy" in row]
+    # The epoch whose weights were kept (the best of the monitored figure), whose test columns these are: its own
+    # validation accuracy, not the highest any epoch reached.
+    best = metrics.get("best_epoch")
+    kept = next((row for row in history if row.get("epoch") == best), {})
     return {
         "run": run.path.name,
         "model": config["model"] + (" (pretrained)" if config.get("pretrained") else ""),
@@ -30,7 +33,8 @@ def run_summary(run: RunDir) -> dict[str, Any]:
         "trainable": metrics.get("trainable_params"),
         "epochs": len(history),
         "wall_s": metrics.get("train_time_s", sum(row.get("time_s", 0) for row in history)),
-        "best_val_acc": max(val) if val else None,
+        "kept_epoch": best or None,
+        "val_acc": kept.get("val_accuracy"),
         "test_top1": metrics.get("accuracy"),
         f"test_top{top_k}": metrics.get(f"top{top_k}_accuracy"),
     }
