@@ -122,9 +122,13 @@ def _key(stats: list[list[object]], preprocess: Preprocess) -> str:
 
 def _group(stats: list[list[object]], preprocess: Preprocess) -> str:
     """What entries of the same folder and preprocessing share, whatever their files: their common parent folder."""
-    folders = {str(Path(str(item[0])).parent.parent) for item in stats}
-    text = json.dumps({"format": FORMAT, "preprocess": preprocess.decoding(), "folders": sorted(folders)})
+    text = json.dumps({"format": FORMAT, "preprocess": preprocess.decoding(), "folders": _folders(stats)})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _folders(stats: list[list[object]]) -> list[str]:
+    """The folders holding the class folders of the files (a file's grandparent), sorted."""
+    return sorted({str(Path(str(item[0])).parent.parent) for item in stats})
 
 
 # reading an entry ---------------------------------------------------------------------------------------------------
@@ -327,7 +331,7 @@ def _entry(path: Path) -> CacheEntry:
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("key") != path.name:
         return CacheEntry(path, None, 0, size, "-", [], path.stat().st_mtime, latest=False)
-    folders = sorted({str(Path(str(item[0])).parent.parent) for item in meta.get("files", [])})
+    folders = _folders(meta.get("files", []))
     pre = meta.get("preprocess", {})
     decoding = " ".join([f"{pre.get('input_size')} px", str(pre.get("resize")), str(pre.get("interpolation"))]
                         + ["frame cropped"] * bool(pre.get("crop_frame")) + ["first screen"] * bool(
