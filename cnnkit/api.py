@@ -162,7 +162,7 @@ class Classifier:
 
         bundle = load_data(data, options=SourceOptions(data_dir=options.get("data_dir"), preprocess=self.preprocess,
                                                        test_split=0.0))
-        split = bundle.test if bundle.test is not None else bundle.train
+        split = bundle.test if bundle.test is not None else bundle.whole()
         if split is None:
             raise CnnkitError(f"{data}: no images to evaluate on")
         split = in_classes(split, bundle.class_names, self.class_names, source=data)

@@ -61,7 +61,7 @@ def check_data(bundle: DataBundle) -> DataReport:
     splits = {name: split for name, split in (("train", bundle.train), ("val", bundle.val), ("test", bundle.test))
               if split is not None}
     counts = {name: _counts(split, bundle.num_classes) for name, split in splits.items()}
-    warnings = []
+    warnings = list(bundle.warnings)
     for index, cls in enumerate(bundle.class_names):
         n_train = counts.get("train", [0] * bundle.num_classes)[index]
         if n_train < MIN_TRAIN_IMAGES:

@@ -120,10 +120,17 @@ class DataBundle:
     skipped: list[str]  # files left out because they could not be decoded, with the reason
     # (file, label) of the images training draws from, for folder sources: data.checks looks at the files too
     files: list[tuple[Path, int]] = field(default_factory=list)
+    val_from: str = ""  # where the source's own validation split came from ('val/', 'x_val'); '' when it has none
+    warnings: list[str] = field(default_factory=list)  # what the source left out of its layout, and why
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def whole(self) -> ArrayData | None:
+        """Every image of the source, its splits together; None if it has none."""
+        parts = [part for part in (self.train, self.val, self.test) if part is not None and len(part)]
+        return ArrayData.concat(parts) if parts else None
 
 
 def stratified_split(labels: torch.Tensor, *, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

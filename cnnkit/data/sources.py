@@ -37,6 +37,8 @@ class SourceOptions:
     quiet: bool = False  # no progress bar
 
 
+VAL_DIRS = ("val", "valid", "validation")  # the validation tree beside train/ and test/, by any of its usual names
+
 SourceFn = Callable[[str | None, SourceOptions], DataBundle]
 SOURCES: Registry[SourceFn] = Registry("data source")
 
@@ -46,11 +48,12 @@ def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
 
 
 def load_data(spec: str, *, options: SourceOptions) -> DataBundle:
-    """Load `spec` ('cifar10', 'folder:PATH', 'npz:PATH'; a bare existing path is guessed) and split it."""
+    """Load `spec` ('cifar10', 'folder:PATH', 'npz:PATH'; a bare existing path is guessed) and split it: a source's
+    own validation split (a val/ folder, x_val arrays) is used as it is, otherwise `val_split` of the training data."""
     name, arg = _parse_spec(spec)
     bundle = SOURCES.get(name)(arg, options)
     _check_classes(bundle, spec)
-    if options.val_split and bundle.train is not None:
+    if options.val_split and bundle.train is not None and bundle.val is None:
         keep, held = stratified_split(bundle.train.labels, fraction=options.val_split, seed=options.seed)
         bundle.val = bundle.train.subset(held)
         bundle.train = bundle.train.subset(keep)
@@ -83,7 +86,7 @@ def absolute_spec(spec: str) -> str:
 def _check_classes(bundle: DataBundle, spec: str) -> None:
     if bundle.num_classes < 2:
         raise CnnkitError(f"{spec}: a classifier needs at least 2 classes, found {bundle.num_classes}")
-    for split in (bundle.train, bundle.test):
+    for split in (bundle.train, bundle.val, bundle.test):
         if split is not None and len(split) and int(split.labels.max()) >= bundle.num_classes:
             raise CnnkitError(f"{spec}: label {int(split.labels.max())} but only {bundle.num_classes} class names")
 
@@ -102,19 +105,24 @@ _CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog"
 
 @register_source("npz")
 def npz(arg: str | None, options: SourceOptions) -> DataBundle:
-    """One .npz with x/y (and optional class_names), or x_train/y_train/x_test/y_test; or a folder of train/test.npz."""
+    """One .npz with x/y (and optional class_names), or x_train/y_train (+ x_val/y_val, x_test/y_test); or a folder
+    of train.npz (+ val.npz, test.npz)."""
     if not arg:
         raise CnnkitError("npz source needs a path: npz:PATH")
     path = Path(arg)
     if path.is_dir():
         train, names = _read_npz(path / "train.npz")
-        test = _read_npz(path / "test.npz")[0] if (path / "test.npz").is_file() else None
+        val, test = (_read_npz(path / f"{split}.npz")[0] if (path / f"{split}.npz").is_file() else None
+                     for split in ("val", "test"))
+        val_from = "val.npz"
     else:
-        train, names, test = _read_npz_splits(path)
+        train, names, val, test = _read_npz_splits(path)
+        val_from = "x_val/y_val"
     if names is None:
-        n = 1 + max(int(train.labels.max()) if len(train) else 0, int(test.labels.max()) if test is not None else 0)
+        n = 1 + max(int(split.labels.max()) for split in (train, val, test) if split is not None and len(split))
         names = [str(i) for i in range(n)]
-    return DataBundle(train=train, val=None, test=test, class_names=names, skipped=[])
+    return DataBundle(train=train, val=val, test=test, class_names=names, skipped=[],
+                      val_from=val_from if val is not None else "")
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -135,17 +143,20 @@ def _read_npz(path: Path) -> tuple[ArrayData, list[str] | None]:
     return ArrayData.from_numpy(data["x"], data["y"], source=str(path)), names
 
 
-def _read_npz_splits(path: Path) -> tuple[ArrayData, list[str] | None, ArrayData | None]:
+def _read_npz_splits(path: Path) -> tuple[ArrayData, list[str] | None, ArrayData | None, ArrayData | None]:
+    """(train, class names, val, test) of one .npz file."""
     data = _load_npz(path)
     names = [str(n) for n in data["class_names"]] if "class_names" in data else None
-    if "x_train" in data:
-        train = ArrayData.from_numpy(data["x_train"], data["y_train"], source=f"{path} (train)")
-        test = None
-        if "x_test" in data:
-            test = ArrayData.from_numpy(data["x_test"], data["y_test"], source=f"{path} (test)")
-        return train, names, test
-    train, names = _read_npz(path)
-    return train, names, None
+    if "x_train" not in data:
+        train, names = _read_npz(path)
+        return train, names, None, None
+    splits = {}
+    for split in ("train", "val", "test"):
+        x, y = f"x_{split}", f"y_{split}"
+        if (x in data) != (y in data):
+            raise CnnkitError(f"{path}: {x if x in data else y} without {y if x in data else x}")
+        splits[split] = ArrayData.from_numpy(data[x], data[y], source=f"{path} ({split})") if x in data else None
+    return splits["train"], names, splits["val"], splits["test"]
 
 
 @register_source("folder")
@@ -161,13 +172,7 @@ def folder(arg: str | None, options: SourceOptions) -> DataBundle:
     if options.test_sources:
         return _by_source(root, options)
     if (root / "train").is_dir():
-        names = _class_dirs(root / "train")
-        trees = {"train": (root / "train", _list_tree(root / "train", names))}
-        if (root / "test").is_dir():
-            trees["test"] = (root / "test", _list_tree(root / "test", names))
-        parts, skipped = _decode_trees(trees, names, options)
-        return DataBundle(train=parts["train"], val=None, test=parts.get("test"), class_names=names,
-                          skipped=skipped, files=trees["train"][1])
+        return _split_trees(root, options)
     names = _class_dirs(root)
     files = _list_tree(root, names)
     parts, skipped = _decode_trees({"all": (root, files)}, names, options)
@@ -177,6 +182,31 @@ def folder(arg: str | None, options: SourceOptions) -> DataBundle:
         return DataBundle(train=data.subset(keep), val=None, test=data.subset(held), class_names=names,
                           skipped=skipped, files=files)
     return DataBundle(train=data, val=None, test=None, class_names=names, skipped=skipped, files=files)
+
+
+def _split_trees(root: Path, options: SourceOptions) -> DataBundle:
+    """ROOT/train/CLASS/ with ROOT/test/ and a validation tree (val/, valid/ or validation/, as Keras tutorials and
+    data set exports name it) beside it. Their classes are train/'s: a class folder elsewhere that train/ lacks, or a
+    folder beside the splits, is left out with a warning (a model cannot be scored on a class it never saw)."""
+    names = _class_dirs(root / "train")
+    found = [name for name in VAL_DIRS if (root / name).is_dir()]
+    if len(found) > 1:
+        raise CnnkitError(f"{root}: both {found[0]}/ and {found[1]}/: which is the validation split? Keep one")
+    layout = {"train": "train", **({"val": found[0]} if found else {}), "test": "test"}
+    warnings = [f"{root / p.name}: not a split folder ({', '.join(f'{d}/' for d in layout.values())}), left out"
+                for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+                and p.name not in layout.values()]
+    trees = {}
+    for split, folder in layout.items():
+        if (root / folder).is_dir():
+            trees[split] = (root / folder, _list_tree(root / folder, names))
+            warnings += [f"{root / folder / extra}: class {extra!r} is not in {root / 'train'} "
+                         f"({_count_files(root / folder / extra)} files), left out of the {split} split"
+                         for extra in _class_dirs(root / folder, at_least=0) if extra not in names]
+    parts, skipped = _decode_trees(trees, names, options)
+    return DataBundle(train=parts["train"], val=parts.get("val"), test=parts.get("test"), class_names=names,
+                      skipped=skipped, files=trees["train"][1], val_from=f"{found[0]}/" if found else "",
+                      warnings=warnings)
 
 
 def _by_source(root: Path, options: SourceOptions) -> DataBundle:
@@ -203,11 +233,15 @@ def _by_source(root: Path, options: SourceOptions) -> DataBundle:
     return DataBundle(train=train, val=None, test=test, class_names=names, skipped=skipped, files=files)
 
 
-def _class_dirs(root: Path) -> list[str]:
+def _class_dirs(root: Path, *, at_least: int = 2) -> list[str]:
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(names) < 2:
-        raise CnnkitError(f"{root}: a classifier needs at least 2 class folders, found {len(names)}")
+    if len(names) < at_least:
+        raise CnnkitError(f"{root}: a classifier needs at least {at_least} class folders, found {len(names)}")
     return names
+
+
+def _count_files(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 def _list_tree(root: Path, names: list[str], *, every_class: bool = True) -> list[tuple[Path, int]]:

@@ -119,11 +119,12 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
         test_split=train_config.test_split if own else 0.0, seed=train_config.seed, workers=train_config.workers,
         test_sources=train_config.test_sources if own else (), cache_dir=train_config.image_cache))
     has_test = bundle.test is not None and len(bundle.test) > 0
-    data = bundle.test if has_test else bundle.train
+    calibrating = config.target_fpr is not None and bundle.val is not None
+    data = bundle.test if has_test else bundle.train if calibrating else bundle.whole()
     if data is None or len(data) == 0:
         raise CnnkitError(f"{spec}: no images to evaluate on")
     evaluated_on = ("the run's test split" if own else "its test part" if has_test
-                    else "all its images" if bundle.val is None else "its images outside the calibration split")
+                    else "its images outside the calibration split" if calibrating else "all its images")
     data = in_classes(data, bundle.class_names, classifier.class_names, source=spec)
     if bundle.class_names != classifier.class_names:
         missing = [name for name in classifier.class_names if name not in bundle.class_names]
@@ -196,4 +197,7 @@ def _all_images(spec: str, classifier: TorchModel, *, data_dir: Path | None) -> 
                                                    test_split=0.0))
     if bundle.class_names != classifier.class_names:
         raise CnnkitError(f"{spec}: classes {bundle.class_names} differ from the run's {classifier.class_names}")
-    return ArrayData.concat([part for part in (bundle.train, bundle.test) if part is not None and len(part)])
+    whole = bundle.whole()
+    if whole is None:
+        raise CnnkitError(f"{spec}: no images")
+    return whole

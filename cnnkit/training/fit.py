@@ -387,6 +387,8 @@ class Trainer:
         trainable, frozen = count_params(self.net)
         sizes = ", ".join(f"{name} {len(split)}" for name, split in (("train", data.train), ("val", data.val),
                                                                     ("test", data.test)) if split is not None)
+        if data.val_from:
+            sizes += f"; validation from {data.val_from}, not --val-split"
         self.log(f"Data: {config.data} ({data.num_classes} classes; {sizes})")
         source = f", weights {self.weights.source}" if self.weights else ""
         self.log(f"Model: {config.model} at {self.preprocess.input_size}px on {self.device}{source} "

@@ -141,3 +141,49 @@ def test_a_tree_of_sources_trains_on_some_and_tests_on_the_others(tmp_path: Path
     with pytest.raises(CnnkitError, match="--test-source .crawl-d.: no such source folder .* did you mean crawl-c"):
         load_data(f"folder:{tmp_path}", options=SourceOptions(preprocess=Preprocess(input_size=16),
                                                               test_sources=("crawl-d",)))
+
+
+@pytest.mark.parametrize("val_dir", ["val", "valid", "validation"])
+def test_a_validation_tree_beside_train_is_the_validation_split(tmp_path: Path, val_dir: str) -> None:
+    """train/ val/ test/ (Keras tutorials, Kaggle and Roboflow exports): the val/ folder is validated on, as it is,
+    instead of a random --val-split of train/ (it was left out with no word said)."""
+    write_tree(tmp_path / "train", 10, seed=1)
+    write_tree(tmp_path / val_dir, 3, seed=2)
+    write_tree(tmp_path / "test", 4, seed=3)
+    bundle = load_data(f"folder:{tmp_path}", options=SourceOptions(preprocess=PRE32, val_split=0.5))
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (30, 9, 12)
+    assert bundle.val_from == f"{val_dir}/" and not bundle.warnings
+    assert torch.bincount(bundle.val.labels).tolist() == [3, 3, 3]
+
+
+def test_folders_the_split_layout_leaves_out_are_warned_about(tmp_path: Path) -> None:
+    """A test class that train/ lacks (a model cannot be scored on a class it never saw) and a folder beside the
+    splits: each is a warning naming it and how many files it holds, not a silent drop; two validation trees are
+    ambiguous and refused."""
+    write_tree(tmp_path / "train", 6, seed=1)
+    write_tree(tmp_path / "test", 2, seed=2)
+    shutil.copytree(tmp_path / "test" / CLASSES[0], tmp_path / "test" / "horse")
+    write_tree(tmp_path / "extra", 1, seed=4)
+    bundle = load_data(f"folder:{tmp_path}", options=SourceOptions(preprocess=PRE32))
+    assert len(bundle.test) == 6 and bundle.val is None and bundle.val_from == ""
+    assert bundle.warnings == [f"{tmp_path / 'extra'}: not a split folder (train/, test/), left out",
+                               f"{tmp_path / 'test' / 'horse'}: class 'horse' is not in {tmp_path / 'train'} "
+                               "(2 files), left out of the test split"]
+    write_tree(tmp_path / "val", 1, seed=5)
+    write_tree(tmp_path / "validation", 1, seed=6)
+    with pytest.raises(CnnkitError, match="both val/ and validation/"):
+        load_data(f"folder:{tmp_path}", options=SourceOptions(preprocess=PRE32))
+
+
+def test_npz_validation_arrays_are_the_validation_split(tmp_path: Path) -> None:
+    x, y = np.random.default_rng(0).integers(0, 255, (12, 8, 8, 3), dtype=np.uint8), np.arange(12) % 3
+    np.savez(tmp_path / "one.npz", x_train=x, y_train=y, x_val=x[:6], y_val=y[:6], x_test=x[:3], y_test=y[:3])
+    bundle = load_data(f"npz:{tmp_path / 'one.npz'}", options=SourceOptions(val_split=0.25))
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (12, 6, 3) and bundle.val_from == "x_val/y_val"
+    for split, n in (("train", 12), ("val", 3)):
+        np.savez(tmp_path / f"{split}.npz", x=x[:n], y=y[:n])
+    bundle = load_data(f"npz:{tmp_path}", options=SourceOptions(val_split=0.25))
+    assert (len(bundle.train), len(bundle.val), bundle.test) == (12, 3, None) and bundle.val_from == "val.npz"
+    np.savez(tmp_path / "half.npz", x_train=x, y_train=y, x_val=x)
+    with pytest.raises(CnnkitError, match="x_val without y_val"):
+        load_data(f"npz:{tmp_path / 'half.npz'}", options=SourceOptions())

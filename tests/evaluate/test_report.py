@@ -113,3 +113,17 @@ def test_another_source_with_some_of_the_runs_classes_is_matched_by_name(shapes_
     shutil.copytree(shapes_tree / "test" / "circle", two / "disc")
     with pytest.raises(CnnkitError, match=r"disc unknown to it"):
         evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{two}"))
+
+
+def test_another_source_with_train_and_val_trees_is_evaluated_on_both(binary_tree: Path, tmp_path: Path) -> None:
+    """A source without a test part is evaluated whole: its val/ tree too (it was left out), unless --target-fpr
+    calibrates on it."""
+    train(TrainConfig(data=f"folder:{binary_tree}", out=tmp_path / "run", epochs=1, quiet=True, device="cpu",
+                      model="simple-cnn", input_size=32))
+    other = tmp_path / "other"
+    shutil.copytree(binary_tree / "train", other / "train")
+    shutil.copytree(binary_tree / "test", other / "val")
+    whole = evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{other}"))
+    assert (whole["num_samples"], whole["evaluated_on"]) == (60 + 24, "all its images")
+    calibrated = evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{other}", target_fpr=0.5))
+    assert (calibrated["num_samples"], calibrated["evaluated_on"]) == (60, "its images outside the calibration split")
