@@ -176,8 +176,12 @@ class Trainer:
             raise CnnkitError(f"{config.data}: no training images")
         config = _absolute_paths(config)
         torch.manual_seed(config.seed)
+        # A run resumed from a checkpoint gets every weight from it: the pretrained file or hub need not be there.
+        resuming = config.resume and RunDir(config.out or Path()).exists(names.CHECKPOINT)
         model, weights = build_network(NetworkConfig.of(config, data.num_classes, preprocess.input_size),
-                                       load_weights=True)
+                                       load_weights=not resuming)
+        if resuming:
+            weights = _saved_weights(config)
         trainer = cls(config, ctx, data, model, weights, preprocess)
         trainer._report_data()
         return trainer
@@ -495,6 +499,15 @@ def _preprocess(config: TrainConfig) -> Preprocess:
     interpolation = weights_spec(config.model).interpolation if _weights_preprocessing(config) else "bilinear"
     return Preprocess(input_size=size, resize=config.resize, interpolation=interpolation,
                       crop_frame=config.crop_browser_frame, first_screen=config.first_screen)
+
+
+def _saved_weights(config: TrainConfig) -> WeightsInfo | None:
+    """A resumed run's pretrained weights: where they came from (its config.json) and the preprocessing they expect."""
+    if not (config.pretrained or config.weights is not None):
+        return None
+    spec = weights_spec(config.model)
+    source = RunDir(config.out or Path()).read_json(names.CONFIG).get("weights_source") or spec.name
+    return WeightsInfo(source, spec.mean, spec.std, spec.interpolation)
 
 
 def _weights_preprocessing(config: TrainConfig) -> bool:

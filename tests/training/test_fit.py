@@ -211,3 +211,21 @@ def test_pretrained_runs_train_on_images_decoded_as_evaluation_decodes_them(shap
     decoded = sorted(trainer.preprocess.load(p).tobytes() for p in files)  # as `cnnkit evaluate` reads them
     trained = sorted(image.permute(1, 2, 0).numpy().tobytes() for image in trainer.data.test.images)
     assert trained == decoded
+
+
+def test_a_pretrained_run_resumes_without_its_weights_file(shapes_npz: Path, tmp_path: Path) -> None:
+    """The checkpoint holds every weight: a run started from --weights FILE resumes (to the same history as one
+    uninterrupted run) after that file was moved away; it needed the file before."""
+    import timm
+    from safetensors.torch import save_file
+
+    save_file(timm.create_model("resnet18").state_dict(), tmp_path / "r18.safetensors")
+    config = small_config(shapes_npz, tmp_path / "full", model="timm/resnet18", weights=tmp_path / "r18.safetensors",
+                          freeze_base=True, epochs=1, finetune_epochs=1)
+    full = train(config)
+    train(replace(config, out=tmp_path / "part", finetune_epochs=0))
+    (tmp_path / "r18.safetensors").rename(tmp_path / "moved.safetensors")
+    resumed = train(replace(config, out=tmp_path / "part", resume=True))
+    assert [row["loss"] for row in resumed.history] == pytest.approx([row["loss"] for row in full.history], rel=1e-5)
+    saved = json.loads((tmp_path / "part" / "config.json").read_text())
+    assert saved["weights_source"] == str(tmp_path / "r18.safetensors")
