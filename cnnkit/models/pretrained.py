@@ -89,14 +89,7 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) 
 
 def fetch_hub_weights(model: nn.Module, spec: WeightsSpec) -> None:
     """Download ImageNet weights with timm or torchvision (after a reachability check) and load them."""
-    host = HUB_HOSTS[spec.library]
-    try:
-        socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
-    except OSError:
-        raise CnnkitError(
-            f"cannot reach {host} to download pretrained {spec.hub_name} weights (no internet?); "
-            "pass --weights PATH (a .safetensors or .pth state dict) instead"
-        ) from None
+    _check_reachable(spec)
     if spec.library == "timm":
         import timm
 
@@ -106,6 +99,27 @@ def fetch_hub_weights(model: nn.Module, spec: WeightsSpec) -> None:
 
         source = torchvision.models.get_model(spec.hub_name, weights="DEFAULT")
     load_into(model, source.state_dict(), source=f"{spec.library}:{spec.hub_name}")
+
+
+def _check_reachable(spec: WeightsSpec) -> None:
+    host = HUB_HOSTS[spec.library]
+    try:
+        socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
+    except OSError:
+        raise CnnkitError(
+            f"cannot reach {host} to download pretrained {spec.hub_name} weights (no internet?); "
+            "pass --weights PATH (a .safetensors or .pth state dict) instead"
+        ) from None
+
+
+def check_obtainable(spec: WeightsSpec, *, weights: Path | None) -> None:
+    """Fail now, before any image is decoded, where load_pretrained would fail later: a missing --weights file, or
+    hub weights that are neither installed nor cached with the hub out of reach."""
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise CnnkitError(f"{weights}: no such weights file")
+    elif spec.package_file() is None and spec.hub_cache_file() is None:
+        _check_reachable(spec)
 
 
 def load_pretrained(model: nn.Module, spec: WeightsSpec, *, weights: Path | None) -> WeightsInfo:

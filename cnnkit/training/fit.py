@@ -33,7 +33,7 @@ from cnnkit.evaluate.plots import learning_curves
 from cnnkit.evaluate.report import ReportPlace, evaluate_model
 from cnnkit.models import count_params, default_input_size
 from cnnkit.models.network import InitializedFromData, NetworkConfig, build_network
-from cnnkit.models.pretrained import WeightsInfo
+from cnnkit.models.pretrained import WeightsInfo, check_obtainable
 from cnnkit.models.registry import weights_spec
 from cnnkit.models.transfer import TransferNet, set_base_trainable
 from cnnkit.rundir import RunDir
@@ -168,6 +168,9 @@ class Trainer:
         if config.resume:
             config = resume_config(config.out or Path(), **{k: getattr(config, k) for k in RESUMABLE})
         preprocess = _preprocess(config)  # an unknown model name fails here (its input size), with suggestions
+        resuming = config.resume and RunDir(config.out or Path()).exists(names.CHECKPOINT)
+        if (config.pretrained or config.weights is not None) and not resuming:
+            check_obtainable(weights_spec(config.model), weights=config.weights)  # before decoding the data
         data = load_data(config.data, options=SourceOptions(
             data_dir=config.data_dir, preprocess=preprocess, val_split=config.val_split,
             test_split=config.test_split, seed=config.seed, strict=config.strict, workers=config.workers,
@@ -177,7 +180,6 @@ class Trainer:
         config = _absolute_paths(config)
         torch.manual_seed(config.seed)
         # A run resumed from a checkpoint gets every weight from it: the pretrained file or hub need not be there.
-        resuming = config.resume and RunDir(config.out or Path()).exists(names.CHECKPOINT)
         model, weights = build_network(NetworkConfig.of(config, data.num_classes, preprocess.input_size),
                                        load_weights=not resuming)
         if resuming:

@@ -107,10 +107,13 @@ def test_pickled_code_in_a_weights_file_is_refused(tmp_path: Path) -> None:
         read_state_dict(path)
 
 
-def test_hub_weights_without_internet_fail_fast_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_weights_without_internet_fail_fast_with_advice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants
+
     import cnnkit.models.pretrained as pretrained
 
     monkeypatch.setitem(pretrained.HUB_HOSTS, "timm", "unreachable.invalid")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # nothing cached
     started = time.monotonic()
     with pytest.raises(CnnkitError, match="--weights PATH"):
         build_network(NetworkConfig("resnet50", 10, 224, pretrained=True), load_weights=True)
@@ -150,6 +153,27 @@ def test_hub_weights_an_earlier_download_cached_load_without_internet(monkeypatc
     torch.save(alexnet.state_dict(), tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth")
     model, info = build_network(NetworkConfig("alexnet", 5, 64, pretrained=True), load_weights=True)
     assert torch.equal(model.features[0].weight, alexnet.features[0].weight) and "cached" in info.source
+
+
+def test_weights_that_cannot_be_had_stop_training_before_the_data_is_decoded(monkeypatch: pytest.MonkeyPatch,
+                                                                             tmp_path: Path) -> None:
+    """A missing --weights file or an unreachable hub is said at once, not after decoding a large folder."""
+    import cnnkit.models.pretrained as pretrained
+    import cnnkit.training.fit as fit
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data was read first")
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(fit, "load_data", never)
+    monkeypatch.setitem(pretrained.HUB_HOSTS, "timm", "unreachable.invalid")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    config = TrainConfig(data=f"folder:{tmp_path}", out=tmp_path / "run", quiet=True, device="cpu")
+    with pytest.raises(CnnkitError, match="no such weights file"):
+        train(replace(config, model="timm/resnet18", weights=tmp_path / "missing.safetensors"))
+    with pytest.raises(CnnkitError, match="cannot reach unreachable.invalid"):
+        train(replace(config, model="resnet50", pretrained=True))
 
 
 def test_models_without_pretrained_weights_say_so() -> None:
