@@ -59,6 +59,9 @@ class TrainConfig:
     norm_lr_scale: float = option(1.0, low=1e-6, help="normalisation layers train at this multiple of the LR "
                                   "(their weight decay divided by it)")
     label_smoothing: float = option(0.0, low=0, high=0.99, help="label smoothing of the cross-entropy")
+    class_weight: Literal["none", "balanced"] = option(
+        "none", help="balanced: weight each class's training loss by n / (classes x its images), as Keras's "
+        "class_weight and scikit-learn's 'balanced' (imbalanced data; validation and test losses stay unweighted)")
     val_split: float = option(0.1, low=0, high=0.9, help="fraction of the training data held out for validation")
     test_split: float = option(0.2, low=0, high=0.9, help="folder trees without test/: fraction held out for test")
     test_source: str | None = option(None, help="folder trees of SOURCE/CLASS/ folders: these sources (comma-"

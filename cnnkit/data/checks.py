@@ -22,6 +22,7 @@ SHORTCUT_AUC = 0.9  # a one-number feature that ranks a class above the rest thi
 SHORTCUT_MIN_IMAGES = 10  # per class, before the shortcut check says anything
 SHORTCUT_SAMPLE = 20_000  # images (or files) the shortcut checks look at, at most
 TOP_BAND = 0.08  # of the height: where a browser's tab strip and address bar sit in a screenshot
+IMBALANCE_RATIO = 3  # largest class over smallest, in training images: from here accuracy mostly rewards the large
 DUPLICATE_CHECK_BYTES = 4 << 30  # decoded pixels hashed at most (4 GiB: ImageNet-size sets are left unchecked)
 
 
@@ -80,6 +81,19 @@ def check_data(bundle: DataBundle) -> DataReport:
         warnings += duplicate_warnings(splits, digests, bundle.class_names)
     fingerprints = {name: fingerprint(split, digests[name] if digests else None) for name, split in splits.items()}
     return DataReport(_balance(bundle.class_names, counts), warnings, fingerprints)
+
+
+def imbalance(train: ArrayData, class_names: list[str]) -> str | None:
+    """A note when the largest class has IMBALANCE_RATIO times the training images of the smallest (that has any)."""
+    counts = _counts(train, len(class_names))
+    present = [(n, name) for n, name in zip(counts, class_names) if n > 0]
+    if len(present) < 2:
+        return None
+    (most, big), (fewest, small) = max(present), min(present)
+    if most < IMBALANCE_RATIO * fewest:
+        return None
+    return (f"the classes are imbalanced ({big!r} has {most} training images, {small!r} {fewest}): accuracy rewards "
+            "the large classes; read the per-class recall, and consider --class-weight balanced")
 
 
 def budgeted_digests(splits: dict[str, ArrayData]) -> dict[str, list[bytes]] | None:

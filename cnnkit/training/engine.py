@@ -37,6 +37,17 @@ class StepConfig:
     show_progress: bool = True
     micro_batch: int | None = None  # images per forward/backward; gradients accumulate over the batch
     checkpointing: bool = False  # the model recomputes activations during backward
+    class_weights: torch.Tensor | None = None  # per class, multiplying each image's loss (balanced_class_weights)
+
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """n / (classes x count) per class (scikit-learn's 'balanced'): every class adds the same total weight to an
+    epoch's loss, and a balanced data set gets weights of 1. A class without images gets 0 (it never occurs)."""
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    present = counts > 0
+    weights = torch.zeros(num_classes, dtype=torch.float64)
+    weights[present] = len(labels) / (int(present.sum()) * counts[present])
+    return weights.float()
 
 
 def train_one_epoch(
@@ -103,7 +114,8 @@ def _backward(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, step: 
         with sync:
             with step.settings.autocast():
                 logits = model(xs)
-                total = F.cross_entropy(logits.float(), ys, label_smoothing=step.label_smoothing, reduction="sum")
+                total = F.cross_entropy(logits.float(), ys, weight=step.class_weights,
+                                        label_smoothing=step.label_smoothing, reduction="sum")
             with kept:
                 (total * scale).backward()
         logits_parts.append(logits.detach())

@@ -23,7 +23,7 @@ from cnnkit import __version__
 from cnnkit import artifacts as names
 from cnnkit.config import TrainConfig
 from cnnkit.data.augment import build_augmenter
-from cnnkit.data.checks import changed_splits, check_data
+from cnnkit.data.checks import changed_splits, check_data, imbalance
 from cnnkit.data.datasets import ArrayData, DataBundle
 from cnnkit.data.loader import epoch_order, shard_batches
 from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
@@ -44,7 +44,7 @@ from cnnkit.runtime.parallel import DistContext, process_group
 from cnnkit.training import memory
 from cnnkit.training.callbacks import BestTracker, Callback, EmaCallback, LookaheadCallback, ScheduleCallback
 from cnnkit.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
-from cnnkit.training.engine import StepConfig, train_one_epoch
+from cnnkit.training.engine import StepConfig, balanced_class_weights, train_one_epoch
 from cnnkit.training.features import Features, base_features, evaluate_features, why_not_cached
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.phases import Phase, phase_of, plan_phases
@@ -124,9 +124,11 @@ class Trainer:
         self.top_k = config.top_k if config.top_k < data.num_classes else None
         settings = StepSettings(device=self.device, precision="fp32", channels_last=config.channels_last,
                                 tta=config.tta)  # the precision is each phase's (see _start_phase)
+        class_weights = (balanced_class_weights(data.train.labels, data.num_classes).to(self.device)
+                         if config.class_weight == "balanced" else None)
         self.step = StepConfig(self.preprocess, settings, label_smoothing=config.label_smoothing,
                                augment=build_augmenter(config.augment), top_k=self.top_k, ctx=ctx,
-                               show_progress=not config.quiet)
+                               show_progress=not config.quiet, class_weights=class_weights)
         if not config.resume:
             _init_from_data(model, data.train, self.preprocess)
         layout = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -198,6 +200,9 @@ class Trainer:
         self.log(report.balance)
         for warning in report.warnings:
             self.log(f"Warning: {warning}")
+        note = imbalance(self.data.train, self.data.class_names) if self.config.class_weight == "none" else None
+        if note:
+            self.log(f"Note: {note}")
 
     def _open_run(self) -> RunDir:
         config, ctx = self.config, self.ctx
@@ -396,6 +401,9 @@ class Trainer:
         if data.val_from:
             sizes += f"; validation from {data.val_from}, not --val-split"
         self.log(f"Data: {config.data} ({data.num_classes} classes; {sizes})")
+        if self.step.class_weights is not None:
+            weights = ", ".join(f"{name} {w:.3g}" for name, w in zip(data.class_names, self.step.class_weights.tolist()))
+            self.log(f"Class weights (balanced, training loss only): {weights}")
         source = f", weights {self.weights.source}" if self.weights else ""
         self.log(f"Model: {config.model} at {self.preprocess.input_size}px on {self.device}{source} "
                  f"(trainable params: {trainable:,}; non-trainable: {frozen:,})")
