@@ -402,7 +402,8 @@ class Trainer:
             sizes += f"; validation from {data.val_from}, not --val-split"
         self.log(f"Data: {config.data} ({data.num_classes} classes; {sizes})")
         if self.step.class_weights is not None:
-            weights = ", ".join(f"{name} {w:.3g}" for name, w in zip(data.class_names, self.step.class_weights.tolist()))
+            weights = ", ".join(f"{name} {w:.3g}"
+                                for name, w in zip(data.class_names, self.step.class_weights.tolist()))
             self.log(f"Class weights (balanced, training loss only): {weights}")
         source = f", weights {self.weights.source}" if self.weights else ""
         self.log(f"Model: {config.model} at {self.preprocess.input_size}px on {self.device}{source} "
