@@ -83,6 +83,11 @@ class Classifier:
     def backend(self) -> str:
         return "onnx" if hasattr(self._model, "session") else "torch"
 
+    def __repr__(self) -> str:
+        names = ", ".join(self.class_names[:5]) + (", ..." if len(self.class_names) > 5 else "")
+        return (f"Classifier({str(self.path)!r}, backend={self.backend}, input={self.preprocess.input_size}px, "
+                f"{len(self.class_names)} classes: {names})")
+
     def probabilities(self, inputs: Any) -> np.ndarray:
         """Class probabilities [N, C] for paths, PIL images, NumPy HWC or torch CHW arrays (one or many)."""
         batch, _, _ = to_batch(inputs, preprocess=self.preprocess)

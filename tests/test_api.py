@@ -49,6 +49,8 @@ def test_predict_accepts_every_kind_of_image(exported_run: Path, tmp_path: Path)
     assert gray.label in clf.class_names and abs(sum(p for _, p in gray.top) - 1) < 1e-4
     onnx = cnnkit.load(exported_run / "export")
     assert onnx.backend == "onnx"
+    assert repr(onnx) == (f"Classifier({str(exported_run / 'export')!r}, backend=onnx, input=32px, "
+                          f"3 classes: {', '.join(clf.class_names)})")
     np.testing.assert_allclose(onnx.probabilities(hwc), expected, atol=1e-4)
 
 
