@@ -72,16 +72,15 @@ class ArrayData:
 
     @classmethod
     def from_numpy(cls, x: np.ndarray, y: np.ndarray, *, source: str) -> ArrayData:
-        """Accept [N, H, W, C] (C = 1, 3 or 4) or [N, H, W] uint8 (or float in [0, 1]) arrays and integer labels."""
-        x, y = np.asarray(x), np.asarray(y).reshape(-1)
+        """Accept [N, H, W, C] (C = 1, 3 or 4) or [N, H, W] uint8 (or float in [0, 1]) arrays, and labels as class
+        indices or one-hot rows (see _class_indices)."""
+        x, y = np.asarray(x), _class_indices(np.asarray(y), source=source)
         if x.ndim == 3:
             x = x[..., None]
         if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
             raise CnnkitError(f"{source}: images must be [N, H, W, C] with C in 1, 3, 4; got shape {list(x.shape)}")
         if len(x) != len(y):
             raise CnnkitError(f"{source}: {len(x)} images but {len(y)} labels")
-        if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-            raise CnnkitError(f"{source}: labels must be non-negative integers, got {y.dtype}")
         if np.issubdtype(x.dtype, np.floating):
             if len(x) and (np.nanmin(x) < 0 or np.nanmax(x) > 1 or np.isnan(x).any()):
                 raise CnnkitError(f"{source}: float images must lie in [0, 1]")
@@ -94,6 +93,22 @@ class ArrayData:
             x = x[..., :3]
         images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
         return cls(images, torch.from_numpy(y.astype(np.int64)))
+
+
+def _class_indices(y: np.ndarray, *, source: str) -> np.ndarray:
+    """Labels as non-negative class indices: [N] or [N, 1] integers (or floats with whole values, as a CSV or
+    pandas round trip leaves them), or [N, C] one-hot rows, as Keras's to_categorical makes them."""
+    if y.ndim == 2 and y.shape[1] > 1:
+        if not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
+            raise CnnkitError(f"{source}: labels of shape {list(y.shape)} must be one-hot rows (a single 1 in each)")
+        return y.argmax(axis=1)
+    y = y.reshape(-1)
+    if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
+        y = y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise CnnkitError(f"{source}: labels must be non-negative whole numbers (class indices), got "
+                          + (f"{y.min()}" if np.issubdtype(y.dtype, np.integer) else f"{y.dtype} values that are not all whole numbers"))
+    return y
 
 
 def in_classes(data: ArrayData, classes: list[str], model_classes: list[str], *, source: str) -> ArrayData:

@@ -47,6 +47,9 @@ def test_npz_grayscale_and_float_arrays_are_converted(tmp_path: Path) -> None:
         (np.zeros((4, 8, 8, 3), np.uint8), np.zeros(3, int), "4 images but 3 labels"),
         (np.zeros((4, 8, 8, 3), np.int32), np.zeros(4, int), "uint8 or float"),
         (np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4, int), "at least 2 classes"),
+        (np.zeros((4, 8, 8, 3), np.uint8), np.array([0, 1, -1, 1]), "non-negative whole numbers .* got -1"),
+        (np.zeros((4, 8, 8, 3), np.uint8), np.array([0, 1.5, 1, 0]), "float64 values that are not all whole"),
+        (np.zeros((4, 8, 8, 3), np.uint8), np.array([[1, 1], [0, 1], [1, 0], [0, 1]]), "must be one-hot rows"),
     ],
 )
 def test_bad_npz_arrays_are_clear_errors(tmp_path: Path, x: np.ndarray, y: np.ndarray, message: str) -> None:
@@ -54,6 +57,15 @@ def test_bad_npz_arrays_are_clear_errors(tmp_path: Path, x: np.ndarray, y: np.nd
     np.savez(path, x=x, y=y)
     with pytest.raises(CnnkitError, match=message):
         load_data(f"npz:{path}", options=SourceOptions())
+
+
+def test_one_hot_and_whole_number_float_labels_are_class_indices(tmp_path: Path) -> None:
+    """Keras users' labels: to_categorical's one-hot rows, floats from a CSV round trip, a [N, 1] column."""
+    x, indices = np.zeros((6, 8, 8, 3), np.uint8), np.array([0, 2, 1, 2, 0, 1])
+    for y in (np.eye(3, dtype=np.float32)[indices], indices.astype(np.float32), indices[:, None]):
+        np.savez(tmp_path / "labels.npz", x=x, y=y)
+        bundle = load_data(f"npz:{tmp_path / 'labels.npz'}", options=SourceOptions())
+        assert bundle.train.labels.tolist() == indices.tolist() and bundle.num_classes == 3
 
 
 def test_folder_with_train_and_test_subtrees(shapes_tree: Path) -> None:
