@@ -88,8 +88,10 @@ class TrainConfig:
     early_stopping: int = option(0, low=0, help="stop after this many epochs without improvement (0: off)")
     seed: int = option(0, low=0, help="random seed (splits, initialisation, shuffling, augmentation)")
     device: Device = option("auto", help=DEVICE_HELP)
-    precision: Literal["auto", "fp32", "bf16"] = option("auto", help="bf16: autocast (fast on AVX512-BF16/AMX CPUs "
-                                                        "and GPUs); auto: bf16 where fast, except CPU fine-tuning")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto", help="bf16: autocast (fast on AVX512-BF16/AMX CPUs and GPUs); fp16: autocast with loss scaling "
+        "(GPUs without bf16: T4, V100); auto: bf16 where fast, fp16 on CUDA GPUs with fp16 tensor cores but no bf16, "
+        "fp32 for CPU fine-tuning and elsewhere")
     channels_last: bool = option(True, help="channels-last memory layout")
     max_memory: float = option(0.0, low=0, help="GiB the training process may use; where a step would take more "
                                "than what is left, gradient checkpointing, then micro-batches, keep it within (0: 0.7 "

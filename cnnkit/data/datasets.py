@@ -106,8 +106,8 @@ def _class_indices(y: np.ndarray, *, source: str) -> np.ndarray:
     if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
         y = y.astype(np.int64)
     if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        raise CnnkitError(f"{source}: labels must be non-negative whole numbers (class indices), got "
-                          + (f"{y.min()}" if np.issubdtype(y.dtype, np.integer) else f"{y.dtype} values that are not all whole numbers"))
+        got = f"{y.min()}" if np.issubdtype(y.dtype, np.integer) else f"{y.dtype} values that are not all whole numbers"
+        raise CnnkitError(f"{source}: labels must be non-negative whole numbers (class indices), got {got}")
     return y
 
 

@@ -34,14 +34,20 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_precision(name: str, device: torch.device, *, phase: str) -> tuple[str, str]:
-    """(fp32 or bf16, why) for a training phase. `auto`: bf16 autocast where the hardware runs it fast (CUDA GPUs
-    with bf16; CPUs with AVX512-BF16 or AMX), except CPU fine-tuning, which bf16 slowed (depthwise convolutions'
-    backward, README: Benchmarks); fp32 elsewhere."""
+    """(fp32, bf16 or fp16, why) for a training phase. `auto`: bf16 autocast where the hardware runs it fast (CUDA
+    GPUs with bf16; CPUs with AVX512-BF16 or AMX), except CPU fine-tuning, which bf16 slowed (depthwise convolutions'
+    backward, README: Benchmarks); fp16 with loss scaling on CUDA GPUs with fp16 tensor cores but no bf16 (T4,
+    V100: compute capability 7.x); fp32 elsewhere."""
+    if name == "fp16" and device.type == "cpu":
+        return name, "asked for; most CPUs run fp16 slower than bf16 or fp32"
     if name != "auto":
         return name, "asked for"
     if device.type == "cuda":
-        fast = torch.cuda.is_bf16_supported()
-        return ("bf16", "auto: the GPU has bf16") if fast else ("fp32", "auto: the GPU has no bf16")
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return "bf16", "auto: the GPU has bf16"
+        if torch.cuda.get_device_capability(device) >= (7, 0):
+            return "fp16", "auto: the GPU has fp16 tensor cores but no bf16; with loss scaling"
+        return "fp32", "auto: the GPU has neither bf16 nor fp16 tensor cores"
     if not cpu_has_fast_bf16():
         return "fp32", "auto: the CPU has neither AVX512-BF16 nor AMX"
     if phase == "finetune":

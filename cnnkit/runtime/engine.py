@@ -19,12 +19,15 @@ from cnnkit.runtime.parallel import SINGLE_PROCESS, DistContext
 PROBE_IMAGES = 2
 
 
+AUTOCAST_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass(frozen=True)
 class StepSettings:
     """How a batch is run: device, numeric precision and memory layout."""
 
     device: torch.device
-    precision: str = "fp32"  # or "bf16": autocast matmuls and convolutions to bfloat16
+    precision: str = "fp32"  # or "bf16"/"fp16": autocast matmuls and convolutions to that type
     channels_last: bool = True
     tta: str = "none"  # evaluation averages the logits of these views of each image (see models.tta)
 
@@ -34,8 +37,8 @@ class StepSettings:
             return tta_logits(model, x, self.tta).float()
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self.precision in AUTOCAST_TYPES:
+            return torch.autocast(self.device.type, dtype=AUTOCAST_TYPES[self.precision])
         return contextlib.nullcontext()
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:

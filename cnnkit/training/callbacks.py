@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -116,6 +117,24 @@ class ScheduleCallback(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.schedule.load_state_dict(state)
+
+
+class LossScaling(Callback):
+    """fp16 training's loss scale (torch.amp.GradScaler): the loss is multiplied before backward so that small
+    gradients do not flush to zero in fp16, a step whose gradients overflowed is skipped, and the scale backs off
+    (or grows after a run of good steps). Resumed with the run, so a resumed run scales as an uninterrupted one."""
+
+    name = "loss_scale"
+
+    def __init__(self, device_type: str) -> None:
+        self.scaler = torch.amp.GradScaler(device_type)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:  # empty before the first step
+            self.scaler.load_state_dict(state)
 
 
 class LookaheadCallback(Callback):

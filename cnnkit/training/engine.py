@@ -38,6 +38,7 @@ class StepConfig:
     micro_batch: int | None = None  # images per forward/backward; gradients accumulate over the batch
     checkpointing: bool = False  # the model recomputes activations during backward
     class_weights: torch.Tensor | None = None  # per class, multiplying each image's loss (balanced_class_weights)
+    scaler: torch.amp.GradScaler | None = None  # fp16: scales the loss for backward, steps the optimizer
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -85,7 +86,11 @@ def train_one_epoch(
             x = settings.prepare(step.preprocess.standardize(x))
         optimizer.zero_grad(set_to_none=True)
         logits, loss = _backward(model, x, labels, step=step, scale=ctx.world_size / batch.global_size)
-        optimizer.step()
+        if step.scaler is None:
+            optimizer.step()
+        else:  # unscales the gradients, and skips the step if they overflowed
+            step.scaler.step(optimizer)
+            step.scaler.update()
         after_batch()
         totals.add(logits, labels, loss)
         bar.update(1)
@@ -117,7 +122,8 @@ def _backward(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, step: 
                 total = F.cross_entropy(logits.float(), ys, weight=step.class_weights,
                                         label_smoothing=step.label_smoothing, reduction="sum")
             with kept:
-                (total * scale).backward()
+                scaled = total * scale
+                (scaled if step.scaler is None else step.scaler.scale(scaled)).backward()
         logits_parts.append(logits.detach())
         loss_sum += total.detach()
     return torch.cat(logits_parts), loss_sum / labels.shape[0]

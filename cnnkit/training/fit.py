@@ -42,7 +42,14 @@ from cnnkit.runtime.device import resolve_device, resolve_precision, respect_thr
 from cnnkit.runtime.engine import StepSettings, evaluate_data
 from cnnkit.runtime.parallel import DistContext, process_group
 from cnnkit.training import memory
-from cnnkit.training.callbacks import BestTracker, Callback, EmaCallback, LookaheadCallback, ScheduleCallback
+from cnnkit.training.callbacks import (
+    BestTracker,
+    Callback,
+    EmaCallback,
+    LookaheadCallback,
+    LossScaling,
+    ScheduleCallback,
+)
 from cnnkit.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from cnnkit.training.engine import StepConfig, balanced_class_weights, train_one_epoch
 from cnnkit.training.features import Features, base_features, evaluate_features, why_not_cached
@@ -293,6 +300,8 @@ class Trainer:
         elif data.val is not None:
             row |= self._evaluate(data.val, prefix="val_")
         row["lr"] = lr
+        if self.step.scaler is not None:
+            row["loss_scale"] = self.step.scaler.get_scale()  # one that keeps falling: fp16 overflows; try bf16/fp32
         row["time_s"] = round(time.perf_counter() - started, 3)
         if config.test_every_epoch and data.test is not None:
             # Reported for learning curves and time-to-accuracy; the best epoch is still chosen on validation data.
@@ -337,7 +346,12 @@ class Trainer:
         precision, why = resolve_precision(self.config.precision, self.device, phase=phase.name)
         if precision != self.step.settings.precision or phase.first_epoch == 1:
             self.log(f"Precision: {precision} ({why})" + (f", {phase.name} phase" if len(self.phases) > 1 else ""))
-        self.step = replace(self.step, settings=replace(self.step.settings, precision=precision))
+        scaling = next((c for c in self.callbacks if isinstance(c, LossScaling)), None)
+        if precision == "fp16" and scaling is None:
+            scaling = LossScaling(self.device.type)
+            self.callbacks.append(scaling)
+        scaler = scaling.scaler if precision == "fp16" and scaling is not None else None
+        self.step = replace(self.step, settings=replace(self.step.settings, precision=precision), scaler=scaler)
 
     def _features(self, phase: Phase) -> dict[str, Features | None] | None:
         """While a frozen base's head trains without augmentation: the base's features, computed at the phase's
@@ -577,6 +591,6 @@ def _init_from_data(model: nn.Module, train: ArrayData | None, preprocess: Prepr
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
     parts = [f"Epoch {row['epoch']}/{epochs}", f"{row['time_s']:.1f}s"]
-    parts += [f"{k}: {v:.4f}" for k, v in row.items() if k not in ("epoch", "phase", "lr", "time_s")]
+    parts += [f"{k}: {v:.4f}" for k, v in row.items() if k not in ("epoch", "phase", "lr", "time_s", "loss_scale")]
     parts.append(f"lr: {row['lr']:.2e}")
     return " - ".join(parts) + (" *" if improved else "")

@@ -41,3 +41,18 @@ def test_under_an_openmp_limit_torch_threads_are_lowered_and_bf16_results_unchan
     assert free["changed"] is None  # no limit: nothing touched
     assert limited["threads"] == 1 and limited["changed"] == (1 if free["threads"] > 1 else None)
     torch.testing.assert_close(torch.tensor(limited["logits"]), torch.tensor(free["logits"]), atol=1e-2, rtol=0)
+
+
+def test_auto_precision_on_gpus_bf16_fp16_with_loss_scaling_or_fp32(monkeypatch) -> None:
+    """bf16 where the GPU computes it (not emulated: a T4 reports bf16 'supported' through emulation, slowly), fp16
+    on GPUs with fp16 tensor cores (compute capability 7.x: T4, V100), fp32 before them."""
+    from cnnkit.runtime.device import resolve_precision
+
+    cuda = torch.device("cuda")
+    for native_bf16, capability, expected in ((True, (8, 0), "bf16"), (False, (7, 5), "fp16"),
+                                              (False, (6, 1), "fp32")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, b=native_bf16: b)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert resolve_precision("auto", cuda, phase="finetune")[0] == expected
+    assert resolve_precision("fp16", torch.device("cpu"), phase="head") == (
+        "fp16", "asked for; most CPUs run fp16 slower than bf16 or fp32")

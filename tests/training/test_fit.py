@@ -229,3 +229,20 @@ def test_a_pretrained_run_resumes_without_its_weights_file(shapes_npz: Path, tmp
     assert [row["loss"] for row in resumed.history] == pytest.approx([row["loss"] for row in full.history], rel=1e-5)
     saved = json.loads((tmp_path / "part" / "config.json").read_text())
     assert saved["weights_source"] == str(tmp_path / "r18.safetensors")
+
+
+def test_fp16_training_scales_the_loss_and_resumes_exactly(shapes_npz: Path, tmp_path: Path) -> None:
+    """--precision fp16 (what auto picks on T4/V100 GPUs; on this CPU only when asked for): the loss is scaled for
+    backward (torch.amp.GradScaler), the scale is in the history and the checkpoint, a resumed run continues to the
+    same history, and it learns."""
+    config = small_config(shapes_npz, tmp_path / "full", precision="fp16", epochs=4)
+    full = train(config)
+    scales = [row["loss_scale"] for row in full.history]  # 2^16 at first, halved after each overflowing step
+    assert all(scale in {2.0**k for k in range(17)} for scale in scales) and scales == sorted(scales, reverse=True)
+    assert full.history[-1]["loss"] < full.history[0]["loss"] and full.metrics["accuracy"] > 0.5
+    train(replace(config, out=tmp_path / "part", epochs=2))
+    resumed = train(replace(config, out=tmp_path / "part", epochs=4, resume=True))
+    for a, b in zip(full.history, resumed.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["loss_scale"] == b["loss_scale"]
+    saved = json.loads((tmp_path / "part" / "config.json").read_text())
+    assert saved["precision_used"] == {"train": "fp16"}
