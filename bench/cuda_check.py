@@ -61,6 +61,7 @@ def main() -> None:
     rows = [
         timed("simple-cnn, defaults", n_train, name="simple", epochs=3, **common),
         timed("simple-cnn, bf16", n_train, name="simple-bf16", epochs=3, precision="bf16", **common),
+        timed("simple-cnn, fp16 + loss scaling", n_train, name="simple-fp16", epochs=3, precision="fp16", **common),
         timed("cifar-fast recipe", n_train, name="fast", recipe="cifar-fast", epochs=args.fast_epochs, **common),
     ]
     started = time.perf_counter()
