@@ -490,9 +490,11 @@ class Trainer:
             if diverged:
                 metrics["diverged"] = diverged
             if data.test is not None and len(data.test):
+                # In fp32, as `cnnkit evaluate`, predict, the export and the server run the saved weights: a test
+                # figure from bf16 inference could differ from all of theirs (0.333 against 0.25 on 12 images).
                 metrics |= evaluate_model(self.net, data.test, out=ReportPlace(run), class_names=data.class_names,
-                                          preprocess=self.preprocess, settings=self.step.settings, top_k=self.top_k,
-                                          batch_size=self.eval_batch)
+                                          preprocess=self.preprocess, top_k=self.top_k, batch_size=self.eval_batch,
+                                          settings=replace(self.step.settings, precision="fp32"))
             run.write_json(names.METRICS, metrics)
             run.save_figure(names.LEARNING_CURVES, learning_curves(self.history, title=config.model))
             last, best = final.get("epoch"), self.best.best_epoch

@@ -246,3 +246,27 @@ def test_fp16_training_scales_the_loss_and_resumes_exactly(shapes_npz: Path, tmp
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["loss_scale"] == b["loss_scale"]
     saved = json.loads((tmp_path / "part" / "config.json").read_text())
     assert saved["precision_used"] == {"train": "fp16"}
+
+
+def test_the_test_figures_are_measured_in_fp32_whatever_the_training_precision(
+        shapes_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluate, predict, export and serve run the saved weights in fp32; the test figures training writes must be
+    theirs too (measured in bf16, they once said 0.333 where `cnnkit evaluate` said 0.25 on the same 12 images)."""
+    import cnnkit.training.fit as fit
+
+    seen = []
+
+    def recording(*args: object, settings: object, **kwargs: object) -> dict:
+        seen.append(settings.precision)  # type: ignore[attr-defined]
+        return evaluate_model(*args, settings=settings, **kwargs)
+
+    evaluate_model = fit.evaluate_model
+    monkeypatch.setattr(fit, "evaluate_model", recording)
+    result = train(small_config(shapes_npz, tmp_path / "run", precision="bf16", epochs=1))
+    assert seen == ["fp32"] and json.loads((tmp_path / "run" / "config.json").read_text())["precision_used"] == {
+        "train": "bf16"}
+    from cnnkit.config import EvaluateConfig
+    from cnnkit.evaluate.report import evaluate_run
+
+    again = evaluate_run(EvaluateConfig(run=tmp_path / "run"))
+    assert again["accuracy"] == result.metrics["accuracy"] and again["per_class"] == result.metrics["per_class"]
