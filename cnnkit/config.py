@@ -59,6 +59,8 @@ class TrainConfig:
     norm_lr_scale: float = option(1.0, low=1e-6, help="normalisation layers train at this multiple of the LR "
                                   "(their weight decay divided by it)")
     label_smoothing: float = option(0.0, low=0, high=0.99, help="label smoothing of the cross-entropy")
+    clip_grad_norm: float = option(0.0, low=0, help="scale each step's gradients down to this global L2 norm where "
+                                   "it is larger (0: off); steadies training that spikes or diverges")
     class_weight: Literal["none", "balanced"] = option(
         "none", help="balanced: weight each class's training loss by n / (classes x its images), as Keras's "
         "class_weight and scikit-learn's 'balanced' (imbalanced data; validation and test losses stay unweighted)")

@@ -39,6 +39,7 @@ class StepConfig:
     checkpointing: bool = False  # the model recomputes activations during backward
     class_weights: torch.Tensor | None = None  # per class, multiplying each image's loss (balanced_class_weights)
     scaler: torch.amp.GradScaler | None = None  # fp16: scales the loss for backward, steps the optimizer
+    clip_grad_norm: float = 0.0  # the largest global L2 norm of a step's gradients (0: unclipped)
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -86,6 +87,11 @@ def train_one_epoch(
             x = settings.prepare(step.preprocess.standardize(x))
         optimizer.zero_grad(set_to_none=True)
         logits, loss = _backward(model, x, labels, step=step, scale=ctx.world_size / batch.global_size)
+        if step.clip_grad_norm:
+            if step.scaler is not None:
+                step.scaler.unscale_(optimizer)  # the norm of the true gradients, not of the scaled ones
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, step.clip_grad_norm)
         if step.scaler is None:
             optimizer.step()
         else:  # unscales the gradients, and skips the step if they overflowed

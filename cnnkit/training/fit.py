@@ -135,7 +135,8 @@ class Trainer:
                          if config.class_weight == "balanced" else None)
         self.step = StepConfig(self.preprocess, settings, label_smoothing=config.label_smoothing,
                                augment=build_augmenter(config.augment), top_k=self.top_k, ctx=ctx,
-                               show_progress=not config.quiet, class_weights=class_weights)
+                               show_progress=not config.quiet, class_weights=class_weights,
+                               clip_grad_norm=config.clip_grad_norm)
         if not config.resume:
             _init_from_data(model, data.train, self.preprocess)
         layout = torch.channels_last if config.channels_last else torch.contiguous_format

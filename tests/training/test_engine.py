@@ -1,4 +1,4 @@
-"""The training step's loss: class weights (--class-weight balanced)."""
+"""The training step: class weights (--class-weight balanced) and gradient clipping (--clip-grad-norm)."""
 
 import json
 from dataclasses import replace
@@ -11,10 +11,11 @@ import torch
 from cnnkit.config import TrainConfig
 from cnnkit.data.checks import imbalance
 from cnnkit.data.datasets import ArrayData
+from cnnkit.data.loader import shard_batches
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.models.registry import create_model
 from cnnkit.runtime.engine import StepSettings
-from cnnkit.training.engine import StepConfig, _backward, balanced_class_weights
+from cnnkit.training.engine import StepConfig, _backward, balanced_class_weights, train_one_epoch
 from cnnkit.training.fit import train
 
 
@@ -63,3 +64,24 @@ def test_imbalanced_training_data_is_noted_and_balanced_weights_are_saved(tmp_pa
     assert "Class weights (balanced, training loss only): legit 0.604, phish 2.9" in printed
     assert "Note: the classes are imbalanced" not in printed
     assert json.loads((tmp_path / "weighted" / "config.json").read_text())["class_weight"] == "balanced"
+
+
+def test_clipped_gradients_move_plain_sgd_at_most_lr_times_the_norm() -> None:
+    """--clip-grad-norm C: one SGD step (no momentum) moves the weights by lr x C at most, in global L2 norm, where
+    the unclipped step moves them further."""
+    def one_step(clip: float) -> float:
+        torch.manual_seed(0)
+        model = create_model("simple-cnn", num_classes=3)
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        settings = StepSettings(device=torch.device("cpu"), precision="fp32", channels_last=False)
+        step = StepConfig(Preprocess(input_size=32), settings, show_progress=False, clip_grad_norm=clip)
+        data = ArrayData.from_numpy(np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3), dtype=np.uint8),
+                                    np.arange(16) % 3, source="x")
+        batches = shard_batches(torch.arange(16), batch_size=16)
+        train_one_epoch(model, data, batches, optimizer=optimizer, step=step)
+        after = torch.cat([p.detach().flatten() for p in model.parameters()])
+        return float((after - before).norm())
+
+    assert one_step(0.0) > 0.1 * 0.05 * 2
+    assert one_step(0.05) == pytest.approx(0.1 * 0.05, rel=1e-3)
