@@ -115,8 +115,8 @@ def image_digests(split: ArrayData, *, chunk: int = 1024) -> list[bytes]:
 def duplicate_warnings(splits: dict[str, ArrayData], digests: dict[str, list[bytes]],
                        class_names: list[str]) -> list[str]:
     """Exact copies, pixel for pixel at the input size (`digests`: each split's, from image_digests): validation or test
-    images that are also training images (their accuracy then measures memory, not generalisation), and images
-    filed under two classes."""
+    images that are also training images (their accuracy then measures memory, not generalisation), test images
+    that are also validation images (the best epoch was chosen on them), and images filed under two classes."""
     seen = {name: set(found) for name, found in digests.items()}
     labels_of: dict[bytes, set[int]] = defaultdict(set)
     for name, split in splits.items():
@@ -132,6 +132,10 @@ def duplicate_warnings(splits: dict[str, ArrayData], digests: dict[str, list[byt
                 warnings.append(f"{copies} distinct {what} image(s) are exact copies of training images: {what} "
                                 "accuracy on them measures memory, not how the model does on new images; remove "
                                 "the copies from one side")
+    shared = len(seen["test"] & seen["val"] - train) if "val" in seen and "test" in seen else 0
+    if shared:
+        warnings.append(f"{shared} distinct test image(s) are exact copies of validation images: the best epoch "
+                        "was chosen on them, so test accuracy on them is optimistic; remove the copies from one side")
     both = [labels for labels in labels_of.values() if len(labels) > 1]
     if both:
         pairs = sorted({" / ".join(class_names[i] for i in sorted(labels)) for labels in both})

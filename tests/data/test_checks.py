@@ -73,3 +73,16 @@ def test_test_images_copied_from_training_and_images_under_two_classes_are_flagg
     assert warnings[0].startswith("3 distinct test image(s) are exact copies of training images")
     assert warnings[1].startswith("1 image(s) appear under more than one class (a / b)")
     assert len(warnings) == 2
+
+
+def test_test_images_copied_from_the_validation_split_are_flagged() -> None:
+    """A val/ folder filled from test/ (or the reverse): the best epoch is chosen on the images the test measures."""
+    from cnnkit.data.checks import duplicate_warnings, image_digests
+    from cnnkit.data.datasets import ArrayData
+
+    images, labels = pages(30, frame=False, seed=5), torch.tensor([0, 1] * 15)
+    splits = {"train": ArrayData(images[:20], labels[:20]), "val": ArrayData(images[20:25], labels[20:25]),
+              "test": ArrayData(torch.cat([images[25:], images[20:22]]), torch.cat([labels[25:], labels[20:22]]))}
+    warnings = duplicate_warnings(splits, {k: image_digests(v) for k, v in splits.items()}, ["a", "b"])
+    assert warnings == ["2 distinct test image(s) are exact copies of validation images: the best epoch was chosen "
+                        "on them, so test accuracy on them is optimistic; remove the copies from one side"]
