@@ -22,6 +22,7 @@ DATA_SPLITS = "data.json"  # each split's fingerprint (data.checks.fingerprint):
 LEARNING_CURVES = "learning_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_JSON = "confusion_matrix.json"
+MISTAKES_PNG = "mistakes.png"
 ROC_PR = "roc_pr.png"
 THRESHOLD = "threshold.json"
 EVALUATIONS_DIR = "evaluations"  # RUN/evaluations/NAME/: `cnnkit evaluate RUN --data OTHER` results

@@ -228,7 +228,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_run(config)
     print(f"Data: {metrics['data']}, {metrics['evaluated_on']} ({metrics['num_samples']} images)")
     print(format_table(metrics))
-    extra = ", roc_pr.png" if "binary" in metrics else ""
+    extra = ", mistakes.png" if (Path(metrics["output"]) / "mistakes.png").is_file() else ""
+    extra += ", roc_pr.png" if (Path(metrics["output"]) / "roc_pr.png").is_file() else ""
     extra += f"; {args.run / 'threshold.json'}" if config.target_fpr is not None else ""
     print(f"Written: {Path(metrics['output']) / 'metrics.json'}, confusion_matrix.png, confusion_matrix.json{extra}")
     return 0

@@ -63,6 +63,12 @@ def top_k_of(metrics: dict[str, Any]) -> int | None:
     return next((int(key[3:-9]) for key in metrics if key.startswith("top") and key.endswith("_accuracy")), None)
 
 
+def most_confused(matrix: list[list[int]], class_names: list[str], *, limit: int = 3) -> list[tuple[str, str, int]]:
+    """The `limit` largest off-diagonal cells of a confusion matrix: (true class, predicted class, images)."""
+    cells = [(count, i, j) for i, row in enumerate(matrix) for j, count in enumerate(row) if i != j and count]
+    return [(class_names[i], class_names[j], count) for count, i, j in sorted(cells, key=lambda c: -c[0])[:limit]]
+
+
 def format_table(metrics: dict[str, Any]) -> str:
     """Per-class table with the headline figures, for the terminal."""
     per_class = metrics["per_class"]
@@ -85,6 +91,9 @@ def format_table(metrics: dict[str, Any]) -> str:
     if top_k:
         headline += f"   Top-{top_k} accuracy: {metrics[f'top{top_k}_accuracy']:.4f}"
     lines.append(headline)
+    confused = most_confused(metrics["confusion_matrix"], list(per_class))
+    if confused:
+        lines.append("Most confused (true -> predicted): " + ", ".join(f"{t} -> {p} {n}" for t, p, n in confused))
     if metrics.get("non_finite_outputs"):
         lines.append(f"WARNING: {metrics['non_finite_outputs']} of {metrics['num_samples']} outputs were NaN or "
                      "infinite (a diverged model); they count as wrong")

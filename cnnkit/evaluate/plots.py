@@ -25,6 +25,20 @@ def learning_curves(history: list[dict[str, Any]], *, title: str = "") -> Figure
     return figure
 
 
+def mistakes_figure(images: np.ndarray, captions: list[str], *, title: str) -> Figure:
+    """A grid of HxWx3 uint8 `images`, each with its caption (what it is, what the model said)."""
+    columns = min(4, len(images))
+    rows = -(-len(images) // columns)
+    figure = Figure(figsize=(3 * columns, 3.2 * rows))
+    for ax, image, caption in zip(figure.subplots(rows, columns, squeeze=False).flat, images, captions):
+        ax.imshow(image, interpolation="nearest")  # a 32-px image shown as blocks, not blurred into false detail
+        ax.set_title(caption, fontsize=8)
+    for ax in figure.axes:
+        ax.axis("off")
+    figure.suptitle(title)
+    return figure
+
+
 def confusion_matrix_figure(matrix: list[list[int]], class_names: list[str]) -> Figure:
     """Row-normalised confusion matrix with counts in the cells."""
     counts = np.asarray(matrix)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from cnnkit import artifacts as names
@@ -26,7 +27,7 @@ from cnnkit.evaluate.binary import (
     roc_pr_figure,
 )
 from cnnkit.evaluate.metrics import classification_metrics, finite_probabilities
-from cnnkit.evaluate.plots import confusion_matrix_figure
+from cnnkit.evaluate.plots import confusion_matrix_figure, mistakes_figure
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.allocator import reuse_freed_memory
 from cnnkit.runtime.engine import StepSettings, inference_batch_size, predict_logits
@@ -34,6 +35,7 @@ from cnnkit.runtime.exports import run_threshold
 from cnnkit.runtime.model import TorchModel, load_run_model
 
 THRESHOLD_FILE = names.THRESHOLD
+MISTAKES_SHOWN = 16  # images in mistakes.png
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class ReportPlace:
 
     def save_figure(self, name: str, figure: Any) -> None:
         self.run.save_figure(self.folder + name, figure)
+
+    def remove(self, name: str) -> None:
+        """Take out what an earlier evaluation wrote and this one has nothing for: it would describe other weights."""
+        (self.run.path / (self.folder + name)).unlink(missing_ok=True)
+        self.run.forget(self.folder + name)
 
 
 def evaluate_model(
@@ -69,9 +76,27 @@ def evaluate_model(
     metrics = classification_metrics(probs, labels, class_names=class_names, top_k=top_k)
     out.write_json(names.CONFUSION_JSON, {"classes": class_names, "matrix": metrics["confusion_matrix"]})
     out.save_figure(names.CONFUSION_PNG, confusion_matrix_figure(metrics["confusion_matrix"], class_names))
+    wrong = confident_mistakes(probs, labels, limit=MISTAKES_SHOWN)
+    if len(wrong):
+        images = data.batch(torch.from_numpy(wrong)).permute(0, 2, 3, 1).numpy()
+        captions = [f"#{i}: {class_names[labels[i]]}\nsaid {class_names[probs[i].argmax()]} {probs[i].max():.0%}"
+                    for i in wrong]
+        title = f"The {len(wrong)} most confident mistakes of {int((probs.argmax(1) != labels).sum())}"
+        out.save_figure(names.MISTAKES_PNG, mistakes_figure(images, captions, title=title))
+    else:
+        out.remove(names.MISTAKES_PNG)
     if len(class_names) == 2:
         metrics["binary"] = _binary_report(out, probs, labels, class_names)
     return metrics
+
+
+def confident_mistakes(probs: np.ndarray, labels: np.ndarray, *, limit: int) -> np.ndarray:
+    """Indices of the wrongly predicted images, the most confident first, at most `limit`: the ones to look at
+    (mislabelled data, a shortcut, a confusable pair). Non-finite outputs come last."""
+    predicted = probs.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = np.nan_to_num(probs[wrong, predicted[wrong]], nan=-1.0)
+    return wrong[np.argsort(-confidence, kind="stable")][:limit]
 
 
 def _binary_report(out: ReportPlace, probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, Any]:
@@ -83,6 +108,8 @@ def _binary_report(out: ReportPlace, probs: np.ndarray, labels: np.ndarray, clas
     report = {"positive": class_names[positive], **binary_metrics(scores, positives, threshold=threshold)}
     if positives.any() and not positives.all():
         out.save_figure(names.ROC_PR, roc_pr_figure(scores, positives, threshold=threshold))
+    else:
+        out.remove(names.ROC_PR)
     return report
 
 

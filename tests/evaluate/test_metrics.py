@@ -24,3 +24,14 @@ def test_a_class_without_images_is_left_out_of_the_macro_averages_and_named() ->
     everyone = classification_metrics(np.eye(3)[[0, 1, 2]], np.array([0, 1, 2]), class_names=["a", "b", "c"],
                                       top_k=None)
     assert "classes_without_images" not in everyone and everyone["macro_recall"] == 1.0
+
+
+def test_the_most_confused_pairs_are_the_largest_off_diagonal_cells() -> None:
+    from cnnkit.evaluate.metrics import most_confused
+
+    matrix = [[50, 3, 9], [1, 40, 0], [7, 0, 30]]
+    assert most_confused(matrix, ["cat", "dog", "fox"]) == [("cat", "fox", 9), ("fox", "cat", 7), ("cat", "dog", 3)]
+    assert most_confused([[5, 0], [0, 5]], ["a", "b"]) == []
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    table = format_table(classification_metrics(probs, np.array([0, 0, 1]), class_names=["a", "b"], top_k=None))
+    assert "Most confused (true -> predicted): a -> b 1, b -> a 1" in table

@@ -127,3 +127,22 @@ def test_another_source_with_train_and_val_trees_is_evaluated_on_both(binary_tre
     assert (whole["num_samples"], whole["evaluated_on"]) == (60 + 24, "all its images")
     calibrated = evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{other}", target_fpr=0.5))
     assert (calibrated["num_samples"], calibrated["evaluated_on"]) == (60, "its images outside the calibration split")
+
+
+def test_mistakes_are_shown_most_confident_first_and_a_stale_figure_is_removed(tmp_path: Path) -> None:
+    import numpy as np
+
+    from cnnkit.evaluate.plots import mistakes_figure
+    from cnnkit.evaluate.report import ReportPlace, confident_mistakes
+    from cnnkit.rundir import RunDir
+
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.45, 0.55], [np.nan, np.nan], [0.2, 0.8]])
+    assert confident_mistakes(probs, np.array([0, 0, 0, 1, 1]), limit=5).tolist() == [1, 2, 3]
+    assert confident_mistakes(probs, np.array([0, 0, 0, 1, 1]), limit=1).tolist() == [1]
+    run = RunDir.create(tmp_path / "run", overwrite=False)
+    place = ReportPlace(run, "evaluations/other/")
+    place.save_figure("mistakes.png", mistakes_figure(np.zeros((3, 8, 8, 3), np.uint8), ["a", "b", "c"], title="t"))
+    assert "evaluations/other/mistakes.png" in run.manifest()
+    place.remove("mistakes.png")  # a later evaluation without mistakes: the old figure showed other weights
+    assert not (run.path / "evaluations/other/mistakes.png").exists()
+    assert "evaluations/other/mistakes.png" not in run.manifest()

@@ -27,7 +27,8 @@ def test_training_learns_and_writes_the_whole_run_directory(shapes_npz: Path, tm
     run = RunDir.open(tmp_path / "run")
     for name in ARTIFACTS:
         assert run.exists(name), name
-    assert set(run.manifest()) == set(ARTIFACTS) - {"manifest.json"}
+    mistakes = {"mistakes.png"} if result.metrics["accuracy"] < 1 else set()  # the test images it got wrong
+    assert set(run.manifest()) == set(ARTIFACTS) - {"manifest.json"} | mistakes
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5, 6]
     assert {"loss", "accuracy", "top2_accuracy", "val_loss", "val_accuracy", "lr", "time_s"} <= set(history[0])
