@@ -20,11 +20,13 @@ if TYPE_CHECKING:
 class ArrayData:
     """Images and their int64 labels [N]. `store` holds uint8 [M, 3, H, W] images: a tensor, or a decoded-image
     cache file read a batch at a time (data.cache.DiskImages); `rows` says which of them this data set is, in order
-    (None: all of them), so that splits and subsets are views that copy no pixels."""
+    (None: all of them), so that splits and subsets are views that copy no pixels. `store_names` names each
+    image of the store (its file, for folder sources), so that a report can say which file an image was."""
 
     store: torch.Tensor | DiskImages
     labels: torch.Tensor
     rows: torch.Tensor | None = None
+    store_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.store, torch.Tensor) and (self.store.dtype != torch.uint8 or self.store.ndim != 4
@@ -45,6 +47,12 @@ class ArrayData:
         """uint8 [len(index), 3, H, W] images at positions `index` of this data set, in memory."""
         return self.store[self.rows[index] if self.rows is not None else index]
 
+    def name(self, i: int) -> str | None:
+        """What image `i` of this data set is called (its file), if the store names its images."""
+        if self.store_names is None:
+            return None
+        return self.store_names[int(self.rows[i]) if self.rows is not None else i]
+
     def head(self, n: int) -> torch.Tensor:
         """The first `n` images (all, if fewer), in memory."""
         return self.batch(torch.arange(min(n, len(self))))
@@ -57,7 +65,8 @@ class ArrayData:
         return self.head(len(self))
 
     def subset(self, index: torch.Tensor) -> ArrayData:
-        return ArrayData(self.store, self.labels[index], self.rows[index] if self.rows is not None else index)
+        return ArrayData(self.store, self.labels[index], self.rows[index] if self.rows is not None else index,
+                         self.store_names)
 
     @classmethod
     def concat(cls, parts: list[ArrayData]) -> ArrayData:
@@ -67,8 +76,10 @@ class ArrayData:
         labels = torch.cat([p.labels for p in parts])
         if all(p.store is parts[0].store for p in parts):
             rows = [p.rows if p.rows is not None else torch.arange(len(p)) for p in parts]
-            return cls(parts[0].store, labels, torch.cat(rows))
-        return cls(torch.cat([p.images for p in parts]), labels)
+            return cls(parts[0].store, labels, torch.cat(rows), parts[0].store_names)
+        names = [[p.name(i) for i in range(len(p))] for p in parts] if all(p.store_names for p in parts) else None
+        return cls(torch.cat([p.images for p in parts]), labels,
+                   store_names=tuple(n for part in names for n in part) if names else None)
 
     @classmethod
     def from_numpy(cls, x: np.ndarray, y: np.ndarray, *, source: str) -> ArrayData:

@@ -270,6 +270,10 @@ def _decode_trees(trees: dict[str, tuple[Path, list[tuple[Path, int]]]], names: 
     skipped = [row for row in rows if isinstance(row, str)]
     if skipped and options.strict:
         raise CnnkitError(f"{len(skipped)} unusable file(s) (--strict): " + "; ".join(skipped))
+    file_of = [""] * int(store.shape[0])  # each stored image's file, for reports that point at images
+    for row, (path, _) in zip(rows, files):
+        if not isinstance(row, str):
+            file_of[row] = str(path)
     parts, start = {}, 0
     for key, (root, listed) in trees.items():
         mine = rows[start : start + len(listed)]
@@ -281,7 +285,7 @@ def _decode_trees(trees: dict[str, tuple[Path, list[tuple[Path, int]]]], names: 
             if (root / name).is_dir() and not any(lab == label for _, lab in good):
                 raise CnnkitError(f"{root / name}: class folder has no readable images")
         parts[key] = ArrayData(store, torch.tensor([lab for _, lab in good], dtype=torch.int64),
-                               torch.tensor([row for row, _ in good], dtype=torch.int64))
+                               torch.tensor([row for row, _ in good], dtype=torch.int64), tuple(file_of))
     return parts, skipped
 
 

@@ -79,15 +79,22 @@ def evaluate_model(
     wrong = confident_mistakes(probs, labels, limit=MISTAKES_SHOWN)
     if len(wrong):
         images = data.batch(torch.from_numpy(wrong)).permute(0, 2, 3, 1).numpy()
-        captions = [f"#{i}: {class_names[labels[i]]}\nsaid {class_names[probs[i].argmax()]} {probs[i].max():.0%}"
-                    for i in wrong]
-        title = f"The {len(wrong)} most confident mistakes of {int((probs.argmax(1) != labels).sum())}"
+        captions = [f"{_short(data.name(i)) or f'#{i}'}: {class_names[labels[i]]}\n"
+                    f"said {class_names[probs[i].argmax()]} {probs[i].max():.0%}" for i in wrong]
+        total = int((probs.argmax(1) != labels).sum())
+        title = (f"The {len(wrong)} most confident of {total} mistakes" if len(wrong) < total
+                 else f"All {total} mistakes, the most confident first")
         out.save_figure(names.MISTAKES_PNG, mistakes_figure(images, captions, title=title))
     else:
         out.remove(names.MISTAKES_PNG)
     if len(class_names) == 2:
         metrics["binary"] = _binary_report(out, probs, labels, class_names)
     return metrics
+
+
+def _short(path: str | None) -> str | None:
+    """A file's folder and name (its class folder, for folder sources): enough to find it, short enough to read."""
+    return "/".join(Path(path).parts[-2:]) if path else None
 
 
 def confident_mistakes(probs: np.ndarray, labels: np.ndarray, *, limit: int) -> np.ndarray:

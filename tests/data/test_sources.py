@@ -166,6 +166,10 @@ def test_a_validation_tree_beside_train_is_the_validation_split(tmp_path: Path, 
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (30, 9, 12)
     assert bundle.val_from == f"{val_dir}/" and not bundle.warnings
     assert torch.bincount(bundle.val.labels).tolist() == [3, 3, 3]
+    # each image knows its file (reports point at it), through splits and subsets
+    assert Path(bundle.test.name(0)).parent.parent == tmp_path / "test"
+    assert bundle.val.subset(torch.tensor([4])).name(0) == bundle.val.name(4)
+    assert Path(bundle.whole().name(30)).parent.parent == tmp_path / val_dir
 
 
 def test_folders_the_split_layout_leaves_out_are_warned_about(tmp_path: Path) -> None:
