@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit import __version__
 from cnnkit import artifacts as names
 from cnnkit.artifacts import INPUT_NAME, OUTPUT_NAME
 from cnnkit.config import ExportConfig
@@ -79,7 +81,8 @@ def export_run(config: ExportConfig) -> ExportResult:
         require_tensorflow()  # before minutes of work, not after
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    onnx_bytes = _to_onnx(serving, input_size=pre.input_size, opset=config.opset)
+    onnx_bytes = described(_to_onnx(serving, input_size=pre.input_size, opset=config.opset),
+                           classes=classifier.class_names, preprocess=pre)
     max_diff = check_parity(serving, onnx_bytes, input_size=pre.input_size)
     if not max_diff <= config.tolerance:
         raise CnnkitError(f"ONNX output differs from PyTorch by {max_diff:.3g} (> {config.tolerance:g}); "
@@ -145,6 +148,24 @@ def _to_onnx(model: nn.Module, *, input_size: int, opset: int) -> bytes:
     buffer = io.BytesIO()
     program.save(buffer)
     return global_pools(buffer.getvalue())
+
+
+def described(onnx_bytes: bytes, *, classes: list[str], preprocess: Preprocess) -> bytes:
+    """The model carrying what it takes and returns, for whoever gets the .onnx file alone (Netron, another
+    runtime, an app): a doc string, and metadata_props (ONNX Runtime: custom_metadata_map) with the class names in
+    output order and the preprocessing that is inside the graph."""
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    size = preprocess.input_size
+    model.doc_string = (f"Image classifier exported by cnnkit {__version__}. Input '{INPUT_NAME}': float32 "
+                        f"[N, {size}, {size}, 3], RGB, 0-255, resized to {size}x{size} ({preprocess.resize}, "
+                        f"{preprocess.interpolation}); normalisation is inside the graph. Output '{OUTPUT_NAME}': "
+                        f"float32 [N, {len(classes)}], softmax probabilities in the order of cnnkit.classes.")
+    onnx.helper.set_model_props(model, {p.key: p.value for p in model.metadata_props} | {
+        "cnnkit.classes": json.dumps(classes), "cnnkit.preprocess": json.dumps(preprocess.to_dict()),
+        "cnnkit.version": __version__})
+    return model.SerializeToString()
 
 
 def global_pools(onnx_bytes: bytes) -> bytes:

@@ -26,6 +26,12 @@ def test_export_matches_pytorch_with_a_dynamic_batch(exported_run: Path) -> None
         got = session.run(None, {"images": hwc})[0]
         np.testing.assert_allclose(got, expected[:n], atol=1e-5)
     assert json.loads((export / "classes.json").read_text()) == ["circle", "cross", "square"]
+    # the .onnx file alone says what it takes and returns (for Netron, other runtimes, apps)
+    meta = session.get_modelmeta()
+    assert json.loads(meta.custom_metadata_map["cnnkit.classes"]) == ["circle", "cross", "square"]
+    assert json.loads(meta.custom_metadata_map["cnnkit.preprocess"]) == json.loads(
+        (export / "preprocess.json").read_text())
+    assert "float32 [N, 32, 32, 3], RGB, 0-255" in meta.description
 
 
 def test_export_fails_loudly_when_parity_is_off(exported_run: Path, tmp_path: Path) -> None:
