@@ -11,6 +11,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from cnnkit import artifacts as names
+from cnnkit.config import TrainConfig
 from cnnkit.files import write_atomic
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.exports import export_status
@@ -75,7 +76,42 @@ def compare_runs(*, runs: list[Path], plot_path: Path | None = None) -> str:
     if plot_path is not None:
         figure = _curves(opened)
         write_atomic(plot_path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    return text_table(rows) + _notes(opened)
+    return text_table(rows) + _notes(opened) + _differences(opened)
+
+
+# Where a run was written and how the process ran: not what was trained, so not worth a line.
+NOT_SETTINGS = {"out", "project", "name", "exist_ok", "overwrite", "resume", "quiet", "created", "workers",
+                "cache_dir", "no_cache", "data_dir", "strict"}
+
+
+def _differences(runs: list[RunDir]) -> str:
+    """A table of the settings whose values differ between the runs (what to credit a difference in results to).
+    An option a run's cnnkit did not have yet counts as its default, the behaviour that run had."""
+    if len(runs) < 2:
+        return ""
+    defaults = _flat(TrainConfig(resume=True).to_dict())
+    settings = {run.path.name: defaults | _flat(run.read_json(names.CONFIG)) for run in runs}
+    keys = sorted({key for values in settings.values() for key in values} - NOT_SETTINGS)
+    rows = [{"setting": key, **{name: _setting(values.get(key)) for name, values in settings.items()}}
+            for key in keys if len({json.dumps(values.get(key)) for values in settings.values()}) > 1]
+    return "\n\nSettings that differ:\n" + text_table(rows) if rows else "\n\nNo setting differs between the runs."
+
+
+def _setting(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return _short(value) if isinstance(value, str) else value
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level: {"schedule": {"name": ...}} is {"schedule.name": ...}."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def _notes(runs: list[RunDir]) -> str:
