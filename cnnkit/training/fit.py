@@ -501,9 +501,11 @@ class Trainer:
             last, best = final.get("epoch"), self.best.best_epoch
             # After early stopping or a best epoch before the last, the saved weights are not the last epoch's: both
             # lines say which epoch they describe, so that the two accuracies are not read as one model's.
-            weights = f" (epoch {best}'s weights: the best {self.best.monitor})" if best and best != last else ""
+            weights = f"; epoch {best}'s weights: the best {self.best.monitor}" if best and best != last else ""
             if "accuracy" in metrics:
-                self.log(f"Test accuracy: {metrics['accuracy']:.3f} on {metrics['num_samples']} images{weights}")
+                low, high = metrics["accuracy_ci95"]
+                self.log(f"Test accuracy: {metrics['accuracy']:.3f} on {metrics['num_samples']} images (95% interval "
+                         f"{low:.3f}-{high:.3f}{weights})")
             if final:
                 self.log(f"Training accuracy: {final['accuracy']:.3f}" + (f" (epoch {last}, measured while it trained)"
                                                                           if weights else ""))

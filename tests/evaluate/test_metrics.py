@@ -35,3 +35,16 @@ def test_the_most_confused_pairs_are_the_largest_off_diagonal_cells() -> None:
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     table = format_table(classification_metrics(probs, np.array([0, 0, 1]), class_names=["a", "b"], top_k=None))
     assert "Most confused (true -> predicted): a -> b 1, b -> a 1" in table
+
+
+def test_accuracy_comes_with_its_95_percent_interval() -> None:
+    """12 test images at 4 right say little (0.14-0.61); 10,000 at 70.66% pin it within a point."""
+    from cnnkit.evaluate.metrics import wilson_interval
+
+    assert wilson_interval(4, 12) == pytest.approx((0.1381, 0.6094), abs=1e-4)
+    assert wilson_interval(7066, 10000) == pytest.approx((0.6976, 0.7154), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0) and wilson_interval(10, 10)[1] == 1.0
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    metrics = classification_metrics(probs, np.array([0, 1, 1, 1]), class_names=["a", "b"], top_k=None)
+    assert metrics["accuracy"] == 0.75 and metrics["accuracy_ci95"] == pytest.approx(wilson_interval(3, 4))
+    assert "Accuracy: 0.7500 (95% interval 0.3006-0.9544)" in format_table(metrics)

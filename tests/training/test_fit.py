@@ -91,7 +91,7 @@ def test_early_stopping_stops_and_keeps_the_best_weights(shapes_npz: Path, tmp_p
     assert len(result.history) == best + 2
     # The closing lines say which epoch each accuracy belongs to: the test's is the best epoch's weights.
     printed = capsys.readouterr().out
-    assert f"images (epoch {best}'s weights: the best val_accuracy)" in printed
+    assert f"; epoch {best}'s weights: the best val_accuracy)" in printed
     assert f"(epoch {best + 2}, measured while it trained)" in printed
     run = RunDir.open(tmp_path / "run")
     best_weights, meta = run.read_tensors("model.safetensors")
