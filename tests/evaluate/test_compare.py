@@ -13,11 +13,13 @@ def test_compare_two_tiny_runs(shapes_npz: Path, tmp_path: Path) -> None:
     table = compare_runs(runs=[tmp_path / "simple", tmp_path / "lenet"], plot_path=tmp_path / "curves.png")
     lines = table.splitlines()
     assert lines[0].split() == ["run", "model", "params", "trainable", "epochs", "wall_s", "kept_epoch", "val_acc",
-                                "test_top1", "test_top2"]
+                                "test_top1", "top1_ci95", "test_top2"]
     simple, lenet = lines[2].split(), lines[3].split()
     assert simple[:5] == ["simple", "simple-cnn", "122,115", "122,115", "2"]  # parameters with 3 classes
     assert lenet[:5] == ["lenet", "lenet5", "61,411", "61,411", "2"]
-    assert all(0.0 <= float(v) <= 1.0 for v in simple[7:] + lenet[7:])
+    assert all(0.0 <= float(v) <= 1.0 for v in simple[7:9] + simple[10:] + lenet[7:9] + lenet[10:])
+    low, high = (float(v) for v in simple[9].split("-"))
+    assert low <= float(simple[8]) <= high  # the test accuracy within its 95% interval
     history = json.loads((tmp_path / "simple" / "history.json").read_text())
     kept = json.loads((tmp_path / "simple" / "metrics.json").read_text())["best_epoch"]
     assert simple[6] == str(kept)  # the val_acc of the epoch whose weights were tested
