@@ -23,6 +23,7 @@ LEARNING_CURVES = "learning_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_JSON = "confusion_matrix.json"
 MISTAKES_PNG = "mistakes.png"
+PREDICTIONS = "predictions.csv"  # per evaluated image: its label, the prediction and its probability
 ROC_PR = "roc_pr.png"
 THRESHOLD = "threshold.json"
 EVALUATIONS_DIR = "evaluations"  # RUN/evaluations/NAME/: `cnnkit evaluate RUN --data OTHER` results

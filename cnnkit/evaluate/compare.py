@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from collections.abc import Callable
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from scipy.stats import binomtest
 
 from cnnkit import artifacts as names
 from cnnkit.config import TrainConfig
@@ -78,7 +81,46 @@ def compare_runs(*, runs: list[Path], plot_path: Path | None = None) -> str:
     if plot_path is not None:
         figure = _curves(opened)
         write_atomic(plot_path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    return text_table(rows) + _notes(opened) + _differences(opened)
+    return text_table(rows) + _notes(opened) + _paired(opened) + _differences(opened)
+
+
+def _paired(runs: list[RunDir]) -> str:
+    """McNemar's exact test of each run against the first, image by image on the test set they share (same images,
+    same order: equal data.json test fingerprints): only the images one run gets right and the other wrong tell
+    them apart, and a difference of a few such images is chance."""
+    if len(runs) < 2 or not _same_test_images(runs):
+        return ""
+    correct = {run.path.name: _correct(run) for run in runs}
+    first, base = runs[0].path.name, correct[runs[0].path.name]
+    if base is None:
+        return ""
+    lines = []
+    for name, other in list(correct.items())[1:]:
+        if other is None or len(other) != len(base):
+            continue
+        gained, lost = sum(o and not b for o, b in zip(other, base)), sum(b and not o for o, b in zip(other, base))
+        p = binomtest(min(gained, lost), gained + lost).pvalue if gained + lost else 1.0
+        verdict = ("the two models differ" if p < 0.05 else "no evidence that the two models differ") + \
+            f" (McNemar p = {p:.3g})"
+        lines.append(f"{name}: right where {first} was wrong on {gained}, wrong where it was right on {lost}: "
+                     f"{verdict}")
+    if not lines:
+        return ""
+    return (f"\n\nPaired on the same {len(base):,} test images:\n" + "\n".join(lines) + "\n(This compares the "
+            "trained models; two recipes compare over several --seed values each: seeds alone move accuracy.)")
+
+
+def _same_test_images(runs: list[RunDir]) -> bool:
+    tests = [run.read_json(names.DATA_SPLITS).get("test") if run.exists(names.DATA_SPLITS) else None for run in runs]
+    return all(tests) and len({json.dumps(t, sort_keys=True) for t in tests}) == 1
+
+
+def _correct(run: RunDir) -> list[bool] | None:
+    """Per test image, whether the run's kept weights got it right (its predictions.csv), or None without one."""
+    if not run.exists(names.PREDICTIONS):
+        return None
+    rows = csv.DictReader(io.StringIO(run.read_verified(names.PREDICTIONS).decode()))
+    return [row["correct"] == "1" for row in rows]
 
 
 # Where a run was written and how the process ran: not what was trained, so not worth a line.

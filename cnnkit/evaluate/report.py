@@ -52,6 +52,9 @@ class ReportPlace:
     def save_figure(self, name: str, figure: Any) -> None:
         self.run.save_figure(self.folder + name, figure)
 
+    def write_csv(self, name: str, rows: list[dict[str, Any]]) -> None:
+        self.run.write_csv(self.folder + name, rows)
+
     def remove(self, name: str) -> None:
         """Take out what an earlier evaluation wrote and this one has nothing for: it would describe other weights."""
         (self.run.path / (self.folder + name)).unlink(missing_ok=True)
@@ -76,6 +79,7 @@ def evaluate_model(
     metrics = classification_metrics(probs, labels, class_names=class_names, top_k=top_k)
     out.write_json(names.CONFUSION_JSON, {"classes": class_names, "matrix": metrics["confusion_matrix"]})
     out.save_figure(names.CONFUSION_PNG, confusion_matrix_figure(metrics["confusion_matrix"], class_names))
+    out.write_csv(names.PREDICTIONS, prediction_rows(probs, labels, class_names=class_names, data=data))
     wrong = confident_mistakes(probs, labels, limit=MISTAKES_SHOWN)
     if len(wrong):
         images = data.batch(torch.from_numpy(wrong)).permute(0, 2, 3, 1).numpy()
@@ -90,6 +94,18 @@ def evaluate_model(
     if len(class_names) == 2:
         metrics["binary"] = _binary_report(out, probs, labels, class_names)
     return metrics
+
+
+def prediction_rows(probs: np.ndarray, labels: np.ndarray, *, class_names: list[str],
+                    data: ArrayData) -> list[dict[str, Any]]:
+    """One row per evaluated image, in order: what it is, what the model said and how sure it was; for looking
+    into errors, and for `cnnkit compare` to pair two runs' answers on the same test images."""
+    finite, bad = finite_probabilities(probs)
+    predicted = finite.argmax(axis=1)
+    return [{"index": i, "file": data.name(i) or "", "label": class_names[labels[i]],
+             "predicted": "" if bad[i] else class_names[predicted[i]],
+             "probability": "" if bad[i] else round(float(finite[i, predicted[i]]), 6),
+             "correct": int(not bad[i] and predicted[i] == labels[i])} for i in range(len(labels))]
 
 
 def _short(path: str | None) -> str | None:

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 from cnnkit.config import TrainConfig
@@ -26,6 +27,13 @@ def test_compare_two_tiny_runs(shapes_npz: Path, tmp_path: Path) -> None:
     assert simple[7] == f"{history[kept - 1]['val_accuracy']:.4f}"
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     assert "Note:" not in table  # the same test images
+    # paired on the same 60 test images: the images one run gets right and the other wrong
+    paired = table.split("Paired on the same 60 test images:\n")[1].splitlines()[0]
+    gained, lost = (int(n) for n in re.findall(r"on (\d+)", paired))
+    lenet_acc, simple_acc = (json.loads((tmp_path / r / "metrics.json").read_text())["accuracy"]
+                             for r in ("lenet", "simple"))
+    assert paired.startswith("lenet: right where simple was wrong on") and "McNemar p = " in paired
+    assert gained - lost == round((lenet_acc - simple_acc) * 60)
     # what differs between the two runs, to credit the difference in results to: model and augmentation only
     settings = table.split("Settings that differ:\n")[1].splitlines()
     assert settings[0].split() == ["setting", "simple", "lenet"]

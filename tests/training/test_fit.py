@@ -13,7 +13,7 @@ from cnnkit.training.fit import train
 
 ARTIFACTS = ["config.json", "classes.json", "preprocess.json", "data.json", "model.safetensors", "last.safetensors",
              "checkpoint.safetensors", "history.json", "history.csv", "metrics.json", "learning_curves.png",
-             "confusion_matrix.png", "confusion_matrix.json", "manifest.json"]
+             "confusion_matrix.png", "confusion_matrix.json", "predictions.csv", "manifest.json"]
 
 
 def small_config(data: Path, out: Path, **changes: object) -> TrainConfig:
@@ -37,6 +37,9 @@ def test_training_learns_and_writes_the_whole_run_directory(shapes_npz: Path, tm
     assert result.metrics["accuracy"] > 0.6
     assert result.metrics["num_samples"] == 60
     assert json.loads((tmp_path / "run" / "preprocess.json").read_text())["input_size"] == 32
+    rows = (tmp_path / "run" / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "index,file,label,predicted,probability,correct" and len(rows) == 1 + 60
+    assert sum(row.endswith(",1") for row in rows[1:]) == round(result.metrics["accuracy"] * 60)
 
 
 def test_existing_run_needs_overwrite(shapes_npz: Path, tmp_path: Path) -> None:
