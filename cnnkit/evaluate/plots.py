@@ -8,14 +8,20 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
-def learning_curves(history: list[dict[str, Any]], *, title: str = "") -> Figure:
-    """Loss and accuracy per epoch, training against validation."""
+def learning_curves(history: list[dict[str, Any]], *, title: str = "", kept_epoch: int | None = None) -> Figure:
+    """Loss and accuracy per epoch, training against validation; a line at `kept_epoch`, the epoch whose weights
+    were kept (and tested), and where fine-tuning began."""
     figure = Figure(figsize=(10, 4))
     epochs = [row["epoch"] for row in history]
+    finetune = next((row["epoch"] for row in history if row.get("phase") == "finetune"), None)
     for ax, key in zip(figure.subplots(1, 2), ("loss", "accuracy")):
         ax.plot(epochs, [row.get(key) for row in history], marker="o", label=f"train {key}")
         if history and f"val_{key}" in history[0]:
             ax.plot(epochs, [row.get(f"val_{key}") for row in history], marker="o", label=f"val {key}")
+        if kept_epoch:
+            ax.axvline(kept_epoch, color="grey", linestyle="--", linewidth=1, label=f"kept: epoch {kept_epoch}")
+        if finetune:
+            ax.axvline(finetune - 0.5, color="tab:green", linestyle=":", linewidth=1, label="fine-tuning")
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)

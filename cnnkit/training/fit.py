@@ -497,7 +497,8 @@ class Trainer:
                                           preprocess=self.preprocess, top_k=self.top_k, batch_size=self.eval_batch,
                                           settings=replace(self.step.settings, precision="fp32"))
             run.write_json(names.METRICS, metrics)
-            run.save_figure(names.LEARNING_CURVES, learning_curves(self.history, title=config.model))
+            run.save_figure(names.LEARNING_CURVES, learning_curves(self.history, title=config.model,
+                                                                   kept_epoch=self.best.best_epoch or None))
             last, best = final.get("epoch"), self.best.best_epoch
             # After early stopping or a best epoch before the last, the saved weights are not the last epoch's: both
             # lines say which epoch they describe, so that the two accuracies are not read as one model's.

@@ -48,3 +48,14 @@ def test_accuracy_comes_with_its_95_percent_interval() -> None:
     metrics = classification_metrics(probs, np.array([0, 1, 1, 1]), class_names=["a", "b"], top_k=None)
     assert metrics["accuracy"] == 0.75 and metrics["accuracy_ci95"] == pytest.approx(wilson_interval(3, 4))
     assert "Accuracy: 0.7500 (95% interval 0.3006-0.9544)" in format_table(metrics)
+
+
+def test_learning_curves_mark_the_kept_epoch_and_the_start_of_fine_tuning() -> None:
+    from cnnkit.evaluate.plots import learning_curves
+
+    history = [{"epoch": e, "phase": "head" if e < 3 else "finetune", "loss": 1 / e, "accuracy": e / 4,
+                "val_loss": 1 / e, "val_accuracy": e / 5} for e in (1, 2, 3, 4)]
+    figure = learning_curves(history, kept_epoch=2)
+    for ax in figure.axes:
+        marks = {line.get_label(): line.get_xdata()[0] for line in ax.get_lines()}
+        assert marks["kept: epoch 2"] == 2 and marks["fine-tuning"] == 2.5

@@ -88,7 +88,8 @@ def test_local_weights_file_loads_strictly_except_the_head(tmp_path: Path) -> No
     source = timm.create_model("resnet18", num_classes=1000)
     save_file(source.state_dict(), tmp_path / "r18.safetensors")
     torch.save(source.state_dict(), tmp_path / "r18.pth")
-    for name in ("r18.safetensors", "r18.pth"):
+    (tmp_path / "renamed.bin").write_bytes((tmp_path / "r18.safetensors").read_bytes())  # read by content
+    for name in ("r18.safetensors", "r18.pth", "renamed.bin"):
         model, info = build_network(NetworkConfig("timm/resnet18", 5, 64, weights=tmp_path / name), load_weights=True)
         assert torch.equal(model.conv1.weight, source.conv1.weight)
         assert model.fc.out_features == 5 and info is not None and info.source.endswith(name)
