@@ -87,16 +87,7 @@ def train_one_epoch(
             x = settings.prepare(step.preprocess.standardize(x))
         optimizer.zero_grad(set_to_none=True)
         logits, loss = _backward(model, x, labels, step=step, scale=ctx.world_size / batch.global_size)
-        if step.clip_grad_norm:
-            if step.scaler is not None:
-                step.scaler.unscale_(optimizer)  # the norm of the true gradients, not of the scaled ones
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, step.clip_grad_norm)
-        if step.scaler is None:
-            optimizer.step()
-        else:  # unscales the gradients, and skips the step if they overflowed
-            step.scaler.step(optimizer)
-            step.scaler.update()
+        _optimizer_step(optimizer, step)
         after_batch()
         totals.add(logits, labels, loss)
         bar.update(1)
@@ -105,6 +96,21 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['accuracy']:.3f}")
     bar.close()
     return totals.result(ctx)
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, step: StepConfig) -> None:
+    """Clip the gradients if asked (their true norm: fp16's loss scale is taken out first), then step. Under fp16 a
+    step whose gradients overflowed is skipped, and the scale backs off."""
+    if step.clip_grad_norm:
+        if step.scaler is not None:
+            step.scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, step.clip_grad_norm)
+    if step.scaler is None:
+        optimizer.step()
+    else:
+        step.scaler.step(optimizer)
+        step.scaler.update()
 
 
 def _backward(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, step: StepConfig,
