@@ -187,7 +187,8 @@ def folder(arg: str | None, options: SourceOptions) -> DataBundle:
 def _split_trees(root: Path, options: SourceOptions) -> DataBundle:
     """ROOT/train/CLASS/ with ROOT/test/ and a validation tree (val/, valid/ or validation/, as Keras tutorials and
     data set exports name it) beside it. Their classes are train/'s: a class folder elsewhere that train/ lacks, or a
-    folder beside the splits, is left out with a warning (a model cannot be scored on a class it never saw)."""
+    folder beside the splits, is left out with a warning (a model cannot be scored on a class it never saw); one
+    that val/ or test/ lacks is a class without validation or test images (data.checks warns)."""
     names = _class_dirs(root / "train")
     found = [name for name in VAL_DIRS if (root / name).is_dir()]
     if len(found) > 1:
@@ -199,7 +200,8 @@ def _split_trees(root: Path, options: SourceOptions) -> DataBundle:
     trees = {}
     for split, folder in layout.items():
         if (root / folder).is_dir():
-            trees[split] = (root / folder, _list_tree(root / folder, names))
+            # A class folder missing from val/ or test/ (a rare class) is data.checks' warning, not an error.
+            trees[split] = (root / folder, _list_tree(root / folder, names, every_class=split == "train"))
             warnings += [f"{root / folder / extra}: class {extra!r} is not in {root / 'train'} "
                          f"({_count_files(root / folder / extra)} files), left out of the {split} split"
                          for extra in _class_dirs(root / folder, at_least=0) if extra not in names]

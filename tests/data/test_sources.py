@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers import CLASSES, write_tree
 
+from cnnkit.data.checks import check_data
 from cnnkit.data.cifar10 import download_cifar10, find_or_download_cifar10
 from cnnkit.data.datasets import ArrayData, stratified_split
 from cnnkit.data.preprocess import Preprocess
@@ -185,6 +186,11 @@ def test_folders_the_split_layout_leaves_out_are_warned_about(tmp_path: Path) ->
     assert bundle.warnings == [f"{tmp_path / 'extra'}: not a split folder (train/, test/), left out",
                                f"{tmp_path / 'test' / 'horse'}: class 'horse' is not in {tmp_path / 'train'} "
                                "(2 files), left out of the test split"]
+    shutil.rmtree(tmp_path / "test" / CLASSES[1])  # a class the test split lacks: its metrics are not measured
+    bundle = load_data(f"folder:{tmp_path}", options=SourceOptions(preprocess=PRE32))
+    assert torch.bincount(bundle.test.labels, minlength=3).tolist() == [2, 0, 2]
+    assert f"class {CLASSES[1]!r} has no test images: its test metrics cannot be measured, and test accuracy says " \
+           "nothing about it" in check_data(bundle).warnings
     write_tree(tmp_path / "val", 1, seed=5)
     write_tree(tmp_path / "validation", 1, seed=6)
     with pytest.raises(CnnkitError, match="both val/ and validation/"):
