@@ -139,14 +139,21 @@ def _read_npz(path: Path) -> tuple[ArrayData, list[str] | None]:
     data = _load_npz(path)
     if "x" not in data or "y" not in data:
         raise CnnkitError(f"{path}: expected arrays 'x' and 'y', found {sorted(data)}")
-    names = [str(n) for n in data["class_names"]] if "class_names" in data else None
-    return ArrayData.from_numpy(data["x"], data["y"], source=str(path)), names
+    return ArrayData.from_numpy(data["x"], data["y"], source=str(path)), _names(data, "y")
+
+
+def _names(data: dict[str, np.ndarray], labels: str) -> list[str] | None:
+    """The file's class_names; else, for one-hot labels, their columns' indices (a class no image has still counts)."""
+    if "class_names" in data:
+        return [str(n) for n in data["class_names"]]
+    y = data[labels]
+    return [str(i) for i in range(y.shape[1])] if y.ndim == 2 and y.shape[1] > 1 else None
 
 
 def _read_npz_splits(path: Path) -> tuple[ArrayData, list[str] | None, ArrayData | None, ArrayData | None]:
     """(train, class names, val, test) of one .npz file."""
     data = _load_npz(path)
-    names = [str(n) for n in data["class_names"]] if "class_names" in data else None
+    names = _names(data, "y_train") if "y_train" in data else None
     if "x_train" not in data:
         train, names = _read_npz(path)
         return train, names, None, None

@@ -67,6 +67,8 @@ def test_one_hot_and_whole_number_float_labels_are_class_indices(tmp_path: Path)
         np.savez(tmp_path / "labels.npz", x=x, y=y)
         bundle = load_data(f"npz:{tmp_path / 'labels.npz'}", options=SourceOptions())
         assert bundle.train.labels.tolist() == indices.tolist() and bundle.num_classes == 3
+    np.savez(tmp_path / "labels.npz", x=x, y=np.eye(4)[indices])  # one-hot over 4 classes, the last without images
+    assert load_data(f"npz:{tmp_path / 'labels.npz'}", options=SourceOptions()).class_names == ["0", "1", "2", "3"]
 
 
 def test_folder_with_train_and_test_subtrees(shapes_tree: Path) -> None:
