@@ -21,7 +21,7 @@ demo: install
 	$(VENV)/bin/cnnkit train cifar10 $(if $(CIFAR10_DIR),--data-dir $(CIFAR10_DIR)) --model simple-cnn \
 		--epochs 10 --batch-size 64 --lr 1e-3 --out $(DEMO_RUN) --overwrite
 	$(VENV)/bin/cnnkit evaluate $(DEMO_RUN)
-	@echo "Results: $(DEMO_RUN)/ (metrics.json, learning_curves.png, confusion_matrix.png, model.safetensors)"
+	@echo "Results: $(DEMO_RUN)/ (metrics.json, learning_curves.png, confusion_matrix.png, mistakes.png, model.safetensors)"
 
 test: install
 	$(PY) -m pytest -q
