@@ -37,6 +37,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.files import DISK_FULL
 
 FORMAT = 1
+ROOM_HINT = "`cnnkit cache --prune` removes stale entries; or give --cache-dir on another disk, or --no-cache"
 IMAGES = "images.u8"
 META = "meta.json"
 # Entries up to this size are read into memory whole (one sequential read, then batches cost what in-memory data
@@ -186,8 +187,7 @@ def _build(entry: Path, stats: list[list[object]], files: list[tuple[Path, int]]
         # The images file is made sparse at its full size, so without this a full disk would show only after
         # decoding up to that point.
         raise CnnkitError(f"{len(files)} decoded images need {needed / 2**20:,.1f} MiB in the image cache "
-                          f"{entry.parent}, which has {free / 2**20:,.1f} MiB free: `cnnkit cache --prune` removes "
-                          "stale entries; or give --cache-dir on another disk, or --no-cache")
+                          f"{entry.parent}, which has {free / 2**20:,.1f} MiB free: {ROOM_HINT}")
     source, reuse = _reusable(previous, stats, size)
     temp = entry.parent / f".{key}.{os.getpid()}.tmp"
     shutil.rmtree(temp, ignore_errors=True)
@@ -241,8 +241,7 @@ def _build(entry: Path, stats: list[list[object]], files: list[tuple[Path, int]]
         shutil.rmtree(temp, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno in DISK_FULL:  # the disk filled up meanwhile
             raise CnnkitError(f"no space left in the image cache {entry.parent} while decoding {len(files)} images: "
-                              "`cnnkit cache --prune` removes stale entries; or give --cache-dir on another disk, "
-                              "or --no-cache") from exc
+                              f"{ROOM_HINT}") from exc
         raise
     finally:
         os.close(fd)

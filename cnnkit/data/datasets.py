@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,8 +65,7 @@ class ArrayData:
         return self.head(len(self))
 
     def subset(self, index: torch.Tensor) -> ArrayData:
-        return ArrayData(self.store, self.labels[index], self.rows[index] if self.rows is not None else index,
-                         self.store_names)
+        return replace(self, labels=self.labels[index], rows=self.rows[index] if self.rows is not None else index)
 
     @classmethod
     def concat(cls, parts: list[ArrayData]) -> ArrayData:
@@ -131,8 +130,7 @@ def in_classes(data: ArrayData, classes: list[str], model_classes: list[str], *,
                           "unknown to it)")
     if classes == model_classes:
         return data
-    return ArrayData(data.store, torch.tensor([model_classes.index(name) for name in classes])[data.labels],
-                     data.rows)
+    return replace(data, labels=torch.tensor([model_classes.index(name) for name in classes])[data.labels])
 
 
 @dataclass

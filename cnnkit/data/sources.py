@@ -136,7 +136,10 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_npz(path: Path) -> tuple[ArrayData, list[str] | None]:
-    data = _load_npz(path)
+    return _from_xy(_load_npz(path), path)
+
+
+def _from_xy(data: dict[str, np.ndarray], path: Path) -> tuple[ArrayData, list[str] | None]:
     if "x" not in data or "y" not in data:
         raise CnnkitError(f"{path}: expected arrays 'x' and 'y', found {sorted(data)}")
     return ArrayData.from_numpy(data["x"], data["y"], source=str(path)), _names(data, "y")
@@ -153,9 +156,8 @@ def _names(data: dict[str, np.ndarray], labels: str) -> list[str] | None:
 def _read_npz_splits(path: Path) -> tuple[ArrayData, list[str] | None, ArrayData | None, ArrayData | None]:
     """(train, class names, val, test) of one .npz file."""
     data = _load_npz(path)
-    names = _names(data, "y_train") if "y_train" in data else None
     if "x_train" not in data:
-        train, names = _read_npz(path)
+        train, names = _from_xy(data, path)
         return train, names, None, None
     splits = {}
     for split in ("train", "val", "test"):
@@ -163,7 +165,7 @@ def _read_npz_splits(path: Path) -> tuple[ArrayData, list[str] | None, ArrayData
         if (x in data) != (y in data):
             raise CnnkitError(f"{path}: {x if x in data else y} without {y if x in data else x}")
         splits[split] = ArrayData.from_numpy(data[x], data[y], source=f"{path} ({split})") if x in data else None
-    return splits["train"], names, splits["val"], splits["test"]
+    return splits["train"], _names(data, "y_train"), splits["val"], splits["test"]
 
 
 @register_source("folder")
@@ -283,6 +285,7 @@ def _decode_trees(trees: dict[str, tuple[Path, list[tuple[Path, int]]]], names: 
     for row, (path, _) in zip(rows, files):
         if not isinstance(row, str):
             file_of[row] = str(path)
+    store_names = tuple(file_of)
     parts, start = {}, 0
     for key, (root, listed) in trees.items():
         mine = rows[start : start + len(listed)]
@@ -294,7 +297,7 @@ def _decode_trees(trees: dict[str, tuple[Path, list[tuple[Path, int]]]], names: 
             if (root / name).is_dir() and not any(lab == label for _, lab in good):
                 raise CnnkitError(f"{root / name}: class folder has no readable images")
         parts[key] = ArrayData(store, torch.tensor([lab for _, lab in good], dtype=torch.int64),
-                               torch.tensor([row for row, _ in good], dtype=torch.int64), tuple(file_of))
+                               torch.tensor([row for row, _ in good], dtype=torch.int64), store_names)
     return parts, skipped
 
 

