@@ -6,6 +6,7 @@
     clf.predict("cat.jpg")                         # one Prediction; a list (or a batch array) gives a list
     clf.evaluate("folder:other")                   # the metrics `cnnkit evaluate` prints
     cnnkit.export(run.run_dir)                     # RUN/export/model.onnx, checked against PyTorch
+    cnnkit.lr_find("cifar10").suggestion           # the learning-rate range test: a suggested lr
     cnnkit.serve([run.run_dir], port=8501)         # TensorFlow Serving REST API
 
 Errors are `cnnkit.CnnkitError` with one clear message, the same ones the CLI prints.
@@ -54,6 +55,18 @@ def train(data: str = "", *, recipe: str | None = None, resume: str | Path | Non
             raise CnnkitError("resume takes the run's own data and settings; give no data or recipe")
         return fit(resume_config(Path(resume), **options))
     return fit(train_config(data, recipe=recipe, **options))
+
+
+def lr_find(data: str, *, recipe: str | None = None, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 300,
+            plot: str | Path = "lr_find.png", **options: Any) -> Any:
+    """The learning-rate range test (`cnnkit lr-find`): an LRFinding with each step's learning rate and smoothed
+    loss, and `suggestion` (None, with `reason`, when the curve cannot be trusted). `options`: `cnnkit train` flags
+    as keywords (model, batch_size, optimizer...); nothing but the `plot` PNG is written."""
+    from cnnkit.config import LRFindConfig
+    from cnnkit.training.lr_find import lr_find as sweep
+
+    finder = LRFindConfig(start_lr=start_lr, end_lr=end_lr, steps=steps, plot=Path(plot))
+    return sweep(train_config(data, recipe=recipe, **options), finder)
 
 
 def load(path: str | Path, *, device: str = "auto", backend: Literal["auto", "torch", "onnx"] = "auto") -> Classifier:

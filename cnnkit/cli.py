@@ -26,6 +26,7 @@ from cnnkit.config import (
     EvaluateConfig,
     ExplainConfig,
     ExportConfig,
+    LRFindConfig,
     PhishingCheckConfig,
     PredictConfig,
     PreviewConfig,
@@ -87,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Train, evaluate, export and serve CNN image classifiers.")
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_models, _add_summary, _add_train, _add_evaluate, _add_predict, _add_compare, _add_runs,
-                _add_augment_preview, _add_cache, _add_export, _add_serve, _add_explain, _add_capture, _add_demo,
-                _add_phishing):
+    for add in (_add_models, _add_summary, _add_train, _add_lr_find, _add_evaluate, _add_predict, _add_compare,
+                _add_runs, _add_augment_preview, _add_cache, _add_export, _add_serve, _add_explain, _add_capture,
+                _add_demo, _add_phishing):
         add(commands)
     return parser
 
@@ -154,6 +155,29 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset; the flags you type win over it")
     sub.add_argument("--nproc", type=int, default=1,
                      help="data-parallel processes on this machine (launches torchrun); see README for multi-node")
+
+
+# Where a run directory would go, and resuming one: no part of the range test, which writes only its plot.
+NOT_SWEPT = ("out", "project", "name", "exist_ok", "overwrite", "resume")
+
+
+def _add_lr_find(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "lr-find", _run_lr_find, "learning-rate range test: the loss over a sweep of learning "
+                   "rates, and a suggested --lr")
+    sub.add_argument("data", help="cifar10 | folder:PATH | npz:PATH")
+    add_arguments(sub, TrainConfig, skip=NOT_SWEPT)
+    add_arguments(sub, LRFindConfig)
+    sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset; the flags you type win over it")
+
+
+def _run_lr_find(args: argparse.Namespace) -> int:
+    from cnnkit.training.lr_find import lr_find
+
+    finder = from_keywords(LRFindConfig, typed_values(args, LRFindConfig))
+    finding = lr_find(train_config(args.data, recipe=args.recipe, **typed_values(args, TrainConfig)), finder)
+    print(finding.describe())
+    print(f"Loss against learning rate ({len(finding.lrs)} steps, {finding.phase} phase): {finder.plot}")
+    return 0
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -78,6 +78,11 @@ class TrainConfig:
                                 "capture size and encoding cannot become features")
     top_k: int = option(3, low=1, help="also report top-k accuracy (dropped when k >= the number of classes)")
     augment: str = option("none", help="none | standard | screenshot | a spec like flip,rotate=0.1,zoom=0.1")
+    mixup: float = option(0.0, low=0, high=10, help="MixUp: blend each training image with another, and their labels, "
+                          "by a weight drawn from Beta(a, a) per batch (0: off; 0.2-0.4 is usual)")
+    cutmix: float = option(0.0, low=0, high=10, help="CutMix: paste a box of another training image, labels "
+                           "weighted by area drawn from Beta(a, a) (0: off; 1.0 is usual); with --mixup: one of the "
+                           "two per batch")
     pretrained: bool = option(False, help="start from ImageNet weights")
     weights: Path | None = option(None, help="pretrained weights file (.safetensors or a .pth state dict)")
     freeze_base: bool = option(False, help="train a new head on the frozen pretrained base")
@@ -222,6 +227,23 @@ class EvaluateConfig:
         check(self)
         if self.calibration_data is not None and self.target_fpr is None:
             raise CnnkitError("--calibration-data is for choosing a threshold: give --target-fpr too")
+
+
+@dataclass(frozen=True)
+class LRFindConfig:
+    """The learning-rate range test's own settings (`cnnkit lr-find`); the training settings are a TrainConfig."""
+
+    start_lr: float = option(1e-7, low=1e-12, help="the sweep's first learning rate")
+    end_lr: float = option(10.0, low=1e-12, help="the sweep's last learning rate (it stops earlier if the loss "
+                           "diverges)")
+    steps: int = option(300, low=20, high=100_000, help="training steps of the sweep, one batch each, the learning "
+                        "rate growing geometrically (a network trained from scratch needs a few hundred)")
+    plot: Path = option(Path("lr_find.png"), help="PNG of the loss against the learning rate")
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.end_lr <= self.start_lr:
+            raise CnnkitError(f"--end-lr {self.end_lr:g} must be above --start-lr {self.start_lr:g}")
 
 
 @dataclass(frozen=True)

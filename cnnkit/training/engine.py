@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from cnnkit.data.datasets import ArrayData
 from cnnkit.data.loader import Batch, iterate
+from cnnkit.data.mixing import Mixer
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.runtime.engine import StepSettings, Totals
 from cnnkit.runtime.parallel import SINGLE_PROCESS, DistContext
@@ -32,6 +33,7 @@ class StepConfig:
     settings: StepSettings
     label_smoothing: float = 0.0
     augment: Augment | None = None
+    mix: Mixer | None = None  # MixUp/CutMix: after augmentation, soft targets
     top_k: int | None = None
     ctx: DistContext = SINGLE_PROCESS
     show_progress: bool = True
@@ -65,7 +67,8 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """Train over `batches` (this rank's indices into `data`); return loss, accuracy and top-k accuracy.
 
-    `data` is images, or a frozen base's cached features (then `model` is the head alone)."""
+    `data` is images, or a frozen base's cached features (then `model` is the head alone). Under MixUp/CutMix the
+    loss is against the blended targets and the accuracies against each image's larger share."""
     settings, ctx = step.settings, step.ctx
     model.train()
     totals = Totals(settings.device, step.top_k)
@@ -78,15 +81,19 @@ def train_one_epoch(
     else:
         loaded = iterate(data, [b.index for b in batches], device=settings.device)
     for index, (batch, (inputs, labels)) in enumerate(zip(batches, loaded), start=1):
+        targets = labels
         if isinstance(data, Features):
             x = inputs
         else:
             x = step.preprocess.to_unit(inputs)
             if step.augment is not None:
                 x = step.augment(x, generator)
+            if step.mix is not None:
+                mixed = step.mix(x, labels, generator)
+                x, targets, labels = mixed.images, mixed.targets, mixed.labels
             x = settings.prepare(step.preprocess.standardize(x))
         optimizer.zero_grad(set_to_none=True)
-        logits, loss = _backward(model, x, labels, step=step, scale=ctx.world_size / batch.global_size)
+        logits, loss = _backward(model, x, targets, step=step, scale=ctx.world_size / batch.global_size)
         _optimizer_step(optimizer, step)
         after_batch()
         totals.add(logits, labels, loss)
@@ -116,6 +123,7 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, step: StepConfig) -> None:
 def _backward(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, step: StepConfig,
               scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward over a batch, in micro-batches if `step` says so; the batch's logits and mean loss.
+    `labels` are class indices, or (MixUp/CutMix) class probabilities per image.
 
     DDP averages gradients over ranks; scaling each rank's sum by `scale` (world size / global batch size) makes
     that average the mean over the whole global batch, exactly as one process computes it. Micro-batches add their

@@ -41,7 +41,7 @@ def why_not_cached(net: nn.Module, *, augment: bool, distributed: bool, ema: boo
     if not isinstance(net, TransferNet) or not net.bn_frozen:
         return "no frozen base"
     if augment:
-        return "augmentation changes the base's input every epoch"
+        return "augmentation (or MixUp/CutMix) changes the base's input every epoch"
     if distributed:
         return "data-parallel training"
     if ema:

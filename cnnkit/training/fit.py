@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from cnnkit.config import TrainConfig
 from cnnkit.data.augment import build_augmenter
 from cnnkit.data.checks import changed_splits, check_data, imbalance
 from cnnkit.data.datasets import ArrayData, DataBundle
-from cnnkit.data.loader import epoch_order, shard_batches
+from cnnkit.data.loader import Batch, epoch_order, shard_batches
+from cnnkit.data.mixing import build_mixer
 from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from cnnkit.data.sources import SourceOptions, absolute_spec, dataset_stats, load_data
 from cnnkit.errors import CnnkitError
@@ -135,6 +137,8 @@ class Trainer:
                          if config.class_weight == "balanced" else None)
         self.step = StepConfig(self.preprocess, settings, label_smoothing=config.label_smoothing,
                                augment=build_augmenter(config.augment), top_k=self.top_k, ctx=ctx,
+                               mix=build_mixer(num_classes=data.num_classes, mixup=config.mixup,
+                                               cutmix=config.cutmix),
                                show_progress=not config.quiet, class_weights=class_weights,
                                clip_grad_norm=config.clip_grad_norm)
         if not config.resume:
@@ -259,6 +263,32 @@ class Trainer:
             raise
         return self._finish()
 
+    def train_steps(self, lrs: Iterable[float]) -> Iterator[float]:
+        """Train one batch at each learning rate of `lrs`, in the first phase (the head's, with --freeze-base) and
+        through the whole network, and yield each batch's loss: the learning-rate range test (lr_find). Nothing is
+        written; the weights change, so the trainer is spent afterwards."""
+        config, data = self.config, self.data.train
+        assert data is not None
+        phase = self.phases[0]
+        self._start_phase(phase)
+        assert self.optimizer is not None
+        scales = [group["lr"] / phase.lr for group in self.optimizer.param_groups]  # --norm-lr-scale's groups
+        step = replace(self.step, show_progress=False)
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + 7)
+        batches: Iterator[Batch] = iter(())
+        epoch = 0
+        for lr in lrs:
+            batch = next(batches, None)
+            if batch is None:  # a sweep longer than an epoch goes on into the next one, reshuffled
+                epoch += 1
+                order = epoch_order(len(data), seed=config.seed, epoch=epoch, shuffle=True)
+                batches = iter(shard_batches(order, batch_size=config.batch_size))
+                batch = next(batches)
+            for group, scale in zip(self.optimizer.param_groups, scales):
+                group["lr"] = lr * scale
+            yield train_one_epoch(self.model, data, [batch], optimizer=self.optimizer, step=step,
+                                  generator=generator)["loss"]
+
     def _start_phase(self, phase: Phase) -> None:
         """Set what trains, the precision, and a fresh optimizer (and schedule) at the phase's learning rate."""
         self._set_precision(phase)
@@ -380,7 +410,8 @@ class Trainer:
         return self.features or None
 
     def _why_not_cached(self) -> str | None:
-        return why_not_cached(self.net, augment=self.step.augment is not None, distributed=self.ctx.enabled,
+        return why_not_cached(self.net, augment=self.step.augment is not None or self.step.mix is not None,
+                              distributed=self.ctx.enabled,
                               ema=self.ema is not None)
 
     def _after_batch(self) -> None:
@@ -420,6 +451,11 @@ class Trainer:
             weights = ", ".join(f"{name} {w:.3g}"
                                 for name, w in zip(data.class_names, self.step.class_weights.tolist()))
             self.log(f"Class weights (balanced, training loss only): {weights}")
+        if self.step.mix is not None:
+            kinds = " and ".join(f"{name} alpha {alpha:g}" for name, alpha in (("MixUp", config.mixup),
+                                                                             ("CutMix", config.cutmix)) if alpha)
+            self.log(f"Mixing: {kinds}{' (one of the two per batch)' if ' and ' in kinds else ''}; training loss "
+                     "and accuracy are on blended images (accuracy against each one's larger share)")
         source = f", weights {self.weights.source}" if self.weights else ""
         self.log(f"Model: {config.model} at {self.preprocess.input_size}px on {self.device}{source} "
                  f"(trainable params: {trainable:,}; non-trainable: {frozen:,})")
@@ -508,8 +544,10 @@ class Trainer:
                 self.log(f"Test accuracy: {metrics['accuracy']:.3f} on {metrics['num_samples']} images (95% interval "
                          f"{low:.3f}-{high:.3f}{weights})")
             if final:
-                self.log(f"Training accuracy: {final['accuracy']:.3f}" + (f" (epoch {last}, measured while it trained)"
-                                                                          if weights else ""))
+                notes = [note for note, applies in ((f"epoch {last}, measured while it trained", bool(weights)),
+                                                    ("on MixUp/CutMix-blended images", self.step.mix is not None))
+                         if applies]
+                self.log(f"Training accuracy: {final['accuracy']:.3f}" + (f" ({'; '.join(notes)})" if notes else ""))
             self.log(f"Run directory: {run.path}")
         return TrainResult(run_dir=run.path, history=self.history, metrics=metrics)
 

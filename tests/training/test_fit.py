@@ -1,4 +1,5 @@
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,6 +67,21 @@ def test_resume_continues_to_the_same_history_as_an_uninterrupted_run(shapes_npz
     w_full, _ = RunDir.open(tmp_path / "full").read_tensors("last.safetensors")
     w_part, _ = RunDir.open(tmp_path / "part").read_tensors("last.safetensors")
     assert all(torch.allclose(w_full[k], w_part[k], atol=1e-6) for k in w_full)
+
+
+def test_mixup_and_cutmix_train_say_so_and_resume_to_the_same_history(shapes_npz: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    full = train(small_config(shapes_npz, tmp_path / "full", epochs=3, mixup=0.4, cutmix=1.0, quiet=False))
+    printed = capsys.readouterr().out
+    assert "Mixing: MixUp alpha 0.4 and CutMix alpha 1 (one of the two per batch)" in printed
+    assert "(on MixUp/CutMix-blended images)" in printed
+    plain = train(small_config(shapes_npz, tmp_path / "plain", epochs=3))
+    assert all(math.isfinite(row["loss"]) for row in full.history)
+    assert [row["loss"] for row in full.history] != [row["loss"] for row in plain.history]
+    train(small_config(shapes_npz, tmp_path / "part", epochs=2, mixup=0.4, cutmix=1.0))
+    resumed = train(small_config(shapes_npz, tmp_path / "part", epochs=3, mixup=0.4, cutmix=1.0, resume=True))
+    for a, b in zip(full.history, resumed.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
 
 
 def test_plateau_schedule_lowers_the_learning_rate(shapes_npz: Path, tmp_path: Path) -> None:
