@@ -18,6 +18,13 @@ def epoch_order(n: int, *, seed: int, epoch: int, shuffle: bool) -> torch.Tensor
     return torch.randperm(n, generator=generator)
 
 
+def draw_seed(*, seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of an epoch's random draws (augmentation, mixing; dropout under data parallelism) on one rank: a
+    pure function of (seed, epoch, rank), so a resumed run draws as an uninterrupted one, and each rank draws its own
+    (the same draws on every rank would flip, crop, mix and drop out its images alike)."""
+    return seed * 100_003 + epoch + 7 + rank * 1_000_003
+
+
 @dataclass(frozen=True)
 class Batch:
     """This rank's share of one global batch, and the global batch's size (for the loss scale)."""

@@ -43,6 +43,7 @@ def run_summary(run: RunDir) -> dict[str, Any]:
         # how far each test accuracy may lie from the model's on new images: overlapping intervals do not rank runs
         "top1_ci95": "-".join(f"{v:.3f}" for v in metrics["accuracy_ci95"]) if "accuracy_ci95" in metrics else None,
         f"test_top{top_k}": metrics.get(f"top{top_k}_accuracy"),
+        "test_ece": metrics.get("calibration", {}).get("ece"),  # runs from before calibration was measured: blank
     }
 
 

@@ -29,6 +29,34 @@ def wilson_interval(hits: int, n: int) -> tuple[float, float]:
     return float(interval.low), float(interval.high)
 
 
+CALIBRATION_BINS = 15  # equal-width confidence bins of the expected calibration error (Guo et al. 2017)
+ROUGH_CALIBRATION = 1000  # below this many images the ECE is flagged as rough: few per bin, biased upward
+
+
+def calibration(probs: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """How far the top-1 probability is from the accuracy: the expected calibration error (the images-weighted mean
+    gap between confidence and accuracy over equal-width confidence bins), mean confidence, the negative log-
+    likelihood of the true class (log loss), and the bins for a reliability diagram. Non-finite rows count as a
+    uniform guess, as everywhere."""
+    probs, _ = finite_probabilities(probs)
+    confidence = probs.max(axis=1)
+    right = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            conf, acc = float(confidence[inside].mean()), float(right[inside].mean())
+            ece += inside.mean() * abs(conf - acc)
+            table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(inside.sum()),
+                          "confidence": conf, "accuracy": acc})
+    true_class = probs[np.arange(len(labels)), labels] if len(labels) else np.zeros(0)
+    return {"ece": float(ece), "mean_confidence": float(confidence.mean()) if len(labels) else 0.0,
+            "log_loss": float(-np.log(np.clip(true_class, 1e-12, 1.0)).mean()) if len(labels) else 0.0,
+            "bins": table}
+
+
 def classification_metrics(
     probs: np.ndarray, labels: np.ndarray, *, class_names: list[str], top_k: int | None
 ) -> dict[str, Any]:
@@ -67,6 +95,7 @@ def classification_metrics(
         "macro_f1": float(f1[present].mean()),
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(labels, predicted, labels=np.arange(n_classes)).tolist(),
+        "calibration": calibration(probs, labels),
     }
 
 
@@ -108,6 +137,9 @@ def format_table(metrics: dict[str, Any]) -> str:
     confused = most_confused(metrics["confusion_matrix"], list(per_class))
     if confused:
         lines.append("Most confused (true -> predicted): " + ", ".join(f"{t} -> {p} {n}" for t, p, n in confused))
+    if "calibration" in metrics:
+        lines.append(_calibration_line(metrics["calibration"], accuracy=metrics["accuracy"],
+                                       images=metrics["num_samples"]))
     if metrics.get("non_finite_outputs"):
         lines.append(f"WARNING: {metrics['non_finite_outputs']} of {metrics['num_samples']} outputs were NaN or "
                      "infinite (a diverged model); they count as wrong")
@@ -129,3 +161,11 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 def _ci(metrics: dict[str, Any], key: str) -> str:
     return f" (95% CI {metrics[key][0]:.3f}-{metrics[key][1]:.3f})" if key in metrics else ""
+
+
+def _calibration_line(cal: dict[str, Any], *, accuracy: float, images: int) -> str:
+    gap = cal["mean_confidence"] - accuracy
+    lean = "over-confident" if gap > 0.01 else "under-confident" if gap < -0.01 else "confidence matches accuracy"
+    rough = (f"; rough: {images} images over {CALIBRATION_BINS} bins" if images < ROUGH_CALIBRATION else "")
+    return (f"Calibration: ECE {cal['ece']:.4f} (mean confidence {cal['mean_confidence']:.4f}: {lean}{rough}), "
+            f"log loss {cal['log_loss']:.4f}")

@@ -64,3 +64,26 @@ def confusion_matrix_figure(matrix: list[list[int]], class_names: list[str]) -> 
             ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if rates[i, j] > 0.5 else "black")
     return figure
+
+
+def reliability_figure(calibration: dict[str, Any], *, title: str = "") -> Figure:
+    """Reliability diagram: accuracy against mean top-1 confidence per confidence bin (the diagonal is a perfectly
+    calibrated model), and how many images each bin holds."""
+    bins = calibration["bins"]
+    figure = Figure(figsize=(5, 6))
+    top, bottom = figure.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    width = [b["high"] - b["low"] for b in bins]
+    lows = [b["low"] for b in bins]
+    top.bar(lows, [b["accuracy"] for b in bins], width=width, align="edge", edgecolor="black", label="accuracy")
+    top.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="tab:red",
+             label="each bin: mean confidence, accuracy")
+    top.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="calibrated")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.legend(loc="upper left", fontsize=8)
+    top.set_title(f"{title}ECE {calibration['ece']:.3f}, log loss {calibration['log_loss']:.3f}", fontsize=10)
+    bottom.bar(lows, [b["count"] for b in bins], width=width, align="edge", color="grey")
+    bottom.set_xlabel("top-1 confidence")
+    bottom.set_ylabel("images")
+    bottom.set_xlim(0, 1)
+    return figure

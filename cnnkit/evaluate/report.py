@@ -27,7 +27,7 @@ from cnnkit.evaluate.binary import (
     roc_pr_figure,
 )
 from cnnkit.evaluate.metrics import classification_metrics, finite_probabilities
-from cnnkit.evaluate.plots import confusion_matrix_figure, mistakes_figure
+from cnnkit.evaluate.plots import confusion_matrix_figure, mistakes_figure, reliability_figure
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.allocator import reuse_freed_memory
 from cnnkit.runtime.engine import StepSettings, inference_batch_size, predict_logits
@@ -79,6 +79,7 @@ def evaluate_model(
     metrics = classification_metrics(probs, labels, class_names=class_names, top_k=top_k)
     out.write_json(names.CONFUSION_JSON, {"classes": class_names, "matrix": metrics["confusion_matrix"]})
     out.save_figure(names.CONFUSION_PNG, confusion_matrix_figure(metrics["confusion_matrix"], class_names))
+    out.save_figure(names.CALIBRATION_PNG, reliability_figure(metrics["calibration"]))
     rows = prediction_rows(probs, labels, class_names=class_names, data=data)
     out.write_csv(names.PREDICTIONS, rows)
     ranked = confident_mistakes(probs, labels)

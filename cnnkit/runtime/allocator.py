@@ -16,7 +16,8 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 # Blocks under 64 MB come from the heap; up to 128 MB freed at the heap's top is kept for reuse: little beside what
 # training holds anyway; a 224-px model's larger buffers still come from memory maps, whose cost is small beside
-# the work on them. (32/64 MB left training from the cache at 82% speed; 64/256 MB added 250 MB of RSS.)
+# the work on them. (Lower thresholds slowed training from the cache, higher ones added RSS: README, "Memory, and
+# speed on a CPU".)
 MMAP_THRESHOLD_BYTES = 64 * 1024 * 1024
 TRIM_THRESHOLD_BYTES = 128 * 1024 * 1024
 

@@ -102,8 +102,8 @@ class MicroBatcher:
         """`first` and the jobs that join its batch; the job that would overflow it is carried to the next one."""
         loop = asyncio.get_running_loop()
         # A lane takes its share of a backlog, not all of it: the first lane to wake would otherwise run a long batch
-        # on its one core while the others idle, and those requests would wait (p99 at concurrency 32 on Lite0:
-        # 240-324 ms with shares of the backlog, 313-390 with shares split among idle lanes only).
+        # on its one core while the others idle, and those requests would wait (the tail latency measured: README,
+        # "Serving").
         share = -(-(self._queue.qsize() + 1) // self.lanes) if self._queue.qsize() else self.max_batch
         jobs, size = [first], len(first.images)
         deadline = loop.time() + self.max_wait_s

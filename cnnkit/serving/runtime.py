@@ -151,8 +151,8 @@ def session_options(threads: int) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # ORT's worker threads spin while they wait for work, inside a call (turning that off added 1.2 ms to a single
-    # Lite0 image) and after it. Between calls the cores belong to request parsing and HTTP, so they stop spinning
+    # ORT's worker threads spin while they wait for work, inside a call (turning that off slowed single images) and
+    # after it. Between calls the cores belong to request parsing and HTTP, so they stop spinning
     # when a call returns; no cost measured at concurrency 1 (bench/serve_load.py).
     options.add_session_config_entry("session.force_spinning_stop", "1")
     # One memory arena for every session of the server (each lane's and each model version's) instead of one per

@@ -26,7 +26,7 @@ from cnnkit.config import TrainConfig
 from cnnkit.data.augment import build_augmenter
 from cnnkit.data.checks import changed_splits, check_data, imbalance
 from cnnkit.data.datasets import ArrayData, DataBundle
-from cnnkit.data.loader import Batch, epoch_order, shard_batches
+from cnnkit.data.loader import Batch, draw_seed, epoch_order, shard_batches
 from cnnkit.data.mixing import build_mixer
 from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from cnnkit.data.sources import SourceOptions, absolute_spec, dataset_stats, load_data
@@ -80,8 +80,8 @@ def train(config: TrainConfig) -> TrainResult:
     """Train `config.model` on `config.data`, writing a run directory; return history and metrics.
 
     Under torchrun the same call trains data-parallel: every rank runs it, rank 0 alone prints and writes. On a
-    CPU, the process's malloc keeps freed memory for reuse from then on (runtime.allocator: steps ran at 60% speed
-    without it).
+    CPU, the process's malloc keeps freed memory for reuse from then on (runtime.allocator: without it, every step
+    maps and faults in fresh pages for its larger buffers).
     """
     if not torch.cuda.is_available() or config.device == "cpu":
         reuse_freed_memory()
@@ -274,7 +274,7 @@ class Trainer:
         assert self.optimizer is not None
         scales = [group["lr"] / phase.lr for group in self.optimizer.param_groups]  # --norm-lr-scale's groups
         step = replace(self.step, show_progress=False)
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + 7)
+        generator = torch.Generator().manual_seed(draw_seed(seed=config.seed, epoch=0))
         batches: Iterator[Batch] = iter(())
         epoch = 0
         for lr in lrs:
@@ -314,8 +314,10 @@ class Trainer:
         order = epoch_order(len(data.train), seed=config.seed, epoch=epoch, shuffle=True)
         batches = shard_batches(order, batch_size=config.batch_size, rank=ctx.rank, world_size=ctx.world_size)
         lr = self.optimizer.param_groups[0]["lr"]
-        # Augmentation draws depend only on (seed, epoch): a resumed run augments exactly as an uninterrupted one.
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch + 7)
+        seed = draw_seed(seed=config.seed, epoch=epoch, rank=ctx.rank)
+        generator = torch.Generator().manual_seed(seed)
+        if ctx.enabled:  # a checkpoint holds rank 0's random state: every rank's dropout seeded anew, its own
+            torch.manual_seed(seed)
         for callback in self.callbacks:
             callback.on_epoch_start(self, epoch)
         row: dict[str, Any] = {"epoch": epoch, "phase": phase.name}

@@ -14,7 +14,7 @@ def test_compare_two_tiny_runs(shapes_npz: Path, tmp_path: Path) -> None:
     table = compare_runs(runs=[tmp_path / "simple", tmp_path / "lenet"], plot_path=tmp_path / "curves.png")
     lines = table.splitlines()
     assert lines[0].split() == ["run", "model", "params", "trainable", "epochs", "wall_s", "kept_epoch", "val_acc",
-                                "test_top1", "top1_ci95", "test_top2"]
+                                "test_top1", "top1_ci95", "test_top2", "test_ece"]
     simple, lenet = lines[2].split(), lines[3].split()
     assert simple[:5] == ["simple", "simple-cnn", "122,115", "122,115", "2"]  # parameters with 3 classes
     assert lenet[:5] == ["lenet", "lenet5", "61,411", "61,411", "2"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnkit.evaluate.metrics import classification_metrics, format_table
+from cnnkit.evaluate.metrics import calibration, classification_metrics, format_table
 
 
 def test_a_class_without_images_is_left_out_of_the_macro_averages_and_named() -> None:
@@ -59,3 +59,24 @@ def test_learning_curves_mark_the_kept_epoch_and_the_start_of_fine_tuning() -> N
     for ax in figure.axes:
         marks = {line.get_label(): line.get_xdata()[0] for line in ax.get_lines()}
         assert marks["kept: epoch 2"] == 2 and marks["fine-tuning"] == 2.5
+
+
+def test_calibration_measures_the_gap_between_confidence_and_accuracy() -> None:
+    # Every image at 90% confidence, 70% of them right: over-confident by 0.2, in one bin.
+    probs = np.tile([0.9, 0.1], (100, 1))
+    labels = np.array([0] * 70 + [1] * 30)
+    cal = calibration(probs, labels)
+    assert cal["ece"] == pytest.approx(0.2) and cal["mean_confidence"] == pytest.approx(0.9)
+    assert cal["log_loss"] == pytest.approx(-(0.7 * np.log(0.9) + 0.3 * np.log(0.1)))
+    assert cal["bins"] == [{"low": pytest.approx(13 / 15), "high": pytest.approx(14 / 15), "count": 100,
+                            "confidence": pytest.approx(0.9), "accuracy": pytest.approx(0.7)}]
+    table = format_table(classification_metrics(probs, labels, class_names=["a", "b"], top_k=None))
+    assert "Calibration: ECE 0.2000 (mean confidence 0.9000: over-confident; rough: 100 images over 15 bins)" in table
+    # Confidence that matches accuracy in every bin: an ECE near 0, over many images.
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.5, 1.0, 20_000)
+    right = rng.uniform(size=p.size) < p
+    labels = np.where(right, 0, 1)
+    calibrated = calibration(np.stack([p, 1 - p], axis=1), labels)
+    assert calibrated["ece"] < 0.015
+    assert sum(b["count"] for b in calibrated["bins"]) == 20_000
