@@ -43,7 +43,7 @@ class Prediction:
 def train(data: str = "", *, recipe: str | None = None, resume: str | Path | None = None, **options: Any) -> Any:
     """Train and evaluate a model; returns a TrainResult (run_dir, history, metrics).
 
-    `data`: cifar10 | folder:PATH | npz:PATH. `options`: any `cnnkit train` flag as a keyword (`epochs=5`,
+    `data`: cifar10 | folder:PATH | npz:PATH | csv:PATH. `options`: any `cnnkit train` flag as a keyword (`epochs=5`,
     `freeze_base=True`, `scheduler="cosine"`...). `recipe`: a preset whose values the options override.
     `resume=RUN`: continue that run directory from its checkpoint (only epochs, device, quiet, workers may change).
     """

@@ -150,7 +150,8 @@ def _run_summary(args: argparse.Namespace) -> int:
 # train ----------------------------------------------------------------------------------------------------------
 def _add_train(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "train", _run_train, "train a model and write a run directory")
-    sub.add_argument("data", nargs="?", help="cifar10 | folder:PATH | npz:PATH; with --resume: the run directory")
+    sub.add_argument("data", nargs="?",
+                     help="cifar10 | folder:PATH | npz:PATH | csv:PATH; with --resume: the run directory")
     add_arguments(sub, TrainConfig)
     sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset; the flags you type win over it")
     sub.add_argument("--nproc", type=int, default=1,
@@ -164,7 +165,7 @@ NOT_SWEPT = ("out", "project", "name", "exist_ok", "overwrite", "resume")
 def _add_lr_find(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "lr-find", _run_lr_find, "learning-rate range test: the loss over a sweep of learning "
                    "rates, and a suggested --lr")
-    sub.add_argument("data", help="cifar10 | folder:PATH | npz:PATH")
+    sub.add_argument("data", help="cifar10 | folder:PATH | npz:PATH | csv:PATH")
     add_arguments(sub, TrainConfig, skip=NOT_SWEPT)
     add_arguments(sub, LRFindConfig)
     sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset; the flags you type win over it")

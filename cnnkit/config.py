@@ -43,7 +43,7 @@ class ScheduleConfig:
 class TrainConfig:
     """Everything `cnnkit train` needs; saved as config.json in the run directory."""
 
-    data: str = option("", cli=False, help="cifar10 | folder:PATH | npz:PATH")
+    data: str = option("", cli=False, help="cifar10 | folder:PATH | npz:PATH | csv:PATH")
     model: str = option("simple-cnn", help="a registered model (cnnkit models) or timm/NAME")
     out: Path | None = option(None, help="the run directory, exactly (default: PROJECT/NAME, numbered if taken)")
     project: Path = option(Path("runs"), help="where named runs go")
@@ -127,7 +127,7 @@ class TrainConfig:
         if self.weights is not None and not self.pretrained:
             object.__setattr__(self, "pretrained", True)  # a weights file is a pretrained start
         if not self.data and not self.resume:
-            raise CnnkitError("no data source given (cifar10, folder:PATH or npz:PATH)")
+            raise CnnkitError("no data source given (cifar10, folder:PATH, npz:PATH or csv:PATH)")
         if self.finetune_epochs and not self.freeze_base:
             raise CnnkitError("--finetune-epochs needs --freeze-base (a pretrained base with a new head)")
         if self.freeze_base and not self.pretrained:

@@ -1,4 +1,4 @@
-"""Data sources: `cifar10`, `folder:PATH` and `npz:PATH`, looked up by name in a registry."""
+"""Data sources: `cifar10`, `folder:PATH`, `npz:PATH` and `csv:PATH`, looked up by name in a registry."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from cnnkit.data.cifar10 import find_or_download_cifar10
 from cnnkit.data.datasets import ArrayData, DataBundle, stratified_split
 from cnnkit.data.images import ImageError, is_image_file
 from cnnkit.data.preprocess import Preprocess
+from cnnkit.data.table import read_table
 from cnnkit.errors import CnnkitError
 from cnnkit.options import did_you_mean
 from cnnkit.registry import Registry
@@ -48,8 +49,9 @@ def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
 
 
 def load_data(spec: str, *, options: SourceOptions) -> DataBundle:
-    """Load `spec` ('cifar10', 'folder:PATH', 'npz:PATH'; a bare existing path is guessed) and split it: a source's
-    own validation split (a val/ folder, x_val arrays) is used as it is, otherwise `val_split` of the training data."""
+    """Load `spec` ('cifar10', 'folder:PATH', 'npz:PATH', 'csv:PATH'; a bare existing path is guessed) and split it:
+    a source's own validation split (a val/ folder, x_val arrays, a split column) is used as it is, otherwise
+    `val_split` of the training data."""
     name, arg = _parse_spec(spec)
     bundle = SOURCES.get(name)(arg, options)
     _check_classes(bundle, spec)
@@ -69,11 +71,13 @@ def _parse_spec(spec: str) -> tuple[str, str | None]:
         return "folder", spec
     if path.suffix == ".npz" and path.is_file():
         return "npz", spec
+    if path.suffix.lower() == ".csv" and path.is_file():
+        return "csv", spec
     name = spec.split(":", 1)[0]
     if name not in SOURCES:
         hint = did_you_mean(name, list(SOURCES))
-        raise CnnkitError(f"unknown data source {spec!r}: expected cifar10, folder:PATH, npz:PATH or an existing "
-                          f"folder or .npz file{hint}")
+        raise CnnkitError(f"unknown data source {spec!r}: expected cifar10, folder:PATH, npz:PATH, csv:PATH or an "
+                          f"existing folder, .npz or .csv file{hint}")
     return spec, None
 
 
@@ -193,6 +197,46 @@ def folder(arg: str | None, options: SourceOptions) -> DataBundle:
     return DataBundle(train=data, val=None, test=None, class_names=names, skipped=skipped, files=files)
 
 
+@register_source("csv")
+def csv_table(arg: str | None, options: SourceOptions) -> DataBundle:
+    """A CSV of image files and labels (data.table): a split column places each image; without one, --test-split
+    holds out a test split as for a single folder tree. File names are relative to --data-dir, else to the CSV's
+    folder."""
+    if not arg:
+        raise CnnkitError("csv source needs a path: csv:PATH")
+    path = Path(arg)
+    if not path.is_file():
+        raise CnnkitError(f"{path}: no such file")
+    if options.preprocess is None:
+        raise CnnkitError("csv data needs a preprocessing policy to decode images")
+    table = read_table(path, root=options.data_dir or path.parent)
+    store, rows, skipped, store_names = _decode_listed(table.files, options)
+
+    def part(split: str) -> ArrayData | None:
+        good = [(row, label) for row, (_, label), where in zip(rows, table.files, table.splits)
+                if where == split and not isinstance(row, str)]
+        return ArrayData(store, torch.tensor([lab for _, lab in good], dtype=torch.int64),
+                         torch.tensor([row for row, _ in good], dtype=torch.int64), store_names) if good else None
+
+    names, has_splits = table.class_names, any(table.splits)
+    train = part("train" if has_splits else "")
+    if train is None:
+        raise CnnkitError(f"{path}: no readable training images ({table.columns}; {len(skipped)} unusable)")
+    missing = [n for i, n in enumerate(names) if not (train.labels == i).any()]
+    if missing:
+        raise CnnkitError(f"{path}: no readable training images of class(es) {', '.join(missing)}")
+    files = [f for f, where in zip(table.files, table.splits) if where == ("train" if has_splits else "")]
+    if has_splits:
+        val = part("val")
+        return DataBundle(train=train, val=val, test=part("test"), class_names=names, skipped=skipped, files=files,
+                          val_from="the split column" if val is not None else "")
+    if options.test_split:
+        keep, held = stratified_split(train.labels, fraction=options.test_split, seed=options.seed + 1)
+        return DataBundle(train=train.subset(keep), val=None, test=train.subset(held), class_names=names,
+                          skipped=skipped, files=files)
+    return DataBundle(train=train, val=None, test=None, class_names=names, skipped=skipped, files=files)
+
+
 def _split_trees(root: Path, options: SourceOptions) -> DataBundle:
     """ROOT/train/CLASS/ with ROOT/test/ and a validation tree (val/, valid/ or validation/, as Keras tutorials and
     data set exports name it) beside it. Their classes are train/'s: a class folder elsewhere that train/ lacks, or a
@@ -277,15 +321,7 @@ def _decode_trees(trees: dict[str, tuple[Path, list[tuple[Path, int]]]], names: 
     """Decode the files of several trees at once (into memory, or through the cache) into one store; each tree's
     data is a view of it. Unusable files are skipped with their reason (--strict: an error)."""
     files = [item for _, listed in trees.values() for item in listed]
-    store, rows = _decode_files(files, options)
-    skipped = [row for row in rows if isinstance(row, str)]
-    if skipped and options.strict:
-        raise CnnkitError(f"{len(skipped)} unusable file(s) (--strict): " + "; ".join(skipped))
-    file_of = [""] * int(store.shape[0])  # each stored image's file, for reports that point at images
-    for row, (path, _) in zip(rows, files):
-        if not isinstance(row, str):
-            file_of[row] = str(path)
-    store_names = tuple(file_of)
+    store, rows, skipped, store_names = _decode_listed(files, options)
     parts, start = {}, 0
     for key, (root, listed) in trees.items():
         mine = rows[start : start + len(listed)]
@@ -301,12 +337,29 @@ def _decode_trees(trees: dict[str, tuple[Path, list[tuple[Path, int]]]], names: 
     return parts, skipped
 
 
+def _decode_listed(files: list[tuple[Path, int]],
+                   options: SourceOptions) -> tuple[Any, list[int | str], list[str], tuple[str, ...]]:
+    """(store, per file its row or why it is unusable, those reasons, each stored image's file name). Unusable files
+    are skipped with their reason (--strict: an error)."""
+    store, rows = _decode_files(files, options)
+    skipped = [row for row in rows if isinstance(row, str)]
+    if skipped and options.strict:
+        raise CnnkitError(f"{len(skipped)} unusable file(s) (--strict): " + "; ".join(skipped))
+    file_of = [""] * int(store.shape[0])  # each stored image's file, for reports that point at images
+    for row, (path, _) in zip(rows, files):
+        if not isinstance(row, str):
+            file_of[row] = str(path)
+    return store, rows, skipped, tuple(file_of)
+
+
 def _decode_files(files: list[tuple[Path, int]], options: SourceOptions) -> tuple[Any, list[int | str]]:
     """(uint8 images, per file its row in them or why it could not be decoded)."""
     preprocess = options.preprocess
     assert preprocess is not None
 
     def decode(path: Path) -> np.ndarray | str:
+        if not path.exists():
+            return f"{path}: no such file"
         if not is_image_file(path):
             return f"{path}: not an image file (extension {path.suffix or 'none'})"
         try:
