@@ -112,7 +112,7 @@ def test_empty_class_folder_and_single_class_are_errors(tmp_path: Path) -> None:
 def test_unknown_source_lists_valid_ones() -> None:
     with pytest.raises(CnnkitError, match="unknown data source 'mnist': expected cifar10, folder:PATH, npz:PATH"):
         load_data("mnist", options=SourceOptions())
-    assert list(SOURCES) == ["cifar10", "folder", "npz"]
+    assert list(SOURCES) == ["cifar10", "csv", "folder", "npz"]
 
 
 def test_cifar10_is_read_from_a_local_folder(tmp_path: Path) -> None:
