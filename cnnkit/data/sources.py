@@ -175,13 +175,7 @@ def _read_npz_splits(path: Path) -> tuple[ArrayData, list[str] | None, ArrayData
 @register_source("folder")
 def folder(arg: str | None, options: SourceOptions) -> DataBundle:
     """A tree of class subfolders; with train/ and test/ subtrees, or one tree split by --test-split."""
-    if not arg:
-        raise CnnkitError("folder source needs a path: folder:PATH")
-    root = Path(arg)
-    if not root.is_dir():
-        raise CnnkitError(f"{root}: no such directory")
-    if options.preprocess is None:
-        raise CnnkitError("folder data needs a preprocessing policy to decode images")
+    root = _image_source_path("folder", arg, options)
     if options.test_sources:
         return _by_source(root, options)
     if (root / "train").is_dir():
@@ -189,8 +183,26 @@ def folder(arg: str | None, options: SourceOptions) -> DataBundle:
     names = _class_dirs(root)
     files = _list_tree(root, names)
     parts, skipped = _decode_trees({"all": (root, files)}, names, options)
-    data = parts["all"]
-    if options.test_split:  # the files checked are all of them: the split is random, the capture is not
+    return _test_held_out(parts["all"], names, skipped=skipped, files=files, options=options)
+
+
+def _image_source_path(kind: str, arg: str | None, options: SourceOptions) -> Path:
+    """The folder or file a folder: or csv: source names, checked."""
+    if not arg:
+        raise CnnkitError(f"{kind} source needs a path: {kind}:PATH")
+    path = Path(arg)
+    if not (path.is_dir() if kind == "folder" else path.is_file()):
+        raise CnnkitError(f"{path}: no such {'directory' if kind == 'folder' else 'file'}")
+    if options.preprocess is None:
+        raise CnnkitError(f"{kind} data needs a preprocessing policy to decode images")
+    return path
+
+
+def _test_held_out(data: ArrayData, names: list[str], *, skipped: list[str], files: list[tuple[Path, int]],
+                   options: SourceOptions) -> DataBundle:
+    """Data without a test split of its own: --test-split of it held out, stratified and seeded. The files checked
+    (data.checks) are all of them: the split is random, the capture is not."""
+    if options.test_split:
         keep, held = stratified_split(data.labels, fraction=options.test_split, seed=options.seed + 1)
         return DataBundle(train=data.subset(keep), val=None, test=data.subset(held), class_names=names,
                           skipped=skipped, files=files)
@@ -202,13 +214,7 @@ def csv_table(arg: str | None, options: SourceOptions) -> DataBundle:
     """A CSV of image files and labels (data.table): a split column places each image; without one, --test-split
     holds out a test split as for a single folder tree. File names are relative to --data-dir, else to the CSV's
     folder."""
-    if not arg:
-        raise CnnkitError("csv source needs a path: csv:PATH")
-    path = Path(arg)
-    if not path.is_file():
-        raise CnnkitError(f"{path}: no such file")
-    if options.preprocess is None:
-        raise CnnkitError("csv data needs a preprocessing policy to decode images")
+    path = _image_source_path("csv", arg, options)
     table = read_table(path, root=options.data_dir or path.parent)
     store, rows, skipped, store_names = _decode_listed(table.files, options)
 
@@ -230,11 +236,7 @@ def csv_table(arg: str | None, options: SourceOptions) -> DataBundle:
         val = part("val")
         return DataBundle(train=train, val=val, test=part("test"), class_names=names, skipped=skipped, files=files,
                           val_from="the split column" if val is not None else "")
-    if options.test_split:
-        keep, held = stratified_split(train.labels, fraction=options.test_split, seed=options.seed + 1)
-        return DataBundle(train=train.subset(keep), val=None, test=train.subset(held), class_names=names,
-                          skipped=skipped, files=files)
-    return DataBundle(train=train, val=None, test=None, class_names=names, skipped=skipped, files=files)
+    return _test_held_out(train, names, skipped=skipped, files=files, options=options)
 
 
 def _split_trees(root: Path, options: SourceOptions) -> DataBundle:
