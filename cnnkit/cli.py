@@ -132,8 +132,8 @@ def _run_models(args: argparse.Namespace) -> int:
 
 
 def _add_summary(commands: argparse._SubParsersAction) -> None:
-    sub = _command(commands, "summary", _run_summary, "print a Keras-style layer table of a model")
-    sub.add_argument("model")
+    sub = _command(commands, "summary", _run_summary, "print a Keras-style layer table of a model, or of a run's")
+    sub.add_argument("model", help="a registered model, timm/NAME, or a run directory (its trained network)")
     sub.add_argument("--input-size", type=int, help="input side in pixels (default: the model's)")
     sub.add_argument("--num-classes", type=int, default=10)
 
@@ -141,10 +141,28 @@ def _add_summary(commands: argparse._SubParsersAction) -> None:
 def _run_summary(args: argparse.Namespace) -> int:
     from cnnkit.models import create_model, default_input_size, summary
 
+    if (Path(args.model) / "config.json").is_file():
+        print(_run_summary_table(Path(args.model)))
+        return 0
     size = args.input_size or default_input_size(args.model)
     model = create_model(args.model, num_classes=args.num_classes, input_size=size)
     print(summary(model, input_size=size, name=args.model))
     return 0
+
+
+def _run_summary_table(run: Path) -> str:
+    """A run's network as it was built for training (its classes, input size and head), trainable as in its last
+    phase (a fine-tuned base counts as trainable, a base left frozen does not)."""
+    from cnnkit.models import summary
+    from cnnkit.models.transfer import TransferNet, set_base_trainable
+    from cnnkit.runtime.model import load_run_model
+    from cnnkit.training.phases import plan_phases
+
+    loaded = load_run_model(run, device="cpu")
+    if isinstance(loaded.model, TransferNet):
+        set_base_trainable(loaded.model, plan_phases(loaded.config)[-1].trainable)
+    return summary(loaded.model, input_size=loaded.preprocess.input_size,
+                   name=f"{loaded.config.model}, run {run.name}: {len(loaded.class_names)} classes")
 
 
 # train ----------------------------------------------------------------------------------------------------------

@@ -63,6 +63,12 @@ def test_train_evaluate_predict_round_trip(trained_run: Path, tmp_path: Path) ->
     assert str(paths[0]) in text and "%" in text
 
 
+def test_summary_of_a_run_is_its_trained_network(trained_run: Path) -> None:
+    table = cnnkit("summary", trained_run).stdout
+    assert 'Model: "simple-cnn, run shapes: 3 classes"' in table
+    assert "Total params: 122,115" in table and "Non-trainable params: 0" in table  # 3 classes: a smaller last layer
+
+
 def test_models_and_summary_commands() -> None:
     listing = cnnkit("models").stdout
     assert "simple-cnn" in listing and "122,570" in listing and "resnet50" in listing
