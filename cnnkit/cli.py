@@ -36,7 +36,7 @@ from cnnkit.config import (
 )
 from cnnkit.errors import CnnkitError
 from cnnkit.files import DISK_FULL
-from cnnkit.options import add_arguments, from_keywords, typed_values
+from cnnkit.options import add_arguments, from_keywords, options_of, typed_values
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -88,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Train, evaluate, export and serve CNN image classifiers.")
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_models, _add_summary, _add_train, _add_lr_find, _add_evaluate, _add_predict, _add_compare,
-                _add_runs, _add_augment_preview, _add_cache, _add_export, _add_serve, _add_explain, _add_capture,
-                _add_demo, _add_phishing):
+    for add in (_add_models, _add_summary, _add_check_data, _add_train, _add_lr_find, _add_evaluate, _add_predict,
+                _add_compare, _add_runs, _add_augment_preview, _add_cache, _add_export, _add_serve, _add_explain,
+                _add_capture, _add_demo, _add_phishing):
         add(commands)
     return parser
 
@@ -174,6 +174,29 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset; the flags you type win over it")
     sub.add_argument("--nproc", type=int, default=1,
                      help="data-parallel processes on this machine (launches torchrun); see README for multi-node")
+
+
+# The train options that decide what data is read and how it is decoded and split: `cnnkit check-data` takes these.
+DATA_OPTIONS = ("model", "data_dir", "val_split", "test_split", "test_source", "input_size", "resize",
+                "crop_browser_frame", "first_screen", "pretrained", "weights", "normalize", "class_weight", "strict",
+                "workers", "cache_dir", "no_cache", "seed", "quiet")
+
+
+def _add_check_data(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "check-data", _run_check_data, "load and check data as train would (splits, class "
+                   "balance, unreadable files, duplicates, shortcuts), training nothing; exit status 1 on warnings")
+    sub.add_argument("data", help="cifar10 | folder:PATH | npz:PATH | csv:PATH")
+    add_arguments(sub, TrainConfig, skip=tuple(o.keyword for o in options_of(TrainConfig)
+                                               if o.keyword not in DATA_OPTIONS))
+
+
+def _run_check_data(args: argparse.Namespace) -> int:
+    from cnnkit.training.data import check_training_data
+
+    lines, warnings = check_training_data(train_config(args.data, **typed_values(args, TrainConfig)))
+    print("\n".join(lines))
+    print(f"{warnings} warning(s)" if warnings else "No warnings")
+    return 1 if warnings else 0
 
 
 # Where a run directory would go, and resuming one: no part of the range test, which writes only its plot.

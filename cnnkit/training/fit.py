@@ -24,16 +24,16 @@ from cnnkit import __version__
 from cnnkit import artifacts as names
 from cnnkit.config import TrainConfig
 from cnnkit.data.augment import build_augmenter
-from cnnkit.data.checks import changed_splits, check_data, imbalance
+from cnnkit.data.checks import changed_splits, check_data
 from cnnkit.data.datasets import ArrayData, DataBundle
 from cnnkit.data.loader import Batch, draw_seed, epoch_order, shard_batches
 from cnnkit.data.mixing import build_mixer
 from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
-from cnnkit.data.sources import SourceOptions, absolute_spec, dataset_stats, load_data
+from cnnkit.data.sources import absolute_spec, dataset_stats
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.plots import learning_curves
 from cnnkit.evaluate.report import ReportPlace, evaluate_model
-from cnnkit.models import count_params, default_input_size
+from cnnkit.models import count_params
 from cnnkit.models.network import InitializedFromData, NetworkConfig, build_network
 from cnnkit.models.pretrained import WeightsInfo, check_obtainable
 from cnnkit.models.registry import weights_spec
@@ -53,6 +53,13 @@ from cnnkit.training.callbacks import (
     ScheduleCallback,
 )
 from cnnkit.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from cnnkit.training.data import (
+    data_messages,
+    load_training_data,
+    split_sizes,
+    training_preprocess,
+    uses_weights_preprocessing,
+)
 from cnnkit.training.engine import StepConfig, balanced_class_weights, train_one_epoch
 from cnnkit.training.features import Features, base_features, evaluate_features, why_not_cached
 from cnnkit.training.optim import build_optimizer
@@ -181,16 +188,11 @@ class Trainer:
             config = replace(config, resume=False, exist_ok=True)
         if config.resume:
             config = resume_config(config.out or Path(), **{k: getattr(config, k) for k in RESUMABLE})
-        preprocess = _preprocess(config)  # an unknown model name fails here (its input size), with suggestions
+        preprocess = training_preprocess(config)  # an unknown model name fails here (its input size), with hints
         resuming = config.resume and RunDir(config.out or Path()).exists(names.CHECKPOINT)
         if (config.pretrained or config.weights is not None) and not resuming:
             check_obtainable(weights_spec(config.model), weights=config.weights)  # before decoding the data
-        data = load_data(config.data, options=SourceOptions(
-            data_dir=config.data_dir, preprocess=preprocess, val_split=config.val_split,
-            test_split=config.test_split, seed=config.seed, strict=config.strict, workers=config.workers,
-            test_sources=config.test_sources, cache_dir=config.image_cache, quiet=config.quiet))
-        if data.train is None or len(data.train) == 0:
-            raise CnnkitError(f"{config.data}: no training images")
+        data = load_training_data(config, preprocess)
         config = _absolute_paths(config)
         torch.manual_seed(config.seed)
         # A run resumed from a checkpoint gets every weight from it: the pretrained file or hub need not be there.
@@ -205,16 +207,8 @@ class Trainer:
     def _report_data(self) -> None:
         report = check_data(self.data)
         self.fingerprints = report.fingerprints
-        if report.warnings and self.config.strict:
-            raise CnnkitError("data warnings (--strict): " + "; ".join(report.warnings))
-        if self.data.skipped:
-            self.log(f"Skipped {len(self.data.skipped)} unusable file(s):\n  " + "\n  ".join(self.data.skipped))
-        self.log(report.balance)
-        for warning in report.warnings:
-            self.log(f"Warning: {warning}")
-        note = imbalance(self.data.train, self.data.class_names) if self.config.class_weight == "none" else None
-        if note:
-            self.log(f"Note: {note}")
+        for line in data_messages(self.data, report, config=self.config):
+            self.log(line)
 
     def _open_run(self) -> RunDir:
         config, ctx = self.config, self.ctx
@@ -444,11 +438,7 @@ class Trainer:
         run.write_json(names.PREPROCESS, self.preprocess.to_dict())
         run.write_json(names.DATA_SPLITS, self.fingerprints)
         trainable, frozen = count_params(self.net)
-        sizes = ", ".join(f"{name} {len(split)}" for name, split in (("train", data.train), ("val", data.val),
-                                                                    ("test", data.test)) if split is not None)
-        if data.val_from:
-            sizes += f"; validation from {data.val_from}, not --val-split"
-        self.log(f"Data: {config.data} ({data.num_classes} classes; {sizes})")
+        self.log(f"Data: {config.data} ({data.num_classes} classes; {split_sizes(data)})")
         if self.step.class_weights is not None:
             weights = ", ".join(f"{name} {w:.3g}"
                                 for name, w in zip(data.class_names, self.step.class_weights.tolist()))
@@ -562,16 +552,6 @@ def _say(ctx: DistContext, config: TrainConfig, message: str) -> None:
         print(message, flush=True)
 
 
-def _preprocess(config: TrainConfig) -> Preprocess:
-    """How images are decoded and resized, settled before any is read. Pretrained weights (with `--normalize auto`)
-    bring the interpolation they were trained with; the training data is decoded with it, exactly as evaluation,
-    prediction, export and serving decode images from the run's preprocess.json."""
-    size = config.input_size or default_input_size(config.model)  # an unknown model fails here, with suggestions
-    interpolation = weights_spec(config.model).interpolation if _weights_preprocessing(config) else "bilinear"
-    return Preprocess(input_size=size, resize=config.resize, interpolation=interpolation,
-                      crop_frame=config.crop_browser_frame, first_screen=config.first_screen)
-
-
 def _saved_weights(config: TrainConfig) -> WeightsInfo | None:
     """A resumed run's pretrained weights: where they came from (its config.json) and the preprocessing they expect."""
     if not (config.pretrained or config.weights is not None):
@@ -579,11 +559,6 @@ def _saved_weights(config: TrainConfig) -> WeightsInfo | None:
     spec = weights_spec(config.model)
     source = RunDir(config.out or Path()).read_json(names.CONFIG).get("weights_source") or spec.name
     return WeightsInfo(source, spec.mean, spec.std, spec.interpolation)
-
-
-def _weights_preprocessing(config: TrainConfig) -> bool:
-    """Whether the pretrained weights' preprocessing (mean, std, interpolation) is the run's."""
-    return (config.pretrained or config.weights is not None) and config.normalize == "auto"
 
 
 def _absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -617,7 +592,7 @@ def _normalization(
 ) -> Preprocess:
     """Pretrained weights dictate mean and std (their interpolation is already `preprocess`'s); from scratch, the
     training images' statistics."""
-    if weights is not None and _weights_preprocessing(config):
+    if weights is not None and uses_weights_preprocessing(config):
         return replace(preprocess, mean=weights.mean, std=weights.std)
     mode = "dataset" if config.normalize == "auto" else config.normalize
     if mode == "unit":
