@@ -57,6 +57,14 @@ def train(data: str = "", *, recipe: str | None = None, resume: str | Path | Non
     return fit(train_config(data, recipe=recipe, **options))
 
 
+def cross_validate(data: str, *, folds: int = 5, recipe: str | None = None, **options: Any) -> Any:
+    """k-fold cross-validation (`cnnkit cv`): a CVResult with each fold's figures (`folds`) and their mean, spread
+    and pooled accuracy (`summary`); the fold runs are ordinary run directories under `root`."""
+    from cnnkit.training.cv import cross_validate as run_folds
+
+    return run_folds(train_config(data, recipe=recipe, **options), folds=folds)
+
+
 def lr_find(data: str, *, recipe: str | None = None, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 300,
             plot: str | Path = "lr_find.png", **options: Any) -> Any:
     """The learning-rate range test (`cnnkit lr-find`): an LRFinding with each step's learning rate and smoothed

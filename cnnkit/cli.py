@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Train, evaluate, export and serve CNN image classifiers.")
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_models, _add_summary, _add_check_data, _add_train, _add_lr_find, _add_evaluate, _add_predict,
+    for add in (_add_models, _add_summary, _add_check_data, _add_train, _add_cv, _add_lr_find, _add_evaluate,
+                _add_predict,
                 _add_compare, _add_runs, _add_augment_preview, _add_cache, _add_export, _add_serve, _add_explain,
                 _add_capture, _add_demo, _add_phishing):
         add(commands)
@@ -174,6 +175,23 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset; the flags you type win over it")
     sub.add_argument("--nproc", type=int, default=1,
                      help="data-parallel processes on this machine (launches torchrun); see README for multi-node")
+
+
+def _add_cv(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "cv", _run_cv, "k-fold cross-validation: one run per fold (ROOT/fold-I), every image "
+                   "tested once; mean and spread over folds, pooled accuracy")
+    sub.add_argument("data", help="cifar10 | folder:PATH | npz:PATH | csv:PATH")
+    sub.add_argument("--folds", type=int, default=5, help="number of stratified folds (default: 5)")
+    add_arguments(sub, TrainConfig, skip=("resume", "fold", "test_source"))
+    sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset; the flags you type win over it")
+
+
+def _run_cv(args: argparse.Namespace) -> int:
+    from cnnkit.training.cv import cross_validate, describe
+
+    config = train_config(args.data, recipe=args.recipe, **typed_values(args, TrainConfig))
+    print(describe(cross_validate(config, folds=args.folds)))
+    return 0
 
 
 # The train options that decide what data is read and how it is decoded and split: `cnnkit check-data` takes these.

@@ -68,6 +68,8 @@ class TrainConfig:
     test_split: float = option(0.2, low=0, high=0.9, help="folder trees without test/: fraction held out for test")
     test_source: str | None = option(None, help="folder trees of SOURCE/CLASS/ folders: these sources (comma-"
                                      "separated) are the test split, the others are trained on (cross-source)")
+    fold: str = option("", help="I/K: train on k-fold cross-validation's I-th fold: the source's images pooled, cut "
+                       "into K stratified folds, the I-th the test split (cnnkit cv runs them all)")
     input_size: int | None = option(None, low=8, high=4096, help="input side in pixels (default: the model's)")
     normalize: Normalize = option("auto", help="auto: the pretrained weights' mean/std, else the training images'")
     resize: Resize = option("squash", help="how images reach the square input: squash, center-crop or top-crop")
@@ -136,6 +138,10 @@ class TrainConfig:
             raise CnnkitError(f"--unfreeze {self.unfreeze!r}: expected all, none or last-K (K >= 1)")
         if self.lr <= 0 or self.finetune_lr <= 0:
             raise CnnkitError("--lr and --finetune-lr must be greater than 0")
+        if self.fold and self.fold_spec is None:
+            raise CnnkitError(f"--fold {self.fold!r}: expected I/K with 1 <= I <= K and K >= 2, as 2/5")
+        if self.fold and self.test_sources:
+            raise CnnkitError("--fold and --test-source both choose the test split: give one")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
             raise CnnkitError(f"--name {self.name!r}: use letters, digits, '.', '_' and '-'")
         from cnnkit.augment_spec import parse_augment
@@ -156,6 +162,15 @@ class TrainConfig:
     def test_sources(self) -> tuple[str, ...]:
         """The source folders held out as the test split (--test-source a,b)."""
         return tuple(s.strip() for s in (self.test_source or "").split(",") if s.strip())
+
+    @property
+    def fold_spec(self) -> tuple[int, int] | None:
+        """(I, K) of --fold I/K; None without one, or when it is malformed."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", self.fold)
+        if match is None:
+            return None
+        fold, folds = int(match[1]), int(match[2])
+        return (fold, folds) if folds >= 2 and 1 <= fold <= folds else None
 
     @property
     def total_epochs(self) -> int:

@@ -174,3 +174,20 @@ def stratified_split(labels: torch.Tensor, *, fraction: float, seed: int) -> tup
         held.append(members[:n_held])
         keep.append(members[n_held:])
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
+
+
+def kfold_split(labels: torch.Tensor, *, folds: int, fold: int, seed: int,
+                class_names: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (rest, fold) of the `fold`-th (1-based) of `folds` stratified, seeded folds (scikit-learn's
+    StratifiedKFold): every image is in exactly one fold's test part, each class spread evenly over the folds."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = torch.bincount(labels)
+    short = [int(c) for c in torch.nonzero((counts > 0) & (counts < folds)).flatten()]
+    if short:
+        named = [class_names[c] if class_names else str(c) for c in short]
+        raise CnnkitError(f"{folds}-fold cross-validation needs at least {folds} images of every class; class(es) "
+                          f"{', '.join(named)} have {', '.join(str(int(counts[c])) for c in short)}")
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    rest, held = list(splitter.split(labels.numpy().reshape(-1, 1), labels.numpy()))[fold - 1]
+    return torch.from_numpy(rest).sort().values, torch.from_numpy(held).sort().values

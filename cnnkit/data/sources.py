@@ -5,21 +5,24 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from cnnkit.data.cifar10 import find_or_download_cifar10
-from cnnkit.data.datasets import ArrayData, DataBundle, stratified_split
+from cnnkit.data.datasets import ArrayData, DataBundle, kfold_split, stratified_split
 from cnnkit.data.images import ImageError, is_image_file
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.data.table import read_table
 from cnnkit.errors import CnnkitError
 from cnnkit.options import did_you_mean
 from cnnkit.registry import Registry
+
+if TYPE_CHECKING:
+    from cnnkit.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,15 @@ class SourceOptions:
     test_sources: tuple[str, ...] = ()  # folder trees of SOURCE/CLASS/ folders: these sources are the test split
     cache_dir: Path | None = None  # decoded-image cache for folder sources (data.cache); None: decode into memory
     quiet: bool = False  # no progress bar
+    fold: tuple[int, int] | None = None  # (I, K): every image pooled, the I-th of K stratified folds the test split
+
+    @classmethod
+    def of_run(cls, config: TrainConfig, preprocess: Preprocess, **changes: Any) -> SourceOptions:
+        """How a training config reads its data: training, evaluation and export checks cut the same splits."""
+        return replace(cls(data_dir=config.data_dir, preprocess=preprocess, val_split=config.val_split,
+                           test_split=config.test_split, seed=config.seed, strict=config.strict,
+                           workers=config.workers, test_sources=config.test_sources, cache_dir=config.image_cache,
+                           quiet=config.quiet, fold=config.fold_spec), **changes)
 
 
 VAL_DIRS = ("val", "valid", "validation")  # the validation tree beside train/ and test/, by any of its usual names
@@ -55,6 +67,12 @@ def load_data(spec: str, *, options: SourceOptions) -> DataBundle:
     name, arg = _parse_spec(spec)
     bundle = SOURCES.get(name)(arg, options)
     _check_classes(bundle, spec)
+    if options.fold is not None:  # cross-validation: the source's own splits pooled, then cut into folds
+        pooled = bundle.whole()
+        assert pooled is not None
+        rest, held = kfold_split(pooled.labels, folds=options.fold[1], fold=options.fold[0], seed=options.seed,
+                                 class_names=bundle.class_names)
+        bundle.train, bundle.val, bundle.test, bundle.val_from = pooled.subset(rest), None, pooled.subset(held), ""
     if options.val_split and bundle.train is not None and bundle.val is None:
         keep, held = stratified_split(bundle.train.labels, fraction=options.val_split, seed=options.seed)
         bundle.val = bundle.train.subset(held)

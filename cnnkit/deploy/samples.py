@@ -19,10 +19,8 @@ class RunImages:
 def run_images(classifier: TorchModel) -> RunImages:
     """The run's splits, rebuilt from its config (same data, preprocessing and seed)."""
     config = classifier.config
-    bundle = load_data(config.data, options=SourceOptions(
-        data_dir=config.data_dir, preprocess=classifier.preprocess, val_split=config.val_split,
-        test_split=config.test_split, seed=config.seed, workers=config.workers, test_sources=config.test_sources,
-        cache_dir=config.image_cache, quiet=True))
+    bundle = load_data(config.data, options=SourceOptions.of_run(config, classifier.preprocess, strict=False,
+                                                                 quiet=True))
     test = bundle.test if bundle.test is not None and len(bundle.test) else bundle.val
     if test is None or not len(test):
         raise CnnkitError(f"{config.data}: no test or validation images to check the export on")

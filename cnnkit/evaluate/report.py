@@ -168,11 +168,10 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     # that --target-fpr calibrates on.
     own = config.data is None or absolute_spec(config.data) == train_config.data
     spec = train_config.data if own else str(config.data)
-    bundle = load_data(spec, options=SourceOptions(
-        data_dir=config.data_dir or train_config.data_dir, preprocess=classifier.preprocess,
-        val_split=train_config.val_split if config.target_fpr else 0.0,
-        test_split=train_config.test_split if own else 0.0, seed=train_config.seed, workers=train_config.workers,
-        test_sources=train_config.test_sources if own else (), cache_dir=train_config.image_cache))
+    bundle = load_data(spec, options=SourceOptions.of_run(
+        train_config, classifier.preprocess, data_dir=config.data_dir or train_config.data_dir,
+        val_split=train_config.val_split if config.target_fpr else 0.0, strict=False, quiet=False,
+        **({} if own else {"test_split": 0.0, "test_sources": (), "fold": None})))
     has_test = bundle.test is not None and len(bundle.test) > 0
     calibrating = config.target_fpr is not None and bundle.val is not None
     data = bundle.test if has_test else bundle.train if calibrating else bundle.whole()

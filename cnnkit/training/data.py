@@ -32,10 +32,7 @@ def uses_weights_preprocessing(config: TrainConfig) -> bool:
 
 def load_training_data(config: TrainConfig, preprocess: Preprocess) -> DataBundle:
     """The config's data, decoded for `preprocess` and split (test, validation) as training splits it."""
-    data = load_data(config.data, options=SourceOptions(
-        data_dir=config.data_dir, preprocess=preprocess, val_split=config.val_split,
-        test_split=config.test_split, seed=config.seed, strict=config.strict, workers=config.workers,
-        test_sources=config.test_sources, cache_dir=config.image_cache, quiet=config.quiet))
+    data = load_data(config.data, options=SourceOptions.of_run(config, preprocess))
     if data.train is None or len(data.train) == 0:
         raise CnnkitError(f"{config.data}: no training images")
     return data

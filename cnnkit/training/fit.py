@@ -103,7 +103,7 @@ def resume_config(run: Path, **changes: Any) -> TrainConfig:
     saved = TrainConfig.from_dict(RunDir.open(run).read_json(names.CONFIG))
     if "data" in changes and changes["data"]:
         changes["data"] = absolute_spec(changes["data"])
-    refused = sorted(k for k, v in changes.items() if k not in RESUMABLE and _saved_value(saved, k) != v)
+    refused = sorted(k for k, v in changes.items() if k not in RESUMABLE and option_value(saved, k) != v)
     if refused:
         raise CnnkitError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in refused)} when resuming; "
                           f"only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} may change")
@@ -116,12 +116,12 @@ def resume_config(run: Path, **changes: Any) -> TrainConfig:
     return replace(saved, **changes, out=Path(run), resume=True, overwrite=False, exist_ok=False)
 
 
-def _saved_value(saved: TrainConfig, keyword: str) -> Any:
-    """A saved config's value of a flat option (`scheduler` is schedule.name)."""
+def option_value(config: TrainConfig, keyword: str) -> Any:
+    """A config's value of a flat option (`scheduler` is schedule.name)."""
     from cnnkit.options import options_of
 
     path = next((o.path for o in options_of(TrainConfig) if o.keyword == keyword), (keyword,))
-    value: Any = saved
+    value: Any = config
     for part in path:
         value = getattr(value, part, None)
     return value
@@ -193,7 +193,7 @@ class Trainer:
         if (config.pretrained or config.weights is not None) and not resuming:
             check_obtainable(weights_spec(config.model), weights=config.weights)  # before decoding the data
         data = load_training_data(config, preprocess)
-        config = _absolute_paths(config)
+        config = absolute_paths(config)
         torch.manual_seed(config.seed)
         # A run resumed from a checkpoint gets every weight from it: the pretrained file or hub need not be there.
         model, weights = build_network(NetworkConfig.of(config, data.num_classes, preprocess.input_size),
@@ -561,7 +561,7 @@ def _saved_weights(config: TrainConfig) -> WeightsInfo | None:
     return WeightsInfo(source, spec.mean, spec.std, spec.interpolation)
 
 
-def _absolute_paths(config: TrainConfig) -> TrainConfig:
+def absolute_paths(config: TrainConfig) -> TrainConfig:
     """Saved configs name data and weights by absolute path, so a run resumes from any working directory."""
     def absolute(path: Path | None) -> Path | None:
         return path.resolve() if path is not None else None
