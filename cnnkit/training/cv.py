@@ -111,6 +111,6 @@ def describe(result: CVResult) -> str:
     low, high = s["pooled_accuracy_ci95"]
     lines = [table, "", *(f"{key}: mean {s[key]['mean']:.4f}, sd {s[key]['sd']:.4f} (folds {s[key]['min']:.4f} to "
                           f"{s[key]['max']:.4f})" for key in keys),
-             f"Pooled accuracy: {s['pooled_accuracy']:.4f} over {s['test_images']} images, each tested once (95% "
+             f"Pooled accuracy: {s['pooled_accuracy']:.4f} over {s['test_images']:,} images, each tested once (95% "
              f"interval {low:.4f}-{high:.4f})", f"Folds: {result.root} (summary in {CV_JSON})"]
     return "\n".join(lines)
