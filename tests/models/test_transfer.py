@@ -160,14 +160,14 @@ def test_weights_that_cannot_be_had_stop_training_before_the_data_is_decoded(mon
                                                                              tmp_path: Path) -> None:
     """A missing --weights file or an unreachable hub is said at once, not after decoding a large folder."""
     import cnnkit.models.pretrained as pretrained
-    import cnnkit.training.fit as fit
+    import cnnkit.training.data as training_data
 
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("the data was read first")
 
     import huggingface_hub.constants
 
-    monkeypatch.setattr(fit, "load_data", never)
+    monkeypatch.setattr(training_data, "load_data", never)
     monkeypatch.setitem(pretrained.HUB_HOSTS, "timm", "unreachable.invalid")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     config = TrainConfig(data=f"folder:{tmp_path}", out=tmp_path / "run", quiet=True, device="cpu")
