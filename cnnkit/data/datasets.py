@@ -146,6 +146,7 @@ class DataBundle:
     files: list[tuple[Path, int]] = field(default_factory=list)
     val_from: str = ""  # where the source's own validation split came from ('val/', 'x_val'); '' when it has none
     warnings: list[str] = field(default_factory=list)  # what the source left out of its layout, and why
+    notes: list[str] = field(default_factory=list)  # how the source's layout was read, where it could be misread
 
     @property
     def num_classes(self) -> int:

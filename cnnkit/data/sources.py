@@ -198,6 +198,8 @@ def folder(arg: str | None, options: SourceOptions) -> DataBundle:
         return _by_source(root, options)
     if (root / "train").is_dir():
         return _split_trees(root, options)
+    if _is_source_tree(root):
+        return _by_source(root, options)
     names = _class_dirs(root)
     files = _list_tree(root, names)
     parts, skipped = _decode_trees({"all": (root, files)}, names, options)
@@ -284,21 +286,46 @@ def _split_trees(root: Path, options: SourceOptions) -> DataBundle:
                       warnings=warnings)
 
 
+def _subdirs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _is_source_tree(root: Path) -> bool:
+    """Whether ROOT holds SOURCE/CLASS/ folders: two or more folders without files of their own, each holding the
+    same two or more subfolders. Read as one tree, the sources would be the classes, and a model would learn to
+    tell the collections apart."""
+    tops = [root / name for name in _subdirs(root)]
+    if len(tops) < 2 or any(p.is_file() and not p.name.startswith(".") for top in tops for p in top.iterdir()):
+        return False
+    inner = {tuple(_subdirs(top)) for top in tops}
+    return len(inner) == 1 and len(next(iter(inner))) >= 2
+
+
 def _by_source(root: Path, options: SourceOptions) -> DataBundle:
-    """ROOT/SOURCE/CLASS/ trees (collections, crawls, sites): train on some sources, test on the others, as a
-    deployed model will meet pages from sources it never saw."""
-    sources = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """ROOT/SOURCE/CLASS/ trees (collections, crawls, sites): with --test-source, train on some sources and test on
+    the others, as a deployed model will meet pages from sources it never saw; without, the sources pooled by their
+    class folders, --test-split held out."""
+    sources = _subdirs(root)
     for held in options.test_sources:
         if held not in sources:
             raise CnnkitError(f"--test-source {held!r}: no such source folder in {root}; sources: "
                               f"{', '.join(sources)}" + did_you_mean(held, sources))
-    if len(sources) < 2 or set(sources) <= set(options.test_sources):
+    if options.test_sources and (len(sources) < 2 or set(sources) <= set(options.test_sources)):
         raise CnnkitError(f"{root}: --test-source needs at least one other source folder to train on")
     names = sorted({p.name for s in sources for p in (root / s).iterdir() if p.is_dir() and not p.name.startswith(".")})
     if len(names) < 2:
         raise CnnkitError(f"{root}: a classifier needs at least 2 class folders in its sources, found {names}")
     trees = {source: (root / source, _list_tree(root / source, names, every_class=False)) for source in sources}
     decoded, skipped = _decode_trees(trees, names, options, every_class=False)  # one store: the splits are views
+    if not options.test_sources:
+        files = [item for source in sources for item in trees[source][1]]
+        bundle = _test_held_out(ArrayData.concat([decoded[s] for s in sources]), names, skipped=skipped,
+                                files=files, options=options)
+        bundle.notes.append(f"{root} holds the class folders {', '.join(names)} in each of {', '.join(sources)}: "
+                            "read as sources of one data set, pooled; --test-source NAME tests on one source and "
+                            f"trains on the others (were {', '.join(sources)} the classes, the same subfolders in "
+                            "each would still read as sources: flatten them)")
+        return bundle
     train = ArrayData.concat([decoded[s] for s in sources if s not in options.test_sources])
     test = ArrayData.concat([decoded[s] for s in sources if s in options.test_sources])
     missing = [n for i, n in enumerate(names) if not (train.labels == i).any()]

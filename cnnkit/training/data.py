@@ -47,6 +47,7 @@ def data_messages(data: DataBundle, report: DataReport, *, config: TrainConfig) 
     if data.skipped:
         lines.append(f"Skipped {len(data.skipped)} unusable file(s):\n  " + "\n  ".join(data.skipped))
     lines.append(report.balance)
+    lines += [f"Note: {note}" for note in data.notes]
     lines += [f"Warning: {warning}" for warning in report.warnings]
     note = imbalance(data.train, data.class_names) if config.class_weight == "none" and data.train else None
     if note:

@@ -211,3 +211,22 @@ def test_npz_validation_arrays_are_the_validation_split(tmp_path: Path) -> None:
     np.savez(tmp_path / "half.npz", x_train=x, y_train=y, x_val=x)
     with pytest.raises(CnnkitError, match="x_val without y_val"):
         load_data(f"npz:{tmp_path / 'half.npz'}", options=SourceOptions())
+
+
+def test_a_tree_of_sources_without_test_source_pools_them_by_their_class_folders(tmp_path: Path) -> None:
+    """ROOT/SOURCE/CLASS without --test-source: the classes are the inner folders, pooled over the sources (the
+    outer folders as classes would train a model to tell the crawls apart), and a note says so."""
+    write_tree(tmp_path / "crawl-a", 6, size=20, seed=1)
+    write_tree(tmp_path / "crawl-b", 4, size=20, seed=2)
+    bundle = load_data(f"folder:{tmp_path}", options=SourceOptions(preprocess=Preprocess(input_size=16),
+                                                                   test_split=0.2))
+    assert bundle.class_names == ["circle", "cross", "square"]
+    assert len(bundle.train) + len(bundle.test) == 3 * 10 and torch.bincount(bundle.test.labels).tolist() == [2] * 3
+    assert any("crawl-a, crawl-b" in note and "--test-source" in note for note in bundle.notes)
+    # Different inner folders are an ordinary tree whose classes hold subfolders.
+    write_tree(tmp_path / "other" / "crawl-c" / "kind", 2, size=20, seed=3)
+    (tmp_path / "other" / "crawl-d" / "sort").mkdir(parents=True)
+    write_tree(tmp_path / "other" / "crawl-d" / "sort", 2, size=20, seed=4)
+    plain = load_data(f"folder:{tmp_path / 'other'}", options=SourceOptions(preprocess=Preprocess(input_size=16),
+                                                                            test_split=0))
+    assert plain.class_names == ["crawl-c", "crawl-d"] and not plain.notes
