@@ -2,7 +2,7 @@
 
     RUN/  config.json  classes.json  preprocess.json  model.safetensors  last.safetensors  checkpoint.safetensors
           history.json  history.csv  metrics.json  learning_curves.png  confusion_matrix.png/.json  calibration.png
-          roc_pr.png  threshold.json  mistakes.png  predictions.csv  data.json  manifest.json  export/
+          roc_pr.png  threshold.json  mistakes.png  predictions.csv  report.html  data.json  manifest.json  export/
     RUN/export/  model.onnx  classes.json  preprocess.json  export.json  [model.int8.onnx  model.tflite
                  saved_model/1/saved_model.pb]
 """
@@ -24,6 +24,7 @@ CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_JSON = "confusion_matrix.json"
 MISTAKES_PNG = "mistakes.png"
 CALIBRATION_PNG = "calibration.png"  # reliability diagram: accuracy against confidence
+REPORT_HTML = "report.html"  # the evaluation's figures and tables on one page
 PREDICTIONS = "predictions.csv"  # per evaluated image: its label, the prediction and its probability
 ROC_PR = "roc_pr.png"
 THRESHOLD = "threshold.json"

@@ -26,6 +26,7 @@ from cnnkit.evaluate.binary import (
     positive_index,
     roc_pr_figure,
 )
+from cnnkit.evaluate.html import report_html
 from cnnkit.evaluate.metrics import classification_metrics, finite_probabilities
 from cnnkit.evaluate.plots import confusion_matrix_figure, mistakes_figure, reliability_figure
 from cnnkit.rundir import RunDir
@@ -97,6 +98,19 @@ def evaluate_model(
     if len(class_names) == 2:
         metrics["binary"] = _binary_report(out, probs, labels, class_names)
     return metrics
+
+
+# What report.html shows, where the evaluation wrote it (learning curves: the run's own test split only).
+REPORT_FIGURES = ((names.LEARNING_CURVES, "Learning curves"), (names.CONFUSION_PNG, "Confusion matrix"),
+                  (names.CALIBRATION_PNG, "Calibration (reliability diagram)"),
+                  (names.ROC_PR, "ROC and precision-recall curves"),
+                  (names.MISTAKES_PNG, "The most confident mistakes"))
+
+
+def write_report(out: ReportPlace, metrics: dict[str, Any], *, title: str) -> None:
+    """report.html beside the evaluation's files: its tables, and the figures that are there."""
+    figures = [(name, heading) for name, heading in REPORT_FIGURES if out.run.exists(out.folder + name)]
+    out.run.write_bytes(out.folder + names.REPORT_HTML, report_html(metrics, title=title, figures=figures).encode())
 
 
 def prediction_rows(probs: np.ndarray, labels: np.ndarray, *, class_names: list[str],
@@ -210,6 +224,7 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     metrics["data"], metrics["evaluated_on"] = spec, evaluated_on
     previous = run.read_json(names.METRICS) if own and run.exists(names.METRICS) else {}
     out.write_json(names.METRICS, previous | metrics)
+    write_report(out, previous | metrics, title=f"{train_config.model}, run {run.path.name}: {evaluated_on}")
     return metrics | {"output": str(run.path / out.folder)}
 
 

@@ -32,7 +32,7 @@ from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from cnnkit.data.sources import absolute_spec, dataset_stats
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.plots import learning_curves
-from cnnkit.evaluate.report import ReportPlace, evaluate_model
+from cnnkit.evaluate.report import ReportPlace, evaluate_model, write_report
 from cnnkit.models import count_params
 from cnnkit.models.network import InitializedFromData, NetworkConfig, build_network
 from cnnkit.models.pretrained import WeightsInfo, check_obtainable
@@ -527,6 +527,8 @@ class Trainer:
             run.write_json(names.METRICS, metrics)
             run.save_figure(names.LEARNING_CURVES, learning_curves(self.history, title=config.model,
                                                                    kept_epoch=self.best.best_epoch or None))
+            if "accuracy" in metrics:
+                write_report(ReportPlace(run), metrics, title=f"{config.model}, run {run.path.name}: test split")
             last, best = final.get("epoch"), self.best.best_epoch
             # After early stopping or a best epoch before the last, the saved weights are not the last epoch's: both
             # lines say which epoch they describe, so that the two accuracies are not read as one model's.

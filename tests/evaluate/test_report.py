@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import write_tree
 
@@ -63,6 +64,11 @@ def test_another_source_is_evaluated_whole_and_the_runs_own_data_on_its_test_spl
     # written apart: the run's own figures (`cnnkit runs`, `cnnkit compare`) stay its test split's
     assert Path(whole["output"]).parent == tmp_path / "run" / "evaluations"
     assert json.loads((Path(whole["output"]) / "metrics.json").read_text())["num_samples"] == 24
+    # Each evaluation's page shows what is beside it: the run's has its learning curves, the other source's not.
+    other_page = (Path(whole["output"]) / "report.html").read_text()
+    assert "calibration.png" in other_page and "learning_curves.png" not in other_page
+    assert "all its images" in other_page and "ROC AUC" in other_page
+    assert "learning_curves.png" in (tmp_path / "run" / "report.html").read_text()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == reported
     again = evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"folder:{own}"))
     assert (again["num_samples"], again["evaluated_on"]) == (12, "the run's test split")
@@ -146,3 +152,16 @@ def test_mistakes_are_shown_most_confident_first_and_a_stale_figure_is_removed(t
     place.remove("mistakes.png")  # a later evaluation without mistakes: the old figure showed other weights
     assert not (run.path / "evaluations/other/mistakes.png").exists()
     assert "evaluations/other/mistakes.png" not in run.manifest()
+
+
+def test_the_report_page_escapes_what_comes_from_the_data() -> None:
+    from cnnkit.evaluate.html import report_html
+    from cnnkit.evaluate.metrics import classification_metrics
+
+    names = ["<script>alert(1)</script>", "cat & dog"]
+    metrics = classification_metrics(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), np.array([0, 1, 1]),
+                                     class_names=names, top_k=None)
+    page = report_html(metrics, title="run <b>x</b>", figures=[("confusion_matrix.png", "Confusion matrix")])
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "cat &amp; dog" in page
+    assert "run &lt;b&gt;x&lt;/b&gt;" in page and '<img src="confusion_matrix.png"' in page
+    assert "0.6667 (95% interval" in page  # two of three right

@@ -14,7 +14,8 @@ from cnnkit.training.fit import train
 
 ARTIFACTS = ["config.json", "classes.json", "preprocess.json", "data.json", "model.safetensors", "last.safetensors",
              "checkpoint.safetensors", "history.json", "history.csv", "metrics.json", "learning_curves.png",
-             "confusion_matrix.png", "confusion_matrix.json", "calibration.png", "predictions.csv", "manifest.json"]
+             "confusion_matrix.png", "confusion_matrix.json", "calibration.png", "predictions.csv", "report.html",
+             "manifest.json"]
 
 
 def small_config(data: Path, out: Path, **changes: object) -> TrainConfig:
