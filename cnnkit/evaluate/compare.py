@@ -65,7 +65,9 @@ def _listing(run: RunDir, root: Path) -> dict[str, Any]:
     planned = config.get("epochs", 0) + config.get("finetune_epochs", 0)
     created = config.get("created") or time.strftime("%Y-%m-%d %H:%M", time.localtime(
         (run.path / names.CONFIG).stat().st_mtime))
-    return {"run": str(run.path.relative_to(root)), "model": config.get("model"), "data": _short(config.get("data")),
+    fold = f" fold {config['fold']}" if config.get("fold") else ""  # cross-validation: which fold was its test
+    return {"run": str(run.path.relative_to(root)), "model": config.get("model"),
+            "data": _short(config.get("data"), width=32 - len(fold)) + fold,
             "epochs": f"{len(history)}/{planned}", "monitor": monitor, "best": best,
             "test_acc": metrics.get("accuracy"), "export": export_status(run.path), "created": created}
 

@@ -46,6 +46,8 @@ def test_cv_trains_a_run_per_fold_tests_every_image_once_and_goes_on_where_it_st
     # The second fold's run is an ordinary run: evaluate re-cuts the same test fold.
     assert main(["evaluate", str(tmp_path / "cv" / "fold-2")]) == 0
     assert f"Accuracy: {result.folds[1]['accuracy']:.4f}" in capsys.readouterr().out
+    assert main(["runs", str(tmp_path / "cv")]) == 0
+    assert "fold 2/3" in capsys.readouterr().out
     # Run again: nothing is trained again and the figures are the same; other settings are refused.
     weights = [(tmp_path / "cv" / f"fold-{i}" / "model.safetensors").read_bytes() for i in (1, 2, 3)]
     again = cnnkit.cross_validate(f"npz:{shapes_npz}", folds=3, **options)
