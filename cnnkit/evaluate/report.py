@@ -183,7 +183,9 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     own = config.data is None or absolute_spec(config.data) == train_config.data
     spec = train_config.data if own else str(config.data)
     bundle = load_data(spec, options=SourceOptions.of_run(
-        train_config, classifier.preprocess, data_dir=config.data_dir or train_config.data_dir,
+        # --data-dir of the run's own source is the run's; another source's is only what is given for it (a csv:
+        # table's files are relative to its own folder, not to where the training's CIFAR-10 arrays were).
+        train_config, classifier.preprocess, data_dir=config.data_dir or (train_config.data_dir if own else None),
         val_split=train_config.val_split if config.target_fpr else 0.0, strict=False, quiet=False,
         **({} if own else {"test_split": 0.0, "test_sources": (), "fold": None})))
     has_test = bundle.test is not None and len(bundle.test) > 0

@@ -165,3 +165,19 @@ def test_the_report_page_escapes_what_comes_from_the_data() -> None:
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "cat &amp; dog" in page
     assert "run &lt;b&gt;x&lt;/b&gt;" in page and '<img src="confusion_matrix.png"' in page
     assert "0.6667 (95% interval" in page  # two of three right
+
+
+def test_another_csv_source_reads_its_files_beside_it_not_in_the_runs_data_dir(tmp_path: Path) -> None:
+    """A run trained on a table whose files live under --data-dir; another table, listing files beside itself, is
+    evaluated with those (the training's --data-dir was once applied to it, and none of its files were found)."""
+    write_tree(tmp_path / "pool" / "images", 8, seed=5)
+    write_tree(tmp_path / "new" / "photos", 4, seed=6)
+    for folder, table in ((tmp_path / "pool", tmp_path / "tables" / "train.csv"), (tmp_path / "new",
+                                                                                    tmp_path / "new" / "test.csv")):
+        table.parent.mkdir(exist_ok=True)
+        rows = [f"{p.relative_to(folder)},{p.parent.name}" for p in sorted(folder.rglob("*.*"))]
+        table.write_text("file,label\n" + "\n".join(rows) + "\n")
+    train(TrainConfig(data=f"csv:{tmp_path / 'tables' / 'train.csv'}", data_dir=tmp_path / "pool",
+                      out=tmp_path / "run", epochs=1, quiet=True, device="cpu", input_size=32))
+    other = evaluate_run(EvaluateConfig(run=tmp_path / "run", data=f"csv:{tmp_path / 'new' / 'test.csv'}"))
+    assert (other["num_samples"], other["evaluated_on"]) == (12, "all its images")
