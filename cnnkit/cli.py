@@ -89,9 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_models, _add_summary, _add_check_data, _add_train, _add_cv, _add_lr_find, _add_evaluate,
-                _add_predict,
-                _add_compare, _add_runs, _add_augment_preview, _add_cache, _add_export, _add_serve, _add_explain,
-                _add_capture, _add_demo, _add_phishing):
+                _add_predict, _add_compare, _add_runs, _add_augment_preview, _add_cache, _add_export, _add_serve,
+                _add_explain, _add_capture, _add_demo, _add_phishing):
         add(commands)
     return parser
 
@@ -167,12 +166,18 @@ def _run_summary_table(run: Path) -> str:
 
 
 # train ----------------------------------------------------------------------------------------------------------
+DATA_HELP = "cifar10 | folder:PATH | npz:PATH | csv:PATH"
+
+
+def _add_recipe(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset; the flags you type win over it")
+
+
 def _add_train(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "train", _run_train, "train a model and write a run directory")
-    sub.add_argument("data", nargs="?",
-                     help="cifar10 | folder:PATH | npz:PATH | csv:PATH; with --resume: the run directory")
+    sub.add_argument("data", nargs="?", help=f"{DATA_HELP}; with --resume: the run directory")
     add_arguments(sub, TrainConfig)
-    sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset; the flags you type win over it")
+    _add_recipe(sub)
     sub.add_argument("--nproc", type=int, default=1,
                      help="data-parallel processes on this machine (launches torchrun); see README for multi-node")
 
@@ -180,10 +185,10 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 def _add_cv(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "cv", _run_cv, "k-fold cross-validation: one run per fold (ROOT/fold-I), every image "
                    "tested once; mean and spread over folds, pooled accuracy")
-    sub.add_argument("data", help="cifar10 | folder:PATH | npz:PATH | csv:PATH")
+    sub.add_argument("data", help=DATA_HELP)
     sub.add_argument("--folds", type=int, default=5, help="number of stratified folds (default: 5)")
     add_arguments(sub, TrainConfig, skip=("resume", "fold", "test_source"))
-    sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset; the flags you type win over it")
+    _add_recipe(sub)
 
 
 def _run_cv(args: argparse.Namespace) -> int:
@@ -203,7 +208,7 @@ DATA_OPTIONS = ("model", "data_dir", "val_split", "test_split", "test_source", "
 def _add_check_data(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "check-data", _run_check_data, "load and check data as train would (splits, class "
                    "balance, unreadable files, duplicates, shortcuts), training nothing; exit status 1 on warnings")
-    sub.add_argument("data", help="cifar10 | folder:PATH | npz:PATH | csv:PATH")
+    sub.add_argument("data", help=DATA_HELP)
     add_arguments(sub, TrainConfig, skip=tuple(o.keyword for o in options_of(TrainConfig)
                                                if o.keyword not in DATA_OPTIONS))
 
@@ -224,10 +229,10 @@ NOT_SWEPT = ("out", "project", "name", "exist_ok", "overwrite", "resume")
 def _add_lr_find(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "lr-find", _run_lr_find, "learning-rate range test: the loss over a sweep of learning "
                    "rates, and a suggested --lr")
-    sub.add_argument("data", help="cifar10 | folder:PATH | npz:PATH | csv:PATH")
+    sub.add_argument("data", help=DATA_HELP)
     add_arguments(sub, TrainConfig, skip=NOT_SWEPT)
     add_arguments(sub, LRFindConfig)
-    sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset; the flags you type win over it")
+    _add_recipe(sub)
 
 
 def _run_lr_find(args: argparse.Namespace) -> int:

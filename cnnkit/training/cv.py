@@ -26,9 +26,9 @@ from cnnkit.training.fit import absolute_paths, option_value, resume_config, tra
 from cnnkit.training.rundirs import resolve_run_dir
 
 CV_JSON = "cv.json"
-# Where a fold's run goes, and how this process runs: not compared with a fold found on disk.
-NOT_COMPARED = ("out", "project", "name", "exist_ok", "overwrite", "resume", "fold", "device", "quiet", "workers",
-                "cache_dir", "no_cache")
+# Where a fold's run goes: not compared with a fold found on disk (resume_config compares the rest, and takes
+# how this process runs, --device, --workers and the like, from this invocation).
+NOT_COMPARED = ("out", "project", "name", "exist_ok", "overwrite", "resume")
 REPORTED = ("accuracy", "macro_f1", "ece", "roc_auc")  # per fold, and their mean and spread
 
 
@@ -74,8 +74,7 @@ def _run_fold(fold: TrainConfig, *, config: TrainConfig) -> dict[str, Any]:
             raise CnnkitError(f"{run_dir} holds fold {fold.fold} trained with other settings ({exc}): give cnnkit cv "
                               "another --out, or --overwrite to train every fold again") from None
         # A finished fold resumed trains nothing more and is tested again: the same figures, from its saved weights.
-        metrics = train(replace(resumed, device=config.device, quiet=config.quiet, workers=config.workers,
-                                cache_dir=config.cache_dir, no_cache=config.no_cache)).metrics
+        metrics = train(resumed).metrics
     else:
         metrics = train(replace(fold, overwrite=config.overwrite)).metrics
     row: dict[str, Any] = {"fold": fold.fold, "run": str(run_dir), "test_images": metrics["num_samples"],

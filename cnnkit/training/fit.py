@@ -407,8 +407,7 @@ class Trainer:
 
     def _why_not_cached(self) -> str | None:
         return why_not_cached(self.net, augment=self.step.augment is not None or self.step.mix is not None,
-                              distributed=self.ctx.enabled,
-                              ema=self.ema is not None)
+                              distributed=self.ctx.enabled, ema=self.ema is not None)
 
     def _after_batch(self) -> None:
         for callback in self.callbacks:
@@ -444,10 +443,10 @@ class Trainer:
                                 for name, w in zip(data.class_names, self.step.class_weights.tolist()))
             self.log(f"Class weights (balanced, training loss only): {weights}")
         if self.step.mix is not None:
-            kinds = " and ".join(f"{name} alpha {alpha:g}" for name, alpha in (("MixUp", config.mixup),
-                                                                             ("CutMix", config.cutmix)) if alpha)
-            self.log(f"Mixing: {kinds}{' (one of the two per batch)' if ' and ' in kinds else ''}; training loss "
-                     "and accuracy are on blended images (accuracy against each one's larger share)")
+            kinds = [f"{name} alpha {alpha:g}" for name, alpha in (("MixUp", config.mixup), ("CutMix", config.cutmix))
+                     if alpha]
+            self.log(f"Mixing: {' and '.join(kinds)}{' (one of the two per batch)' if len(kinds) == 2 else ''}; "
+                     "training loss and accuracy are on blended images (accuracy against each one's larger share)")
         source = f", weights {self.weights.source}" if self.weights else ""
         self.log(f"Model: {config.model} at {self.preprocess.input_size}px on {self.device}{source} "
                  f"(trainable params: {trainable:,}; non-trainable: {frozen:,})")
