@@ -11,8 +11,9 @@ from typing import Any
 from cnnkit.errors import CnnkitError
 
 __version__ = "0.1.0"
-__all__ = ["Classifier", "CnnkitError", "Prediction", "cross_validate", "export", "load", "lr_find", "serve", "train"]
-_API = {"Classifier", "Prediction", "cross_validate", "export", "load", "lr_find", "serve", "train"}
+__all__ = ["Classifier", "CnnkitError", "Prediction", "calibrate", "cross_validate", "export", "load", "lr_find",
+           "serve", "train"]
+_API = {"Classifier", "Prediction", "calibrate", "cross_validate", "export", "load", "lr_find", "serve", "train"}
 
 
 def __getattr__(name: str) -> Any:

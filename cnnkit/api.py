@@ -5,6 +5,7 @@
     clf = cnnkit.load(run.run_dir)                # a run directory (PyTorch) or an export directory (ONNX Runtime)
     clf.predict("cat.jpg")                         # one Prediction; a list (or a batch array) gives a list
     clf.evaluate("folder:other")                   # the metrics `cnnkit evaluate` prints
+    cnnkit.calibrate(run.run_dir)                  # softmax temperature fitted on the validation split
     cnnkit.export(run.run_dir)                     # RUN/export/model.onnx, checked against PyTorch
     cnnkit.lr_find("cifar10").suggestion           # the learning-rate range test: a suggested lr
     cnnkit.serve([run.run_dir], port=8501)         # TensorFlow Serving REST API
@@ -197,6 +198,15 @@ class Classifier:
         top_k = options.get("top_k", 3)
         return classification_metrics(probs, split.labels.numpy(), class_names=self.class_names,
                                       top_k=top_k if top_k < len(self.class_names) else None)
+
+
+def calibrate(run: str | Path, **options: Any) -> Any:
+    """Fit the run's softmax temperature on held-out data (`cnnkit calibrate`): a Calibration with the temperature
+    and the log loss and ECE before and after; `options`: its flags (`data=`, `reset=True`...)."""
+    from cnnkit.config import CalibrateConfig
+    from cnnkit.evaluate.temperature import calibrate_run
+
+    return calibrate_run(from_keywords(CalibrateConfig, options, base=CalibrateConfig(run=Path(run))))
 
 
 def export(run: str | Path, **options: Any) -> Any:

@@ -2,7 +2,8 @@
 
     RUN/  config.json  classes.json  preprocess.json  model.safetensors  last.safetensors  checkpoint.safetensors
           history.json  history.csv  metrics.json  learning_curves.png  confusion_matrix.png/.json  calibration.png
-          roc_pr.png  threshold.json  mistakes.png  predictions.csv  report.html  data.json  manifest.json  export/
+          roc_pr.png  threshold.json  temperature.json  mistakes.png  predictions.csv  report.html  data.json
+          manifest.json  export/
     RUN/export/  model.onnx  classes.json  preprocess.json  export.json  [model.int8.onnx  model.tflite
                  saved_model/1/saved_model.pb]
 """
@@ -28,6 +29,7 @@ REPORT_HTML = "report.html"  # the evaluation's figures and tables on one page
 PREDICTIONS = "predictions.csv"  # per evaluated image: its label, the prediction and its probability
 ROC_PR = "roc_pr.png"
 THRESHOLD = "threshold.json"
+TEMPERATURE = "temperature.json"  # `cnnkit calibrate`: the softmax temperature fitted on held-out data
 EVALUATIONS_DIR = "evaluations"  # RUN/evaluations/NAME/: `cnnkit evaluate RUN --data OTHER` results
 MANIFEST = "manifest.json"
 

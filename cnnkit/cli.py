@@ -21,6 +21,7 @@ from cnnkit.config import (
     RECIPES,
     BrandConfig,
     CacheConfig,
+    CalibrateConfig,
     CaptureConfig,
     DemoConfig,
     EvaluateConfig,
@@ -89,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_models, _add_summary, _add_check_data, _add_train, _add_cv, _add_lr_find, _add_evaluate,
-                _add_predict, _add_compare, _add_runs, _add_augment_preview, _add_cache, _add_export, _add_serve,
-                _add_explain, _add_capture, _add_demo, _add_phishing):
+                _add_calibrate, _add_predict, _add_compare, _add_runs, _add_augment_preview, _add_cache, _add_export,
+                _add_serve, _add_explain, _add_capture, _add_demo, _add_phishing):
         add(commands)
     return parser
 
@@ -321,6 +322,47 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     extra += ", roc_pr.png" if (Path(metrics["output"]) / "roc_pr.png").is_file() else ""
     extra += f"; {args.run / 'threshold.json'}" if config.target_fpr is not None else ""
     print(f"Written: {Path(metrics['output']) / 'metrics.json'}, confusion_matrix.png, confusion_matrix.json{extra}")
+    return 0
+
+
+def _add_calibrate(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "calibrate", _run_calibrate, "fit the softmax temperature on held-out data, so that "
+                   "confidences match accuracy (predict, evaluate, export and serve then use it)")
+    sub.add_argument("run", type=Path)
+    add_arguments(sub, CalibrateConfig)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from cnnkit.evaluate.metrics import ROUGH_CALIBRATION
+    from cnnkit.evaluate.temperature import calibrate_run
+    from cnnkit.runtime.exports import export_status
+
+    config = from_keywords(CalibrateConfig, typed_values(args, CalibrateConfig), base=CalibrateConfig(run=args.run))
+    result = calibrate_run(config)
+    if not result.fitted_on:
+        print(f"Removed {args.run / 'temperature.json'}: probabilities are the plain softmax again")
+    else:
+        before, after = result.before, result.after
+        rough = f" (rough: under {ROUGH_CALIBRATION} images)" if result.images < ROUGH_CALIBRATION else ""
+        print(f"Temperature {result.temperature:.4f}, fitted on {result.fitted_on} ({result.images} images){rough}: "
+              f"log loss {before['log_loss']:.4f} -> {after['log_loss']:.4f}, ECE {before['ece']:.4f} -> "
+              f"{after['ece']:.4f}, mean confidence {before['mean_confidence']:.4f} -> "
+              f"{after['mean_confidence']:.4f}")
+    if result.test is not None:
+        was, now = result.test_before or {}, result.test["calibration"]
+        print(f"Test split evaluated again (accuracy {result.test['accuracy']:.4f}): ECE "
+              f"{was.get('ece', float('nan')):.4f} -> {now['ece']:.4f}, log loss "
+              f"{was.get('log_loss', float('nan')):.4f} -> {now['log_loss']:.4f}; written to metrics.json")
+    if result.threshold is not None and result.threshold_before is not None:
+        new, old = result.threshold, result.threshold_before
+        same = all(abs(new[key] - old[key]) < 1e-9 for key in ("val_fpr", "val_tpr"))
+        print(f"Decision threshold chosen again for --target-fpr {new['target_fpr']:g}: {old['threshold']:.4f} -> "
+              f"{new['threshold']:.4f}, on {new['calibration']} (" + (
+                  f"the same operating point: FPR {new['val_fpr']:.4f}, TPR {new['val_tpr']:.4f}" if same else
+                  f"FPR {old['val_fpr']:.4f} -> {new['val_fpr']:.4f}, TPR {old['val_tpr']:.4f} -> "
+                  f"{new['val_tpr']:.4f}: ties broken differently") + ")")
+    if export_status(args.run) == "stale":
+        print(f"The run's export was made with the earlier probabilities: `cnnkit export {args.run}` again")
     return 0
 
 

@@ -245,6 +245,23 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class CalibrateConfig:
+    """`cnnkit calibrate`: fit the softmax temperature of a run's best weights on held-out data."""
+
+    run: Path = option(cli=False, help="the run directory")
+    data: str | None = option(None, help="fit on this data source (all of it: held-out images, neither the run's "
+                              "training nor its test data) instead of the run's validation split")
+    data_dir: Path | None = option(None, help="where that data source's files are")
+    device: Device = option("auto", help=DEVICE_HELP)
+    reset: bool = option(False, help="remove the fitted temperature: probabilities are the plain softmax again")
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.reset and self.data is not None:
+            raise CnnkitError("--reset fits nothing: give no --data")
+
+
+@dataclass(frozen=True)
 class LRFindConfig:
     """The learning-rate range test's own settings (`cnnkit lr-find`); the training settings are a TrainConfig."""
 

@@ -30,17 +30,19 @@ from cnnkit.deploy.tensorflow import export_tensorflow, remove_stale, require_te
 from cnnkit.errors import CnnkitError
 from cnnkit.files import sha256_file, write_bytes, write_json
 from cnnkit.models.tta import tta_logits
-from cnnkit.runtime.exports import run_threshold
+from cnnkit.runtime.fitted import read_fitted, run_threshold
 from cnnkit.runtime.model import load_run_model
 
 
 class ServingModel(nn.Module):
     """images [N, H, W, 3] in 0..255 -> probabilities [N, C]."""
 
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], *, tta: str = "none") -> None:
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], *, tta: str = "none",
+                 temperature: float = 1.0) -> None:
         super().__init__()
         self.model = model
         self.tta = tta  # test-time augmentation, as the run evaluates
+        self.temperature = temperature  # the run's fitted softmax temperature (`cnnkit calibrate`)
         # (x - mean) / std as one multiply-add on the NHWC images, before the transpose to NCHW, with constants
         # that span a whole image row ([1, 1, W, 3]): ONNX Runtime broadcasts a row-long constant as fast as a
         # scalar, but a [3] constant (the last axis alone) one element at a time, and a per-channel 1x1
@@ -53,7 +55,10 @@ class ServingModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         row = (1, 1, images.shape[2], 3)  # static at export: the exporter folds the expansion into constants
         x = images * self.scale.expand(row) + self.shift.expand(row)
-        return tta_logits(self.model, x.permute(0, 3, 1, 2), self.tta).softmax(dim=-1)
+        logits = tta_logits(self.model, x.permute(0, 3, 1, 2), self.tta)
+        if self.temperature != 1.0:  # left out of the graph when there is none
+            logits = logits / self.temperature
+        return logits.softmax(dim=-1)
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ def export_run(config: ExportConfig) -> ExportResult:
     classifier = load_run_model(config.run, device="cpu")
     pre = classifier.preprocess
     serving = ServingModel(classifier.model.float().to(memory_format=torch.contiguous_format), pre.mean, pre.std,
-                           tta=classifier.settings.tta)
+                           tta=classifier.settings.tta, temperature=classifier.settings.temperature)
     serving.eval()
     out = config.out or Path(config.run) / names.EXPORT_DIR
     if config.tf_formats:
@@ -116,6 +121,7 @@ def export_run(config: ExportConfig) -> ExportResult:
         "sha256": {names.ONNX_MODEL: sha256_file(out / names.ONNX_MODEL)},
         "weights": {"file": names.WEIGHTS_BEST, "sha256": weights_sha},
         "threshold": run_threshold(Path(config.run)),
+        "temperature": read_fitted(Path(config.run), names.TEMPERATURE),
         **({"int8": int8} if int8 else {}),
         **({"tensorflow": tf} if tf else {}),
     })

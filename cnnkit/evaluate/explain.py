@@ -36,8 +36,10 @@ def last_conv(model: nn.Module) -> nn.Conv2d:
     return convs[-1]
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, *, target: int | None = None) -> tuple[np.ndarray, int, float]:
-    """Heatmap [H, W] for one normalised input [1, 3, H, W]; returns (heatmap, class index, probability)."""
+def grad_cam(model: nn.Module, x: torch.Tensor, *, target: int | None = None,
+             temperature: float = 1.0) -> tuple[np.ndarray, int, float]:
+    """Heatmap [H, W] for one normalised input [1, 3, H, W]; returns (heatmap, class index, probability: the
+    softmax of the logits divided by `temperature`, as the run states its probabilities)."""
     layer = last_conv(model)
     saved: dict[str, torch.Tensor] = {}
 
@@ -61,7 +63,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, *, target: int | None = None) ->
     cam = F.relu((weights * saved["activation"]).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     cam = cam / cam.max() if cam.max() > 0 else cam
-    probability = float(logits.detach().softmax(dim=1)[0, index])
+    probability = float((logits.detach() / temperature).softmax(dim=1)[0, index])
     return cam.detach().cpu().numpy(), index, probability
 
 
@@ -76,7 +78,8 @@ def explain(config: ExplainConfig) -> Explanation:
         if config.label not in classifier.class_names:
             raise CnnkitError(f"--label {config.label!r} is not a class; classes: {', '.join(classifier.class_names)}")
         target = classifier.class_names.index(config.label)
-    heatmap, index, probability = grad_cam(classifier.model, x, target=target)
+    heatmap, index, probability = grad_cam(classifier.model, x, target=target,
+                                          temperature=classifier.settings.temperature)
     picture = _side_by_side(pixels, heatmap)
     write_atomic(config.out, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"))
     return Explanation(classifier.class_names[index], probability, heatmap)

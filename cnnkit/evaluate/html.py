@@ -41,7 +41,9 @@ def _headline(metrics: dict[str, Any]) -> str:
     calibration = metrics.get("calibration")
     if calibration:
         rows.append(("calibration", f"ECE {calibration['ece']:.4f}, mean confidence "
-                                    f"{calibration['mean_confidence']:.4f}, log loss {calibration['log_loss']:.4f}"))
+                                    f"{calibration['mean_confidence']:.4f}, log loss {calibration['log_loss']:.4f}"
+                                    + (f", temperature {metrics['temperature']:.4f} (cnnkit calibrate)"
+                                       if "temperature" in metrics else "")))
     for key, label in (("evaluated_on", "evaluated on"), ("data", "data"), ("best_epoch", "weights of epoch")):
         if metrics.get(key):
             rows.append((label, str(metrics[key])))

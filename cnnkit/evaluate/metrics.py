@@ -139,7 +139,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines.append("Most confused (true -> predicted): " + ", ".join(f"{t} -> {p} {n}" for t, p, n in confused))
     if "calibration" in metrics:
         lines.append(_calibration_line(metrics["calibration"], accuracy=metrics["accuracy"],
-                                       images=metrics["num_samples"]))
+                                       images=metrics["num_samples"])
+                     + (f", with temperature {metrics['temperature']:.4f}" if "temperature" in metrics else ""))
     if metrics.get("non_finite_outputs"):
         lines.append(f"WARNING: {metrics['non_finite_outputs']} of {metrics['num_samples']} outputs were NaN or "
                      "infinite (a diverged model); they count as wrong")

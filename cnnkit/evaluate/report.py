@@ -32,7 +32,7 @@ from cnnkit.evaluate.plots import confusion_matrix_figure, mistakes_figure, reli
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.allocator import reuse_freed_memory
 from cnnkit.runtime.engine import StepSettings, inference_batch_size, predict_logits
-from cnnkit.runtime.exports import run_threshold
+from cnnkit.runtime.fitted import WEIGHTS_KEY, best_weights_sha256, run_threshold
 from cnnkit.runtime.model import TorchModel, load_run_model
 
 THRESHOLD_FILE = names.THRESHOLD
@@ -78,6 +78,8 @@ def evaluate_model(
         dim=1).numpy()
     labels = data.labels.numpy()
     metrics = classification_metrics(probs, labels, class_names=class_names, top_k=top_k)
+    if settings.temperature != 1.0:
+        metrics["temperature"] = settings.temperature  # the probabilities above are the calibrated ones
     out.write_json(names.CONFUSION_JSON, {"classes": class_names, "matrix": metrics["confusion_matrix"]})
     out.save_figure(names.CONFUSION_PNG, confusion_matrix_figure(metrics["confusion_matrix"], class_names))
     out.save_figure(names.CALIBRATION_PNG, reliability_figure(metrics["calibration"]))
@@ -166,7 +168,7 @@ def choose_run_threshold(
     scores = finite_probabilities(probs)[0][:, index]
     chosen = replace(choose_threshold(scores, val.labels.numpy() == index, target_fpr=target_fpr,
                                       positive=classifier.class_names[index]), calibration=calibration)
-    run.write_json(THRESHOLD_FILE, chosen.to_dict())
+    run.write_json(THRESHOLD_FILE, chosen.to_dict() | {WEIGHTS_KEY: best_weights_sha256(run.path)})
     return chosen
 
 
@@ -202,7 +204,7 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
                          f"{', '.join(missing)}")
     run = RunDir.open(config.run)
     if own and run.exists(names.DATA_SPLITS):
-        _check_unchanged(run, spec, {"test": bundle.test if has_test else None,
+        check_unchanged(run, spec, {"test": bundle.test if has_test else None,
                                      "val": bundle.val if config.target_fpr is not None else None})
     batch_size = config.batch_size or inference_batch_size(
         classifier.model, input_size=classifier.preprocess.input_size, settings=classifier.settings)
@@ -210,7 +212,7 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
         calibration = bundle.val
         if config.calibration_data is not None:
             _check_apart(config.calibration_data, evaluated=spec, trained=train_config.data)
-            calibration = _all_images(config.calibration_data, classifier, data_dir=config.data_dir)
+            calibration = all_images(config.calibration_data, classifier, data_dir=config.data_dir)
         if calibration is None or len(calibration) == 0:
             raise CnnkitError("--target-fpr needs validation data (train with --val-split > 0) or --calibration-data")
         choose_run_threshold(classifier, calibration, run=run, target_fpr=config.target_fpr,
@@ -225,6 +227,7 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
                              batch_size=batch_size)
     metrics["data"], metrics["evaluated_on"] = spec, evaluated_on
     previous = run.read_json(names.METRICS) if own and run.exists(names.METRICS) else {}
+    previous.pop("temperature", None)  # this evaluation's says whether one applies now
     out.write_json(names.METRICS, previous | metrics)
     write_report(out, previous | metrics, title=f"{train_config.model}, run {run.path.name}: {evaluated_on}")
     return metrics | {"output": str(run.path / out.folder)}
@@ -237,7 +240,7 @@ def _folder_name(spec: str) -> str:
     return f"{readable or 'data'}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
 
 
-def _check_unchanged(run: RunDir, spec: str, splits: dict[str, ArrayData | None]) -> None:
+def check_unchanged(run: RunDir, spec: str, splits: dict[str, ArrayData | None]) -> None:
     """The run's own data must still be what it was trained on: otherwise its test split, cut again from changed
     data, can hold images the run trained on, and the figures would look better than they are."""
     present = {name: split for name, split in splits.items() if split is not None}
@@ -262,7 +265,7 @@ def _check_apart(calibration: str, *, evaluated: str, trained: str | None) -> No
                           "measured on the images it was chosen on; give a separate calibration folder")
 
 
-def _all_images(spec: str, classifier: TorchModel, *, data_dir: Path | None) -> ArrayData:
+def all_images(spec: str, classifier: TorchModel, *, data_dir: Path | None) -> ArrayData:
     """Every image of a data source (its train and test parts together), checked to have the run's classes."""
     bundle = load_data(spec, options=SourceOptions(data_dir=data_dir, preprocess=classifier.preprocess,
                                                    test_split=0.0))

@@ -30,11 +30,14 @@ class StepSettings:
     precision: str = "fp32"  # or "bf16"/"fp16": autocast matmuls and convolutions to that type
     channels_last: bool = True
     tta: str = "none"  # evaluation averages the logits of these views of each image (see models.tta)
+    temperature: float = 1.0  # evaluation divides the logits by it (`cnnkit calibrate`); training's are left alone
 
     def infer(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Evaluation-time logits (float32), with the test-time augmentation `tta` names."""
+        """Evaluation-time logits (float32), with the test-time augmentation `tta` names, divided by the
+        temperature: their softmax is the run's probabilities."""
         with self.autocast():
-            return tta_logits(model, x, self.tta).float()
+            logits = tta_logits(model, x, self.tta).float()
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.precision in AUTOCAST_TYPES:

@@ -12,6 +12,7 @@ from typing import Any
 from cnnkit import artifacts as names
 from cnnkit.errors import CnnkitError
 from cnnkit.files import read_json
+from cnnkit.runtime.fitted import read_fitted, run_threshold, stale_reason
 
 
 def find_export_dir(path: Path) -> Path | None:
@@ -53,12 +54,20 @@ def staleness(export: Path) -> str | None:
     if made_from != current:
         return (f"it was made from weights {made_from[:12]}, but the run's {names.WEIGHTS_BEST} is now "
                 f"{(current or 'missing')[:12]} (the run was resumed or retrained since)")
+    # A served decision or probability would then differ from `cnnkit predict RUN`'s, which reads the run's files.
+    for name in (names.THRESHOLD, names.TEMPERATURE):
+        if stale_reason(run, name) is not None:
+            return stale_reason(run, name)
     threshold = run_threshold(run)
     if info.get("threshold") != threshold:
-        # A served decision would then differ from `cnnkit predict RUN`'s, which reads the run's threshold.
         carried = (info.get("threshold") or {}).get("threshold")
         return (f"it carries decision threshold {carried}, but the run's {names.THRESHOLD} now says "
                 f"{(threshold or {}).get('threshold')} (evaluate --target-fpr was run since)")
+    temperature = read_fitted(run, names.TEMPERATURE)
+    if info.get("temperature") != temperature:
+        carried = (info.get("temperature") or {}).get("temperature", 1.0)
+        return (f"its probabilities use temperature {carried:g}, but the run's is now "
+                f"{(temperature or {}).get('temperature', 1.0):g} (cnnkit calibrate was run since)")
     return None
 
 
@@ -70,12 +79,6 @@ def weights_sha256(path: Path) -> str | None:
         return read_json(path / names.MANIFEST).get(names.WEIGHTS_BEST, {}).get("sha256")
     export = find_export_dir(path)
     return (read_export(export).get("weights") or {}).get("sha256") if export is not None else None
-
-
-def run_threshold(run: Path) -> dict[str, Any] | None:
-    """A binary run's decision threshold as `cnnkit evaluate --target-fpr` stored it (RUN/threshold.json), if any."""
-    path = Path(run) / names.THRESHOLD
-    return read_json(path) if path.is_file() else None
 
 
 def check_current(export: Path) -> None:

@@ -17,6 +17,7 @@ from cnnkit.models.network import NetworkConfig, build_network
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.device import resolve_device, respect_thread_limit
 from cnnkit.runtime.engine import StepSettings, inference_batch_size
+from cnnkit.runtime.fitted import run_temperature
 
 
 @dataclass
@@ -48,8 +49,10 @@ class TorchModel:
         return torch.cat(parts).numpy()
 
 
-def load_run_model(run_dir: Path, *, device: str = "auto", weights: str = names.WEIGHTS_BEST) -> TorchModel:
-    """Rebuild the model of a run directory and load its (checksum-verified) weights."""
+def load_run_model(run_dir: Path, *, device: str = "auto", weights: str = names.WEIGHTS_BEST,
+                   calibrated: bool = True) -> TorchModel:
+    """Rebuild the model of a run directory and load its (checksum-verified) weights. Its probabilities use the
+    run's fitted temperature (`cnnkit calibrate`) for the best weights, unless `calibrated` is False."""
     run = RunDir.open(run_dir)
     config = TrainConfig.from_dict(run.read_json(names.CONFIG))
     class_names = run.read_json(names.CLASSES)
@@ -62,6 +65,8 @@ def load_run_model(run_dir: Path, *, device: str = "auto", weights: str = names.
     model.load_state_dict(state)
     target = resolve_device(device)
     respect_thread_limit()
-    settings = StepSettings(device=target, channels_last=config.channels_last, tta=config.tta)
+    temperature = run_temperature(run.path) if calibrated and weights == names.WEIGHTS_BEST else 1.0
+    settings = StepSettings(device=target, channels_last=config.channels_last, tta=config.tta,
+                            temperature=temperature)
     model = model.to(target, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     return TorchModel(model.eval(), preprocess, class_names, config, settings, run)

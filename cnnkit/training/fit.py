@@ -42,6 +42,7 @@ from cnnkit.rundir import RunDir
 from cnnkit.runtime.allocator import reuse_freed_memory
 from cnnkit.runtime.device import resolve_device, resolve_precision, respect_thread_limit
 from cnnkit.runtime.engine import StepSettings, evaluate_data
+from cnnkit.runtime.fitted import REFIT, run_temperature, stale_files
 from cnnkit.runtime.parallel import DistContext, process_group
 from cnnkit.training import memory
 from cnnkit.training.callbacks import (
@@ -510,6 +511,7 @@ class Trainer:
             self.net.load_state_dict(weights)
         metrics: dict[str, Any] = {}
         if self.ctx.is_main:
+            self._forget_stale_fits(run)
             final = self.history[-1] if self.history else {}
             trainable, frozen = count_params(self.net)
             metrics = {"best_epoch": self.best.best_epoch, "train_time_s": round(self.elapsed_s, 2),
@@ -522,7 +524,8 @@ class Trainer:
                 # figure from bf16 inference could differ from all of theirs (0.333 against 0.25 on 12 images).
                 metrics |= evaluate_model(self.net, data.test, out=ReportPlace(run), class_names=data.class_names,
                                           preprocess=self.preprocess, top_k=self.top_k, batch_size=self.eval_batch,
-                                          settings=replace(self.step.settings, precision="fp32"))
+                                          settings=replace(self.step.settings, precision="fp32",
+                                                           temperature=run_temperature(run.path)))
             run.write_json(names.METRICS, metrics)
             run.save_figure(names.LEARNING_CURVES, learning_curves(self.history, title=config.model,
                                                                    kept_epoch=self.best.best_epoch or None))
@@ -543,6 +546,16 @@ class Trainer:
                 self.log(f"Training accuracy: {final['accuracy']:.3f}" + (f" ({'; '.join(notes)})" if notes else ""))
             self.log(f"Run directory: {run.path}")
         return TrainResult(run_dir=run.path, history=self.history, metrics=metrics)
+
+    def _forget_stale_fits(self, run: RunDir) -> None:
+        """A resumed run that found better weights: a threshold or temperature fitted for the old ones would be
+        refused wherever it is read, so it goes now, with a line saying how to fit it again."""
+        for name in stale_files(run.path):
+            (run.path / name).unlink()
+            run.forget(name)
+            refit = REFIT[name].replace("RUN", str(run.path))
+            self.log(f"Removed {name}: it was fitted for earlier weights than the new best; fit it again with "
+                     f"`{refit}`")
 
     def log(self, message: str) -> None:
         _say(self.ctx, self.config, message)
