@@ -68,6 +68,10 @@ class TrainConfig:
     test_split: float = option(0.2, low=0, high=0.9, help="folder trees without test/: fraction held out for test")
     test_source: str | None = option(None, help="folder trees of SOURCE/CLASS/ folders: these sources (comma-"
                                      "separated) are the test split, the others are trained on (cross-source)")
+    folder_layout: Literal["auto", "classes", "sources"] = option(
+        "auto", help="folder sources: classes: each top folder is a class, its images at any depth (torchvision's "
+        "ImageFolder); sources: ROOT/SOURCE/CLASS/ collections, pooled by class folder (or split by --test-source); "
+        "auto: sources when every top folder holds the same two or more subfolders and no files, else classes")
     fold: str = option("", help="I/K: train on k-fold cross-validation's I-th fold: the source's images pooled, cut "
                        "into K stratified folds, the I-th the test split (cnnkit cv runs them all)")
     input_size: int | None = option(None, low=8, high=4096, help="input side in pixels (default: the model's)")
@@ -142,6 +146,8 @@ class TrainConfig:
             raise CnnkitError(f"--fold {self.fold!r}: expected I/K with 1 <= I <= K and K >= 2, as 2/5")
         if self.fold and self.test_sources:
             raise CnnkitError("--fold and --test-source both choose the test split: give one")
+        if self.test_sources and self.folder_layout == "classes":
+            raise CnnkitError("--test-source names SOURCE folders: it needs --folder-layout sources (or auto)")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
             raise CnnkitError(f"--name {self.name!r}: use letters, digits, '.', '_' and '-'")
         from cnnkit.augment_spec import parse_augment

@@ -40,6 +40,7 @@ class SourceOptions:
     cache_dir: Path | None = None  # decoded-image cache for folder sources (data.cache); None: decode into memory
     quiet: bool = False  # no progress bar
     fold: tuple[int, int] | None = None  # (I, K): every image pooled, the I-th of K stratified folds the test split
+    folder_layout: str = "auto"  # folder trees: "classes", "sources" (ROOT/SOURCE/CLASS/) or "auto" (_is_source_tree)
 
     @classmethod
     def of_run(cls, config: TrainConfig, preprocess: Preprocess, **changes: Any) -> SourceOptions:
@@ -47,7 +48,7 @@ class SourceOptions:
         return replace(cls(data_dir=config.data_dir, preprocess=preprocess, val_split=config.val_split,
                            test_split=config.test_split, seed=config.seed, strict=config.strict,
                            workers=config.workers, test_sources=config.test_sources, cache_dir=config.image_cache,
-                           quiet=config.quiet, fold=config.fold_spec), **changes)
+                           quiet=config.quiet, fold=config.fold_spec, folder_layout=config.folder_layout), **changes)
 
 
 VAL_DIRS = ("val", "valid", "validation")  # the validation tree beside train/ and test/, by any of its usual names
@@ -194,11 +195,11 @@ def _read_npz_splits(path: Path) -> tuple[ArrayData, list[str] | None, ArrayData
 def folder(arg: str | None, options: SourceOptions) -> DataBundle:
     """A tree of class subfolders; with train/ and test/ subtrees, or one tree split by --test-split."""
     root = _image_source_path("folder", arg, options)
-    if options.test_sources:
+    if options.test_sources or options.folder_layout == "sources":
         return _by_source(root, options)
     if (root / "train").is_dir():
         return _split_trees(root, options)
-    if _is_source_tree(root):
+    if options.folder_layout == "auto" and _is_source_tree(root):
         return _by_source(root, options)
     names = _class_dirs(root)
     files = _list_tree(root, names)
@@ -321,10 +322,11 @@ def _by_source(root: Path, options: SourceOptions) -> DataBundle:
         files = [item for source in sources for item in trees[source][1]]
         bundle = _test_held_out(ArrayData.concat([decoded[s] for s in sources]), names, skipped=skipped,
                                 files=files, options=options)
-        bundle.notes.append(f"{root} holds the class folders {', '.join(names)} in each of {', '.join(sources)}: "
-                            "read as sources of one data set, pooled; --test-source NAME tests on one source and "
-                            f"trains on the others (were {', '.join(sources)} the classes, the same subfolders in "
-                            "each would still read as sources: flatten them)")
+        if options.folder_layout == "auto":
+            bundle.notes.append(f"{root} holds the class folders {', '.join(names)} in each of {', '.join(sources)}: "
+                                "read as sources of one data set, pooled; --test-source NAME tests on one source "
+                                f"and trains on the others; --folder-layout classes reads {', '.join(sources)} as "
+                                "the classes instead")
         return bundle
     train = ArrayData.concat([decoded[s] for s in sources if s not in options.test_sources])
     test = ArrayData.concat([decoded[s] for s in sources if s in options.test_sources])

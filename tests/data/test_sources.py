@@ -1,4 +1,5 @@
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import torch
 from helpers import CLASSES, write_tree
 
+from cnnkit.config import TrainConfig
 from cnnkit.data.checks import check_data
 from cnnkit.data.cifar10 import download_cifar10, find_or_download_cifar10
 from cnnkit.data.datasets import ArrayData, stratified_split
@@ -230,3 +232,28 @@ def test_a_tree_of_sources_without_test_source_pools_them_by_their_class_folders
     plain = load_data(f"folder:{tmp_path / 'other'}", options=SourceOptions(preprocess=Preprocess(input_size=16),
                                                                             test_split=0))
     assert plain.class_names == ["crawl-c", "crawl-d"] and not plain.notes
+
+
+
+def test_the_folder_layout_can_be_given_instead_of_guessed(tmp_path: Path) -> None:
+    """cat/2019, cat/2020, dog/2019, dog/2020 looks like two sources of the classes 2019 and 2020: --folder-layout
+    classes reads it as torchvision's ImageFolder does, and sources reads a tree the guess would not."""
+    for animal, seed in (("cat", 1), ("dog", 2)):
+        write_tree(tmp_path / "animals" / animal, 3, size=20, seed=seed)  # circle/ cross/ square/ under each
+    root = f"folder:{tmp_path / 'animals'}"
+    options = SourceOptions(preprocess=Preprocess(input_size=16), test_split=0)
+    guessed = load_data(root, options=options)
+    assert guessed.class_names == ["circle", "cross", "square"] and "--folder-layout classes" in guessed.notes[0]
+    given = load_data(root, options=replace(options, folder_layout="classes"))
+    assert given.class_names == ["cat", "dog"] and len(given.train) == 18 and not given.notes
+    assert torch.bincount(given.train.labels).tolist() == [9, 9]
+    # One source holds a class folder the other lacks: no guess of sources, but they can be given.
+    write_tree(tmp_path / "uneven" / "site-a", 2, size=20, seed=3)
+    write_tree(tmp_path / "uneven" / "site-b", 2, size=20, seed=4)
+    shutil.rmtree(tmp_path / "uneven" / "site-b" / "cross")
+    uneven = f"folder:{tmp_path / 'uneven'}"
+    assert load_data(uneven, options=options).class_names == ["site-a", "site-b"]
+    assert load_data(uneven, options=replace(options, folder_layout="sources")).class_names == [
+        "circle", "cross", "square"]
+    with pytest.raises(CnnkitError, match="--test-source names SOURCE folders: it needs --folder-layout sources"):
+        TrainConfig(data=root, test_source="cat", folder_layout="classes")
