@@ -174,13 +174,15 @@ def _add_recipe(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--recipe", choices=sorted(RECIPES), help="a preset; the flags you type win over it")
 
 
+NPROC_HELP = "data-parallel processes on this machine (launches torchrun); see README for multi-node"
+
+
 def _add_train(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "train", _run_train, "train a model and write a run directory")
     sub.add_argument("data", nargs="?", help=f"{DATA_HELP}; with --resume: the run directory")
     add_arguments(sub, TrainConfig)
     _add_recipe(sub)
-    sub.add_argument("--nproc", type=int, default=1,
-                     help="data-parallel processes on this machine (launches torchrun); see README for multi-node")
+    sub.add_argument("--nproc", type=int, default=1, help=NPROC_HELP)
 
 
 def _add_cv(commands: argparse._SubParsersAction) -> None:
@@ -190,13 +192,20 @@ def _add_cv(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--folds", type=int, default=5, help="number of stratified folds (default: 5)")
     add_arguments(sub, TrainConfig, skip=("resume", "fold", "test_source"))
     _add_recipe(sub)
+    sub.add_argument("--nproc", type=int, default=1, help=NPROC_HELP + " (every fold)")
 
 
 def _run_cv(args: argparse.Namespace) -> int:
     from cnnkit.training.cv import cross_validate, describe
 
     config = train_config(args.data, recipe=args.recipe, **typed_values(args, TrainConfig))
-    print(describe(cross_validate(config, folds=args.folds)))
+    if args.nproc > 1:
+        from cnnkit.runtime.parallel import launch_torchrun
+
+        return launch_torchrun(_without_option(args.argv, "--nproc"), nproc=args.nproc, device=config.device)
+    result = cross_validate(config, folds=args.folds)
+    if result.folds:  # under torchrun, rank 0's
+        print(describe(result))
     return 0
 
 

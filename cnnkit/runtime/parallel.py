@@ -59,11 +59,14 @@ def process_group(device: str) -> Iterator[DistContext]:
 
     gloo on CPU, NCCL on CUDA (each rank on its LOCAL_RANK's GPU). On the way out every rank meets at a barrier
     before the group is destroyed: a rank that exits while another still talks to it can abort with "terminate
-    called without an active exception".
+    called without an active exception". Inside a group already joined, it is that group, left to its owner.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         yield SINGLE_PROCESS
+        return
+    if dist.is_initialized():  # inside an outer group (cnnkit cv trains every fold in one): that group is this one
+        yield current_context()
         return
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = _uses_cuda(device)

@@ -22,6 +22,7 @@ from cnnkit.evaluate.metrics import wilson_interval
 from cnnkit.files import write_json
 from cnnkit.options import options_of
 from cnnkit.rundir import RunDir
+from cnnkit.runtime.parallel import process_group
 from cnnkit.training.fit import absolute_paths, option_value, resume_config, train
 from cnnkit.training.rundirs import resolve_run_dir
 
@@ -35,7 +36,9 @@ REPORTED = ("accuracy", "macro_f1", "ece", "roc_auc")  # per fold, and their mea
 @dataclass(frozen=True)
 class CVResult:
     root: Path
-    folds: list[dict[str, Any]]  # per fold: its run directory, test images and the REPORTED figures it has
+    # per fold: its run directory, test images and the REPORTED figures it has (empty in a torchrun rank other
+    # than 0, which reports nothing)
+    folds: list[dict[str, Any]]
     summary: dict[str, Any]  # per figure mean, sd, min, max over folds; pooled accuracy and its 95% interval
 
 
@@ -47,16 +50,25 @@ def cross_validate(config: TrainConfig, *, folds: int) -> CVResult:
     if config.fold or config.test_sources or config.resume:
         raise CnnkitError("cnnkit cv chooses each fold's test split itself: leave out --fold, --test-source, --resume")
     named = config if config.out or config.name else replace(config, name=f"cv-{config.model.replace('/', '_')}")
-    root = resolve_run_dir(named)
-    if (root / names.CONFIG).is_file():
-        raise CnnkitError(f"{root} holds a single run, not folds: give cnnkit cv another --out")
-    root.mkdir(parents=True, exist_ok=True)
-    config = absolute_paths(config)
-    rows = [_run_fold(replace(config, out=root / f"fold-{i}", fold=f"{i}/{folds}", name=None), config=config)
-            for i in range(1, folds + 1)]
-    result = CVResult(root, rows, _summary(rows))
-    write_json(root / CV_JSON, {"folds": folds, "config": config.to_dict(), "per_fold": rows,
-                                "summary": result.summary})
+    # Under torchrun every fold is trained data-parallel in one process group; rank 0 writes and reports.
+    with process_group(config.device) as ctx:
+        root = resolve_run_dir(named)  # every rank resolves the same name before rank 0 makes it
+        ctx.barrier()
+        if (root / names.CONFIG).is_file():
+            raise CnnkitError(f"{root} holds a single run, not folds: give cnnkit cv another --out")
+        if ctx.is_main:
+            root.mkdir(parents=True, exist_ok=True)
+        config = absolute_paths(config)
+        rows = []
+        for i in range(1, folds + 1):
+            ctx.barrier()  # rank 0 has finished the last fold's test pass: every rank sees the same folds on disk
+            rows.append(_run_fold(replace(config, out=root / f"fold-{i}", fold=f"{i}/{folds}", name=None),
+                                  config=config))
+        if not ctx.is_main:
+            return CVResult(root, [], {})
+        result = CVResult(root, rows, _summary(rows))
+        write_json(root / CV_JSON, {"folds": folds, "config": config.to_dict(), "per_fold": rows,
+                                    "summary": result.summary})
     return result
 
 
@@ -77,6 +89,8 @@ def _run_fold(fold: TrainConfig, *, config: TrainConfig) -> dict[str, Any]:
         metrics = train(resumed).metrics
     else:
         metrics = train(replace(fold, overwrite=config.overwrite)).metrics
+    if not metrics:  # a torchrun rank other than 0: rank 0 tests and reports
+        return {}
     row: dict[str, Any] = {"fold": fold.fold, "run": str(run_dir), "test_images": metrics["num_samples"],
                            "accuracy": metrics["accuracy"], "macro_f1": metrics.get("macro_f1")}
     row["ece"] = metrics.get("calibration", {}).get("ece")

@@ -56,3 +56,23 @@ def test_cv_trains_a_run_per_fold_tests_every_image_once_and_goes_on_where_it_st
     assert again.summary["accuracy"]["mean"] == pytest.approx(result.summary["accuracy"]["mean"])
     with pytest.raises(CnnkitError, match="fold-1 holds fold 1/3 trained with other settings.*--lr"):
         cnnkit.cross_validate(f"npz:{shapes_npz}", folds=3, lr=0.01, **options)
+
+
+def test_cv_runs_every_fold_data_parallel_under_torchrun(shapes_npz: Path, tmp_path: Path) -> None:
+    """`cnnkit cv --nproc 2`: each fold trained by two gloo ranks in one process group, rank 0 testing, writing
+    cv.json and printing the table once; run again, it goes on from the folds on disk as one process does."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "cnnkit", "cv", f"npz:{shapes_npz}", "--folds", "2", "--epochs", "1",
+               "--batch-size", "32", "--device", "cpu", "--quiet", "--out", str(tmp_path / "cv"), "--nproc", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("Pooled accuracy") == 1
+    saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert [row["fold"] for row in saved["per_fold"]] == ["1/2", "2/2"] and saved["summary"]["test_images"] == 300
+    weights = [(tmp_path / "cv" / f"fold-{i}" / "model.safetensors").read_bytes() for i in (1, 2)]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert weights == [(tmp_path / "cv" / f"fold-{i}" / "model.safetensors").read_bytes() for i in (1, 2)]
+    assert json.loads((tmp_path / "cv" / "cv.json").read_text())["summary"] == saved["summary"]
