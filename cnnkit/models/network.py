@@ -25,13 +25,14 @@ class NetworkConfig:
     transfer_head: bool = False  # replace the classifier by the tutorial head on a frozen base
     head_hidden: int = 128
     head_dropout: float = 0.3
+    drop_path: float = 0.0  # stochastic depth of the base's residual blocks
 
     @classmethod
     def of(cls, config: TrainConfig, num_classes: int, input_size: int) -> NetworkConfig:
         """The network part of a training config."""
         return cls(model=config.model, num_classes=num_classes, input_size=input_size, pretrained=config.pretrained,
                    weights=config.weights, transfer_head=config.freeze_base, head_hidden=config.head_hidden,
-                   head_dropout=config.head_dropout)
+                   head_dropout=config.head_dropout, drop_path=config.drop_path)
 
 
 def build_network(config: NetworkConfig, *, load_weights: bool) -> tuple[nn.Module, WeightsInfo | None]:
@@ -41,7 +42,7 @@ def build_network(config: NetworkConfig, *, load_weights: bool) -> tuple[nn.Modu
     """
     pretrained = config.pretrained or config.weights is not None
     classes = 1000 if config.transfer_head else config.num_classes  # the head is replaced below
-    model = create_model(config.model, num_classes=classes, input_size=config.input_size)
+    model = create_model(config.model, num_classes=classes, input_size=config.input_size, drop_path=config.drop_path)
     info = None
     if pretrained and load_weights:
         info = load_pretrained(model, weights_spec(config.model), weights=config.weights)

@@ -20,6 +20,7 @@ class ModelSpec:
     num_classes: int = 10
     in_chans: int = 3
     input_size: int = 32
+    drop_path: float = 0.0  # stochastic depth: the rate at which the deepest residual block is skipped in training
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class ModelEntry:
     input_size: int  # default square input side, pixels
     description: str
     weights: str | None = None  # the name of its pretrained weights spec (models.weights)
+    drop_path: bool = False  # whether its builder takes ModelSpec.drop_path (it has residual blocks to skip)
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -36,12 +38,14 @@ TIMM_PREFIX = "timm/"
 
 
 def register_model(
-    name: str, *, input_size: int, description: str = "", weights: str | None = None
+    name: str, *, input_size: int, description: str = "", weights: str | None = None, drop_path: bool = False
 ) -> Callable[[Callable[[ModelSpec], nn.Module]], Callable[[ModelSpec], nn.Module]]:
-    """Decorator: register `builder(spec) -> nn.Module` under `name`; `weights` names its pretrained weights."""
+    """Decorator: register `builder(spec) -> nn.Module` under `name`; `weights` names its pretrained weights,
+    `drop_path` says that the builder applies `spec.drop_path`."""
 
     def wrap(builder: Callable[[ModelSpec], nn.Module]) -> Callable[[ModelSpec], nn.Module]:
-        MODELS.register(name, ModelEntry(name, builder, input_size, description or (builder.__doc__ or ""), weights))
+        MODELS.register(name, ModelEntry(name, builder, input_size, description or (builder.__doc__ or ""), weights,
+                                         drop_path))
         return builder
 
     return wrap
@@ -55,11 +59,18 @@ def default_input_size(name: str) -> int:
     return MODELS.get(name).input_size
 
 
-def create_model(name: str, *, num_classes: int, input_size: int | None = None, in_chans: int = 3) -> nn.Module:
-    """Build a registered model, or a timm model (``timm/NAME`` or a bare timm name), with random weights."""
+def create_model(name: str, *, num_classes: int, input_size: int | None = None, in_chans: int = 3,
+                 drop_path: float = 0.0) -> nn.Module:
+    """Build a registered model, or a timm model (``timm/NAME`` or a bare timm name), with random weights;
+    `drop_path` > 0 adds stochastic depth to a model with residual blocks (refused for one without)."""
     if name in MODELS:
         entry = MODELS.get(name)
-        spec = ModelSpec(num_classes=num_classes, in_chans=in_chans, input_size=input_size or entry.input_size)
+        if drop_path and not entry.drop_path:
+            able = [n for n in MODELS if MODELS.get(n).drop_path]
+            raise CnnkitError(f"--drop-path: {name} has no residual blocks to skip; models that do: {', '.join(able)} "
+                              "and timm's ResNets, EfficientNets, ConvNeXts and ViTs (timm/NAME)")
+        spec = ModelSpec(num_classes=num_classes, in_chans=in_chans, input_size=input_size or entry.input_size,
+                         drop_path=drop_path)
         try:
             return entry.builder(spec)
         except ValueError as exc:
@@ -68,7 +79,13 @@ def create_model(name: str, *, num_classes: int, input_size: int | None = None, 
 
     timm_name = _timm_name(name)
     check_model_name(name)
-    return timm.create_model(timm_name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+    extra = {"drop_path_rate": drop_path} if drop_path else {}
+    try:
+        return timm.create_model(timm_name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **extra)
+    except TypeError as exc:
+        if not extra:
+            raise
+        raise CnnkitError(f"--drop-path: timm's {timm_name} does not take a drop-path rate ({exc})") from None
 
 
 def weights_spec(name: str) -> WeightsSpec:

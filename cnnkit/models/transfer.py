@@ -30,11 +30,17 @@ class TransferNet(nn.Module):
         return self.head(self.base(x))
 
     def train(self, mode: bool = True) -> TransferNet:
+        """Training mode, less what a frozen base must not do: BatchNorm keeps its statistics (bn_frozen), and a
+        base none of whose weights train skips no blocks (stochastic depth, timm's DropPath/DropBlock: it
+        regularises the blocks it skips, and a frozen base is a fixed function whose features can be cached)."""
         super().train(mode)
-        if mode and self.bn_frozen:
-            for module in self.base.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        if not mode:
+            return self
+        frozen = not any(p.requires_grad for p in self.base.parameters())
+        for module in self.base.modules():
+            if (self.bn_frozen and isinstance(module, nn.modules.batchnorm._BatchNorm)) or (
+                    frozen and getattr(module, "drop_prob", 0.0)):
+                module.eval()
         return self
 
 

@@ -23,22 +23,26 @@ def vgg16(spec: ModelSpec) -> nn.Module:
     return model
 
 
-@register_model("resnet50", input_size=224, description="ResNet-50 (timm)", weights="resnet50.imagenet")
+@register_model("resnet50", input_size=224, description="ResNet-50 (timm)", weights="resnet50.imagenet",
+                drop_path=True)
 def resnet50(spec: ModelSpec) -> nn.Module:
-    return timm.create_model("resnet50", num_classes=spec.num_classes, in_chans=spec.in_chans)
+    return timm.create_model("resnet50", num_classes=spec.num_classes, in_chans=spec.in_chans,
+                             drop_path_rate=spec.drop_path)
 
 
 @register_model("efficientnet_b0", input_size=224, description="EfficientNet-B0 (timm)",
-                weights="efficientnet_b0.imagenet")
+                weights="efficientnet_b0.imagenet", drop_path=True)
 def efficientnet_b0(spec: ModelSpec) -> nn.Module:
-    return timm.create_model("efficientnet_b0", num_classes=spec.num_classes, in_chans=spec.in_chans)
+    return timm.create_model("efficientnet_b0", num_classes=spec.num_classes, in_chans=spec.in_chans,
+                             drop_path_rate=spec.drop_path)
 
 
 @register_model("efficientnet_lite0", input_size=224, description="EfficientNet-Lite0, TF-compatible (timm)",
-                weights="efficientnet_lite0.imagenet")
+                weights="efficientnet_lite0.imagenet", drop_path=True)
 def efficientnet_lite0(spec: ModelSpec) -> nn.Module:
     # The tf_ variant (TF "same" padding, BN eps 1e-3) is the one the published Lite0 weights match.
-    return timm.create_model("tf_efficientnet_lite0", num_classes=spec.num_classes, in_chans=spec.in_chans)
+    return timm.create_model("tf_efficientnet_lite0", num_classes=spec.num_classes, in_chans=spec.in_chans,
+                             drop_path_rate=spec.drop_path)
 
 
 def _set_in_chans(features: nn.Sequential, index: int, in_chans: int) -> None:

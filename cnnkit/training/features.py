@@ -1,7 +1,7 @@
 """Training a new head on a frozen base's features, computed once.
 
-While the base is frozen (its BatchNorm in inference mode, no dropout or stochastic depth) and nothing augments the
-images, the base is a fixed function of each image: its pooled features are computed once per image, in batches
+While the base is frozen (its BatchNorm in inference mode, no dropout; stochastic depth is off) and nothing augments
+the images, the base is a fixed function of each image: its pooled features are computed once per image, in batches
 without autograd, and the head trains on them. Every epoch after that costs the head alone; the head's weights end
 as they would training through the base (a test checks it), because the base draws no random numbers and the head
 draws the same ones in the same order. With augmentation, or under data parallelism, training goes through the base.
@@ -48,9 +48,7 @@ def why_not_cached(net: nn.Module, *, augment: bool, distributed: bool, ema: boo
         return "weight averaging (--ema-decay) averages the whole network"
     for module in net.base.modules():
         if isinstance(module, nn.Dropout) and module.p > 0:
-            return "the base has dropout"
-        if getattr(module, "drop_prob", 0.0) or getattr(module, "drop_path_rate", 0.0):
-            return "the base has stochastic depth"
+            return "the base has dropout"  # (stochastic depth is off in a frozen base: models.transfer.TransferNet)
     return None
 
 

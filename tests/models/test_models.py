@@ -61,3 +61,31 @@ def test_duplicate_registration_raises() -> None:
 def test_too_small_input_is_a_clear_error() -> None:
     with pytest.raises(CnnkitError, match="at least 18 pixels"):
         create_model("simple-cnn", num_classes=10, input_size=12)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "timm/resnet18"])
+def test_drop_path_skips_residual_blocks_in_training_only(name: str) -> None:
+    """Stochastic depth: a training forward differs from draw to draw; in eval (export, serving) the network is
+    the one without it, weight for weight."""
+    plain = create_model(name, num_classes=3, input_size=64)
+    dropped = create_model(name, num_classes=3, input_size=64, drop_path=0.5)
+    for module in plain.modules():  # timm starts each residual branch at zero (its last BatchNorm's scale)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+    dropped.load_state_dict(plain.state_dict())  # no weights of its own
+    assert any(type(m).__name__ == "DropPath" for m in dropped.modules())
+    x = torch.randn(2, 3, 64, 64)
+    plain.eval(), dropped.eval()
+    assert torch.equal(plain(x), dropped(x))
+    dropped.train()
+    torch.manual_seed(0)
+    draws = [dropped(x) for _ in range(4)]
+    assert any(not torch.allclose(draws[0], other) for other in draws[1:])
+
+
+def test_drop_path_is_refused_for_a_model_without_residual_blocks() -> None:
+    with pytest.raises(CnnkitError, match="--drop-path: simple-cnn has no residual blocks to skip; models that do: "
+                                          "efficientnet_b0, efficientnet_lite0, resnet50"):
+        create_model("simple-cnn", num_classes=3, drop_path=0.1)
+    with pytest.raises(CnnkitError, match="--drop-path: timm's vgg11 does not take a drop-path rate"):
+        create_model("timm/vgg11", num_classes=3, drop_path=0.1)

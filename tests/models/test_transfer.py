@@ -180,3 +180,24 @@ def test_weights_that_cannot_be_had_stop_training_before_the_data_is_decoded(mon
 def test_models_without_pretrained_weights_say_so() -> None:
     with pytest.raises(CnnkitError, match="simple-cnn has no pretrained weights"):
         build_network(NetworkConfig("simple-cnn", 10, 32, pretrained=True), load_weights=True)
+
+
+def test_stochastic_depth_is_off_while_the_base_is_frozen_and_on_once_it_trains() -> None:
+    """--drop-path with --freeze-base: the frozen base is a fixed function (its features can be cached, as Keras's
+    base(x, training=False)); unfrozen for fine-tuning, its blocks are skipped at random."""
+    model, _ = build_network(NetworkConfig("timm/resnet18", 3, 64, transfer_head=True, drop_path=0.5),
+                             load_weights=False)
+    for module in model.base.modules():  # timm starts each residual branch at zero (its last BatchNorm's scale)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+    x = torch.randn(2, 3, 64, 64)
+    model.train()
+    assert torch.equal(model.base(x), model.base(x))
+    set_base_trainable(model, "all")
+    model.train()
+    torch.manual_seed(0)
+    draws = [model.base(x) for _ in range(4)]
+    assert any(not torch.equal(draws[0], other) for other in draws[1:])
+    # The network is built from the run's config: resumed and exported runs get the same stochastic depth.
+    config = TrainConfig(data="cifar10", model="timm/resnet18", drop_path=0.2)
+    assert NetworkConfig.of(config, 3, 64).drop_path == 0.2
