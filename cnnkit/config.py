@@ -64,6 +64,9 @@ class TrainConfig:
     class_weight: Literal["none", "balanced"] = option(
         "none", help="balanced: weight each class's training loss by n / (classes x its images), as Keras's "
         "class_weight and scikit-learn's 'balanced' (imbalanced data; validation and test losses stay unweighted)")
+    sampler: Literal["shuffle", "balanced"] = option(
+        "shuffle", help="the order of an epoch's images: shuffle (each image once) or balanced (imbalanced data: as "
+        "many draws, with replacement, every class equally likely; instead of --class-weight balanced)")
     val_split: float = option(0.1, low=0, high=0.9, help="fraction of the training data held out for validation")
     test_split: float = option(0.2, low=0, high=0.9, help="folder trees without test/: fraction held out for test")
     test_source: str | None = option(None, help="folder trees of SOURCE/CLASS/ folders: these sources (comma-"
@@ -149,6 +152,9 @@ class TrainConfig:
             raise CnnkitError(f"--fold {self.fold!r}: expected I/K with 1 <= I <= K and K >= 2, as 2/5")
         if self.fold and self.test_sources:
             raise CnnkitError("--fold and --test-source both choose the test split: give one")
+        if self.sampler == "balanced" and self.class_weight == "balanced":
+            raise CnnkitError("--sampler balanced and --class-weight balanced both correct for class imbalance (the "
+                              "two together weight the minority twice over): give one")
         if self.test_sources and self.folder_layout == "classes":
             raise CnnkitError("--test-source names SOURCE folders: it needs --folder-layout sources (or auto)")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):

@@ -93,7 +93,7 @@ def imbalance(train: ArrayData, class_names: list[str]) -> str | None:
     if most < IMBALANCE_RATIO * fewest:
         return None
     return (f"the classes are imbalanced ({big!r} has {most} training images, {small!r} {fewest}): accuracy rewards "
-            "the large classes; read the per-class recall, and consider --class-weight balanced")
+            "the large classes; read the per-class recall, and consider --class-weight balanced or --sampler balanced")
 
 
 def budgeted_digests(splits: dict[str, ArrayData]) -> dict[str, list[bytes]] | None:

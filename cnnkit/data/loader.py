@@ -18,6 +18,15 @@ def epoch_order(n: int, *, seed: int, epoch: int, shuffle: bool) -> torch.Tensor
     return torch.randperm(n, generator=generator)
 
 
+def balanced_order(labels: torch.Tensor, *, seed: int, epoch: int) -> torch.Tensor:
+    """An epoch of len(labels) indices drawn with replacement, every class equally likely (PyTorch's
+    WeightedRandomSampler with each image weighted 1 / its class's count): a minority class's images recur within
+    an epoch and some of a majority class's sit it out. A pure function of (seed, epoch), as epoch_order."""
+    counts = torch.bincount(labels)
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.multinomial(1.0 / counts[labels].double(), len(labels), replacement=True, generator=generator)
+
+
 def draw_seed(*, seed: int, epoch: int, rank: int = 0) -> int:
     """The seed of an epoch's random draws (augmentation, mixing; dropout under data parallelism) on one rank: a
     pure function of (seed, epoch, rank), so a resumed run draws as an uninterrupted one, and each rank draws its own

@@ -49,7 +49,8 @@ def data_messages(data: DataBundle, report: DataReport, *, config: TrainConfig) 
     lines.append(report.balance)
     lines += [f"Note: {note}" for note in data.notes]
     lines += [f"Warning: {warning}" for warning in report.warnings]
-    note = imbalance(data.train, data.class_names) if config.class_weight == "none" and data.train else None
+    corrected = config.class_weight != "none" or config.sampler != "shuffle"
+    note = imbalance(data.train, data.class_names) if not corrected and data.train else None
     if note:
         lines.append(f"Note: {note}")
     return lines

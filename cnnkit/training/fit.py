@@ -26,7 +26,7 @@ from cnnkit.config import TrainConfig
 from cnnkit.data.augment import build_augmenter
 from cnnkit.data.checks import changed_splits, check_data
 from cnnkit.data.datasets import ArrayData, DataBundle
-from cnnkit.data.loader import Batch, draw_seed, epoch_order, shard_batches
+from cnnkit.data.loader import Batch, balanced_order, draw_seed, epoch_order, shard_batches
 from cnnkit.data.mixing import build_mixer
 from cnnkit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from cnnkit.data.sources import absolute_spec, dataset_stats
@@ -276,7 +276,7 @@ class Trainer:
             batch = next(batches, None)
             if batch is None:  # a sweep longer than an epoch goes on into the next one, reshuffled
                 epoch += 1
-                order = epoch_order(len(data), seed=config.seed, epoch=epoch, shuffle=True)
+                order = _epoch_order(config, data.labels, epoch=epoch)
                 batches = iter(shard_batches(order, batch_size=config.batch_size))
                 batch = next(batches)
             for group, scale in zip(self.optimizer.param_groups, scales):
@@ -306,7 +306,7 @@ class Trainer:
         config, data, ctx = self.config, self.data, self.ctx
         assert self.optimizer is not None and data.train is not None
         started = time.perf_counter()
-        order = epoch_order(len(data.train), seed=config.seed, epoch=epoch, shuffle=True)
+        order = _epoch_order(config, data.train.labels, epoch=epoch)
         batches = shard_batches(order, batch_size=config.batch_size, rank=ctx.rank, world_size=ctx.world_size)
         lr = self.optimizer.param_groups[0]["lr"]
         seed = draw_seed(seed=config.seed, epoch=epoch, rank=ctx.rank)
@@ -443,6 +443,11 @@ class Trainer:
             weights = ", ".join(f"{name} {w:.3g}"
                                 for name, w in zip(data.class_names, self.step.class_weights.tolist()))
             self.log(f"Class weights (balanced, training loss only): {weights}")
+        if config.sampler == "balanced":
+            counts = torch.bincount(data.train.labels, minlength=data.num_classes).tolist()
+            held = ", ".join(f"{name} {n}" for name, n in zip(data.class_names, counts))
+            self.log(f"Sampler: balanced: {len(data.train)} draws an epoch, with replacement, each class equally "
+                     f"likely (training images: {held}); training loss and accuracy are on the drawn images")
         if self.step.mix is not None:
             kinds = [f"{name} alpha {alpha:g}" for name, alpha in (("MixUp", config.mixup), ("CutMix", config.cutmix))
                      if alpha]
@@ -559,6 +564,13 @@ class Trainer:
 
     def log(self, message: str) -> None:
         _say(self.ctx, self.config, message)
+
+
+def _epoch_order(config: TrainConfig, labels: torch.Tensor, *, epoch: int) -> torch.Tensor:
+    """The training images of one epoch, in order (--sampler)."""
+    if config.sampler == "balanced":
+        return balanced_order(labels, seed=config.seed, epoch=epoch)
+    return epoch_order(len(labels), seed=config.seed, epoch=epoch, shuffle=True)
 
 
 def _say(ctx: DistContext, config: TrainConfig, message: str) -> None:

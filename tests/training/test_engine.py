@@ -85,3 +85,30 @@ def test_clipped_gradients_move_plain_sgd_at_most_lr_times_the_norm() -> None:
 
     assert one_step(0.0) > 0.1 * 0.05 * 2
     assert one_step(0.05) == pytest.approx(0.1 * 0.05, rel=1e-3)
+
+
+def test_a_balanced_sampler_draws_every_class_equally_from_seed_and_epoch_alone(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from cnnkit.data.loader import balanced_order
+
+    labels = torch.tensor([0] * 900 + [1] * 100)
+    order = balanced_order(labels, seed=1, epoch=3)
+    assert len(order) == 1000 and torch.equal(order, balanced_order(labels, seed=1, epoch=3))
+    assert not torch.equal(order, balanced_order(labels, seed=1, epoch=4))
+    drawn = torch.bincount(labels[order]).tolist()
+    assert abs(drawn[0] - drawn[1]) < 120  # 500 each expected; sd 16
+    assert len(set(order[labels[order] == 1].tolist())) < 100 <= int((labels[order] == 1).sum())  # minority recurs
+
+    rng = np.random.default_rng(0)
+    skewed = np.array([0] * 60 + [1] * 12)
+    x = rng.integers(0, 60, (72, 32, 32, 3), dtype=np.uint8) + (skewed * 120)[:, None, None, None].astype(np.uint8)
+    np.savez(tmp_path / "skewed.npz", x=x, y=skewed, class_names=np.array(["legit", "phish"]))
+    config = TrainConfig(data=f"npz:{tmp_path / 'skewed.npz'}", epochs=2, batch_size=16, device="cpu",
+                         val_split=0.2, sampler="balanced", out=tmp_path / "run")
+    train(config)
+    printed = capsys.readouterr().out
+    assert ("Sampler: balanced: 58 draws an epoch, with replacement, each class equally likely (training images: "
+            "legit 48, phish 10)") in printed
+    assert "Note: the classes are imbalanced" not in printed
+    with pytest.raises(Exception, match="--sampler balanced and --class-weight balanced both correct"):
+        replace(config, class_weight="balanced")
