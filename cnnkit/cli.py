@@ -210,9 +210,9 @@ def _run_cv(args: argparse.Namespace) -> int:
 
 
 # The train options that decide what data is read and how it is decoded and split: `cnnkit check-data` takes these.
-DATA_OPTIONS = ("model", "data_dir", "val_split", "test_split", "test_source", "input_size", "resize",
-                "crop_browser_frame", "first_screen", "pretrained", "weights", "normalize", "class_weight", "strict",
-                "workers", "cache_dir", "no_cache", "seed", "quiet")
+DATA_OPTIONS = ("model", "data_dir", "val_split", "test_split", "test_source", "folder_layout", "input_size", "resize",
+                "crop_browser_frame", "first_screen", "pretrained", "weights", "normalize", "class_weight", "sampler",
+                "strict", "workers", "cache_dir", "no_cache", "seed", "quiet")
 
 
 def _add_check_data(commands: argparse._SubParsersAction) -> None:
