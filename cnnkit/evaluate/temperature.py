@@ -79,6 +79,7 @@ def calibrate_run(config: CalibrateConfig) -> Calibration:
     run = RunDir.open(config.run)
     classifier = load_run_model(config.run, device=config.device, calibrated=False)
     test_before = run.read_json(names.METRICS).get("calibration") if run.exists(names.METRICS) else None
+    threshold_before = run_threshold(run.path)  # refused here, before anything is written, if stale
     if config.reset:
         (run.path / names.TEMPERATURE).unlink(missing_ok=True)
         run.forget(names.TEMPERATURE)
@@ -88,8 +89,7 @@ def calibrate_run(config: CalibrateConfig) -> Calibration:
         run.write_json(names.TEMPERATURE, result.to_dict() | {"rough": result.images < ROUGH_CALIBRATION,
                                                               WEIGHTS_KEY: best_weights_sha256(run.path)})
     calibrated = replace(classifier, settings=replace(classifier.settings, temperature=result.temperature))
-    threshold_before = run_threshold(run.path)
-    threshold = _rechoose_threshold(calibrated, config, run)
+    threshold = _rechoose_threshold(calibrated, config, run, threshold_before)
     test = None
     if run.exists(names.METRICS) and "accuracy" in run.read_json(names.METRICS):
         test = evaluate_run(EvaluateConfig(run=config.run, device=config.device))
@@ -134,10 +134,10 @@ def _held_out(classifier: TorchModel, config: CalibrateConfig) -> tuple[ArrayDat
     return bundle.val, "the validation split"
 
 
-def _rechoose_threshold(calibrated: TorchModel, config: CalibrateConfig, run: RunDir) -> dict[str, Any] | None:
-    """A binary threshold chosen on uncalibrated probabilities, chosen again on the same data and for the same
+def _rechoose_threshold(calibrated: TorchModel, config: CalibrateConfig, run: RunDir,
+                        stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A binary threshold chosen on the earlier probabilities, chosen again on the same data and for the same
     false-positive rate: the same images flagged, the number on the new scale."""
-    stored = run_threshold(run.path)
     if stored is None:
         return None
     source = stored.get("calibration", "validation split")
