@@ -102,6 +102,20 @@ def _command(commands: argparse._SubParsersAction, name: str, handler: Handler, 
     return sub
 
 
+def _run_command(commands: argparse._SubParsersAction, name: str, handler: Handler, help: str,
+                 config: type) -> argparse.ArgumentParser:
+    """A command on one run directory (`cnnkit NAME RUN [flags]`) whose flags are `config`'s options."""
+    sub = _command(commands, name, handler, help)
+    sub.add_argument("run", type=Path)
+    add_arguments(sub, config)
+    return sub
+
+
+def _run_config(args: argparse.Namespace, config: type) -> Any:
+    """The typed `config` of a run command: its flags, on the RUN argument."""
+    return from_keywords(config, typed_values(args, config), base=config(run=args.run))
+
+
 # models / summary -----------------------------------------------------------------------------------------------
 def _add_models(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "models", _run_models, "list the registered models")
@@ -314,16 +328,14 @@ def _without_option(argv: list[str], option: str) -> list[str]:
 
 # evaluate / predict ---------------------------------------------------------------------------------------------
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
-    sub = _command(commands, "evaluate", _run_evaluate, "evaluate a run on its test data (or --data)")
-    sub.add_argument("run", type=Path)
-    add_arguments(sub, EvaluateConfig)
+    _run_command(commands, "evaluate", _run_evaluate, "evaluate a run on its test data (or --data)", EvaluateConfig)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from cnnkit.evaluate.metrics import format_table
     from cnnkit.evaluate.report import evaluate_run
 
-    config = from_keywords(EvaluateConfig, typed_values(args, EvaluateConfig), base=EvaluateConfig(run=args.run))
+    config = _run_config(args, EvaluateConfig)
     metrics = evaluate_run(config)
     print(f"Data: {metrics['data']}, {metrics['evaluated_on']} ({metrics['num_samples']} images)")
     print(format_table(metrics))
@@ -335,10 +347,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_calibrate(commands: argparse._SubParsersAction) -> None:
-    sub = _command(commands, "calibrate", _run_calibrate, "fit the softmax temperature on held-out data, so that "
-                   "confidences match accuracy (predict, evaluate, export and serve then use it)")
-    sub.add_argument("run", type=Path)
-    add_arguments(sub, CalibrateConfig)
+    _run_command(commands, "calibrate", _run_calibrate, "fit the softmax temperature on held-out data, so that "
+                 "confidences match accuracy (predict, evaluate, export and serve then use it)", CalibrateConfig)
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
@@ -346,7 +356,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     from cnnkit.evaluate.temperature import calibrate_run
     from cnnkit.runtime.exports import export_status
 
-    config = from_keywords(CalibrateConfig, typed_values(args, CalibrateConfig), base=CalibrateConfig(run=args.run))
+    config = _run_config(args, CalibrateConfig)
     result = calibrate_run(config)
     if not result.fitted_on:
         print(f"Removed {args.run / 'temperature.json'}: probabilities are the plain softmax again")
@@ -516,16 +526,14 @@ def _run_cache(args: argparse.Namespace) -> int:
 
 # export / serve -------------------------------------------------------------------------------------------------
 def _add_export(commands: argparse._SubParsersAction) -> None:
-    sub = _command(commands, "export", _run_export,
-                   "export a run to ONNX (and SavedModel, TFLite), checked against PyTorch")
-    sub.add_argument("run", type=Path)
-    add_arguments(sub, ExportConfig)
+    _run_command(commands, "export", _run_export, "export a run to ONNX (and SavedModel, TFLite), checked against "
+                 "PyTorch", ExportConfig)
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from cnnkit.deploy.onnx import export_run
 
-    config = from_keywords(ExportConfig, typed_values(args, ExportConfig), base=ExportConfig(run=args.run))
+    config = _run_config(args, ExportConfig)
     result = export_run(config)
     print(f"Exported {result.path} in {result.seconds:.1f}s; "
           f"largest difference from PyTorch: {result.max_abs_diff:.2e} (tolerance {config.tolerance:g})")
