@@ -148,7 +148,7 @@ class Classifier:
         import os
 
         from cnnkit.runtime.bulk import expand, predict_to_file
-        from cnnkit.runtime.exports import stored_threshold, weights_sha256
+        from cnnkit.runtime.exports import stored_temperature, stored_threshold, weights_sha256
 
         ctx = None
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torch.distributed only under torchrun
@@ -158,6 +158,9 @@ class Classifier:
         specs = [paths] if isinstance(paths, (str, Path)) else list(paths)
         threshold = stored_threshold(self.path)
         identity = {"weights_sha256": weights_sha256(self.path), "top_k": top_k, "threshold": threshold}
+        temperature = stored_temperature(self.path)
+        if temperature != 1.0:  # rows resumed under another temperature would state other probabilities
+            identity["temperature"] = temperature
         return predict_to_file(self._model, list(expand(specs)), output=Path(output), resume=resume, ctx=ctx,
                                identity=identity, batch_size=batch_size, top_k=top_k, threshold=threshold)
 

@@ -12,7 +12,7 @@ from typing import Any
 from cnnkit import artifacts as names
 from cnnkit.errors import CnnkitError
 from cnnkit.files import read_json
-from cnnkit.runtime.fitted import read_fitted, run_threshold, stale_reason
+from cnnkit.runtime.fitted import read_fitted, run_temperature, run_threshold, stale_reason
 
 
 def find_export_dir(path: Path) -> Path | None:
@@ -122,3 +122,14 @@ def stored_threshold(path: Path) -> dict[str, Any] | None:
         if (export / names.EXPORT_INFO).is_file():
             return read_export(export).get("threshold")
     return None
+
+
+def stored_temperature(path: Path) -> float:
+    """The softmax temperature a run (RUN/temperature.json) or an export (its export.json) applies; 1 without one."""
+    path = Path(path)
+    if (path / names.CONFIG).is_file():
+        return run_temperature(path)
+    for export in (path, path / names.EXPORT_DIR):
+        if (export / names.EXPORT_INFO).is_file():
+            return float((read_export(export).get("temperature") or {}).get("temperature", 1.0))
+    return 1.0

@@ -180,3 +180,21 @@ def test_the_cli_says_what_it_fitted_and_what_it_changed(noisy_run: Path, tmp_pa
     assert "Decision threshold chosen again for --target-fpr 0.1" in done.stdout
     assert "the same operating point" in done.stdout
     assert f"`cnnkit export {run}` again" in done.stdout
+
+
+def test_a_prediction_file_is_not_resumed_under_another_temperature(noisy_run: Path, tmp_path: Path) -> None:
+    """Rows written before `cnnkit calibrate` state other probabilities than rows written after: one file must
+    not hold both."""
+    from PIL import Image
+
+    import cnnkit
+
+    run = _copy(noisy_run, tmp_path)
+    (tmp_path / "pages").mkdir()
+    for i, image in enumerate(_noisy_binary(3, seed=11)[0]):
+        Image.fromarray(image).save(tmp_path / "pages" / f"{i}.png")
+    output = tmp_path / "out.csv"
+    assert cnnkit.load(run, device="cpu").predict_to_file(tmp_path / "pages", output) == 0
+    calibrate_run(CalibrateConfig(run=run, device="cpu"))
+    with pytest.raises(CnnkitError, match=r"out.csv was written with another temperature, threshold"):
+        cnnkit.load(run, device="cpu").predict_to_file(tmp_path / "pages", output, resume=True)
