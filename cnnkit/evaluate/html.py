@@ -44,6 +44,9 @@ def _headline(metrics: dict[str, Any]) -> str:
                                     f"{calibration['mean_confidence']:.4f}, log loss {calibration['log_loss']:.4f}"
                                     + (f", temperature {metrics['temperature']:.4f} (cnnkit calibrate)"
                                        if "temperature" in metrics else "")))
+    for row in metrics.get("selective", []):
+        rows.append((f"most confident {row['coverage']:.0%}", f"accuracy {row['accuracy']:.4f} over {row['images']:,} "
+                                                              f"images (confidence >= {row['min_confidence']:.3f})"))
     for key, label in (("evaluated_on", "evaluated on"), ("data", "data"), ("best_epoch", "weights of epoch")):
         if metrics.get(key):
             rows.append((label, str(metrics[key])))

@@ -57,6 +57,27 @@ def calibration(probs: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATIO
             "bins": table}
 
 
+COVERAGES = (0.9, 0.8, 0.5)  # shares of the images the model answers, the most confident first
+
+
+def selective(probs: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
+    """The accuracy when the model answers only its most confident share of the images and leaves the rest to a
+    person (the risk-coverage curve at a few points; Geifman and El-Yaniv, 2017): per coverage, the images
+    answered, their accuracy, and the lowest confidence among them. Non-finite rows are the least confident."""
+    if not len(labels):
+        return []
+    finite, bad = finite_probabilities(probs)
+    confidence = np.where(bad, -1.0, finite.max(axis=1))
+    order = np.argsort(-confidence, kind="stable")
+    right = ((finite.argmax(axis=1) == labels) & ~bad)[order]
+    rows = []
+    for coverage in COVERAGES:
+        answered = max(1, int(np.ceil(coverage * len(labels))))
+        rows.append({"coverage": coverage, "images": answered, "accuracy": float(right[:answered].mean()),
+                     "min_confidence": float(confidence[order][answered - 1])})
+    return rows
+
+
 def classification_metrics(
     probs: np.ndarray, labels: np.ndarray, *, class_names: list[str], top_k: int | None
 ) -> dict[str, Any]:
@@ -96,6 +117,7 @@ def classification_metrics(
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(labels, predicted, labels=np.arange(n_classes)).tolist(),
         "calibration": calibration(probs, labels),
+        "selective": selective(probs, labels),
     }
 
 
@@ -141,6 +163,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines.append(_calibration_line(metrics["calibration"], accuracy=metrics["accuracy"],
                                        images=metrics["num_samples"])
                      + (f", with temperature {metrics['temperature']:.4f}" if "temperature" in metrics else ""))
+    if metrics.get("selective"):
+        lines.append(selective_line(metrics["selective"]))
     if metrics.get("non_finite_outputs"):
         lines.append(f"WARNING: {metrics['non_finite_outputs']} of {metrics['num_samples']} outputs were NaN or "
                      "infinite (a diverged model); they count as wrong")
@@ -158,6 +182,12 @@ def format_table(metrics: dict[str, Any]) -> str:
                      f"{_ci(binary, 'tpr_at_threshold_ci95')}, FPR {binary['fpr_at_threshold']:.4f}"
                      f"{_ci(binary, 'fpr_at_threshold_ci95')} (tp {c['tp']}, fp {c['fp']}, tn {c['tn']}, fn {c['fn']})")
     return "\n".join(lines)
+
+
+def selective_line(rows: list[dict[str, Any]]) -> str:
+    return "Answering only the most confident: " + ", ".join(
+        f"{row['coverage']:.0%} of images at accuracy {row['accuracy']:.4f} (confidence >= {row['min_confidence']:.3f})"
+        for row in rows)
 
 
 def _ci(metrics: dict[str, Any], key: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnkit.evaluate.metrics import calibration, classification_metrics, format_table
+from cnnkit.evaluate.metrics import calibration, classification_metrics, format_table, selective
 
 
 def test_a_class_without_images_is_left_out_of_the_macro_averages_and_named() -> None:
@@ -80,3 +80,18 @@ def test_calibration_measures_the_gap_between_confidence_and_accuracy() -> None:
     calibrated = calibration(np.stack([p, 1 - p], axis=1), labels)
     assert calibrated["ece"] < 0.015
     assert sum(b["count"] for b in calibrated["bins"]) == 20_000
+
+
+def test_selective_accuracy_answers_the_most_confident_share_first() -> None:
+    """Ten images: the five most confident right, the rest half wrong; a NaN row is the least confident."""
+    confidence = np.array([0.99, 0.97, 0.95, 0.9, 0.85, 0.8, 0.7, 0.65, 0.6, np.nan])
+    probs = np.stack([confidence, 1 - confidence], axis=1)
+    labels = np.array([0, 0, 0, 0, 0, 1, 0, 1, 0, 0])  # right, except at 0.8 and 0.65 (and the NaN)
+    rows = {row["coverage"]: row for row in selective(probs, labels)}
+    assert rows[0.5] == {"coverage": 0.5, "images": 5, "accuracy": 1.0, "min_confidence": 0.85}
+    assert rows[0.8]["images"] == 8 and rows[0.8]["accuracy"] == pytest.approx(6 / 8)
+    assert rows[0.9]["accuracy"] == pytest.approx(7 / 9) and rows[0.9]["min_confidence"] == 0.6
+    metrics = classification_metrics(probs, labels, class_names=["a", "b"], top_k=None)
+    assert metrics["selective"] == selective(probs, labels)
+    assert "Answering only the most confident: 90% of images at accuracy 0.7778 (confidence >= 0.600)" in \
+        format_table(metrics)
