@@ -67,14 +67,15 @@ def cross_validate(data: str, *, folds: int = 5, recipe: str | None = None, **op
 
 
 def lr_find(data: str, *, recipe: str | None = None, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 300,
-            plot: str | Path = "lr_find.png", **options: Any) -> Any:
+            plot: str | Path = "lr_find.png", phase: Literal["first", "finetune"] = "first", **options: Any) -> Any:
     """The learning-rate range test (`cnnkit lr-find`): an LRFinding with each step's learning rate and smoothed
     loss, and `suggestion` (None, with `reason`, when the curve cannot be trusted). `options`: `cnnkit train` flags
-    as keywords (model, batch_size, optimizer...); nothing but the `plot` PNG is written."""
+    as keywords (model, batch_size, optimizer...); nothing but the `plot` PNG is written. `phase="finetune"`
+    (with freeze_base and finetune_epochs) trains the head for `epochs` first and sweeps the fine-tuning phase."""
     from cnnkit.config import LRFindConfig
     from cnnkit.training.lr_find import lr_find as sweep
 
-    finder = LRFindConfig(start_lr=start_lr, end_lr=end_lr, steps=steps, plot=Path(plot))
+    finder = LRFindConfig(start_lr=start_lr, end_lr=end_lr, steps=steps, plot=Path(plot), phase=phase)
     return sweep(train_config(data, recipe=recipe, **options), finder)
 
 

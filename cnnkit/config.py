@@ -286,6 +286,10 @@ class LRFindConfig:
     steps: int = option(300, low=20, high=100_000, help="training steps of the sweep, one batch each, the learning "
                         "rate growing geometrically (a network trained from scratch needs a few hundred)")
     plot: Path = option(Path("lr_find.png"), help="PNG of the loss against the learning rate")
+    phase: Literal["first", "finetune"] = option(
+        "first", help="the phase swept: first (the head's, with --freeze-base, or the whole network's), or finetune "
+        "(--freeze-base with --finetune-epochs: the head is trained for --epochs first, nothing written, and the "
+        "sweep suggests a --finetune-lr)")
 
     def __post_init__(self) -> None:
         check(self)

@@ -258,13 +258,20 @@ class Trainer:
             raise
         return self._finish()
 
-    def train_steps(self, lrs: Iterable[float]) -> Iterator[float]:
-        """Train one batch at each learning rate of `lrs`, in the first phase (the head's, with --freeze-base) and
-        through the whole network, and yield each batch's loss: the learning-rate range test (lr_find). Nothing is
-        written; the weights change, so the trainer is spent afterwards."""
+    def train_steps(self, lrs: Iterable[float], *, phase: Phase | None = None) -> Iterator[float]:
+        """Train one batch at each learning rate of `lrs` in `phase` (default the first: the head's, with
+        --freeze-base) and yield each batch's loss: the learning-rate range test (lr_find). The phases before
+        `phase` are trained first, epoch by epoch as `train` trains them (validation and schedule included), so that
+        a fine-tuning sweep starts from the head fine-tuning would start from. Nothing is written; the weights
+        change, so the trainer is spent afterwards."""
         config, data = self.config, self.data.train
         assert data is not None
-        phase = self.phases[0]
+        phase = phase or self.phases[0]
+        for epoch in range(1, phase.first_epoch):
+            current = phase_of(self.phases, epoch)
+            if epoch == current.first_epoch:
+                self._start_phase(current)
+            self._run_epoch(epoch, current)
         self._start_phase(phase)
         assert self.optimizer is not None
         scales = [group["lr"] / phase.lr for group in self.optimizer.param_groups]  # --norm-lr-scale's groups
@@ -341,7 +348,7 @@ class Trainer:
         self.history.append(row)
         for callback in self.callbacks:
             callback.after_epoch(epoch, row)
-        if ctx.is_main:
+        if ctx.is_main and self.run is not None:  # None: lr_find's phases before its sweep, written nowhere
             self._save_epoch(epoch)
         self.log(_epoch_line(row, config.total_epochs, self.best.improved))
 

