@@ -45,7 +45,8 @@ class LRFinding:
 
 
 def lr_find(config: TrainConfig, finder: LRFindConfig) -> LRFinding:
-    """Run the range test on `config`'s data and model (its first phase), draw `finder.plot`, return the finding."""
+    """Run the range test on `config`'s data and model (its first phase, or its fine-tuning phase after the head has
+    trained: `finder.phase`), draw `finder.plot`, return the finding."""
     from cnnkit.training.fit import Trainer
 
     reuse_freed_memory()
