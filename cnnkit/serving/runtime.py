@@ -41,6 +41,7 @@ class ServedVersion:
     input_name: str
     output_name: str
     threshold: dict[str, Any] | None = None  # binary tasks: {"positive": label, "threshold": t, ...}
+    temperature: float = 1.0  # the softmax temperature inside the graph (`cnnkit calibrate`); 1: none
     lane_session: Any = None  # shared by the lanes (ORT sessions are safe to run from several threads); None: session
     lanes: int = 1
 
@@ -139,6 +140,7 @@ class ModelRepository:
             class_names=json.loads((export / names.CLASSES).read_text()),
             preprocess=Preprocess.from_dict(json.loads((export / names.PREPROCESS).read_text())),
             input_name=info["input"]["name"], output_name=info["output"]["name"], threshold=info.get("threshold"),
+            temperature=float((info.get("temperature") or {}).get("temperature", 1.0)),
             lane_session=session(self.threads // self.lanes) if self.lanes > 1 else None, lanes=self.lanes,
         )
 

@@ -104,7 +104,9 @@ def metadata(served: ServedVersion) -> dict[str, Any]:
             "method_name": "tensorflow/serving/predict",
         }}, "cnnkit": {"classes": served.class_names, "preprocess": served.preprocess.to_dict(),
                        "input_range": "0-255 RGB; or {\"b64\": PNG/JPEG bytes} of any size",
-                       "threshold": served.threshold}}},
+                       "threshold": served.threshold,
+                       # the probabilities are softmax(logits / temperature): 1 unless `cnnkit calibrate` fitted one
+                       "temperature": served.temperature}}},
     }
 
 

@@ -22,6 +22,7 @@ from cnnkit.rundir import RunDir
 from cnnkit.runtime.exports import export_status
 from cnnkit.runtime.fitted import run_threshold
 from cnnkit.runtime.model import load_run_model
+from cnnkit.serving.runtime import ModelRepository
 from cnnkit.training.fit import resume_config, train
 
 
@@ -111,6 +112,10 @@ def test_calibrating_changes_the_probabilities_everywhere_and_nothing_else(noisy
     session = ort.InferenceSession(str(run / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
     onnx_probs = session.run(None, {"images": images.astype(np.float32)})[0]
     assert onnx_probs == pytest.approx(probs, abs=1e-5)
+    # The server (ONNX Runtime, no torch) serves that graph and says which temperature it holds.
+    repository = ModelRepository(threads=1)
+    repository.add_path(run, name="noisy")
+    assert repository.get("noisy").resolve().temperature == pytest.approx(result.temperature)
 
     # --reset: the plain softmax again, threshold and metrics with it.
     calibrate_run(CalibrateConfig(run=run, device="cpu", reset=True))

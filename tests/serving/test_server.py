@@ -65,6 +65,7 @@ def test_metadata_describes_the_signature(server: str) -> None:
     assert dims == [-1, 32, 32, 3]
     assert signature["outputs"]["probabilities"]["dtype"] == "DT_FLOAT"
     assert body["metadata"]["signature_def"]["cnnkit"]["classes"] == CLASSES
+    assert body["metadata"]["signature_def"]["cnnkit"]["temperature"] == 1.0
 
 
 def test_predict_row_and_columnar_forms_with_numbers_and_b64(server: str) -> None:
