@@ -352,34 +352,11 @@ def _add_calibrate(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from cnnkit.evaluate.metrics import ROUGH_CALIBRATION
     from cnnkit.evaluate.temperature import calibrate_run
     from cnnkit.runtime.exports import export_status
 
-    config = _run_config(args, CalibrateConfig)
-    result = calibrate_run(config)
-    if not result.fitted_on:
-        print(f"Removed {args.run / 'temperature.json'}: probabilities are the plain softmax again")
-    else:
-        before, after = result.before, result.after
-        rough = f" (rough: under {ROUGH_CALIBRATION} images)" if result.images < ROUGH_CALIBRATION else ""
-        print(f"Temperature {result.temperature:.4f}, fitted on {result.fitted_on} ({result.images} images){rough}: "
-              f"log loss {before['log_loss']:.4f} -> {after['log_loss']:.4f}, ECE {before['ece']:.4f} -> "
-              f"{after['ece']:.4f}, mean confidence {before['mean_confidence']:.4f} -> "
-              f"{after['mean_confidence']:.4f}")
-    if result.test is not None:
-        was, now = result.test_before or {}, result.test["calibration"]
-        print(f"Test split evaluated again (accuracy {result.test['accuracy']:.4f}): ECE "
-              f"{was.get('ece', float('nan')):.4f} -> {now['ece']:.4f}, log loss "
-              f"{was.get('log_loss', float('nan')):.4f} -> {now['log_loss']:.4f}; written to metrics.json")
-    if result.threshold is not None and result.threshold_before is not None:
-        new, old = result.threshold, result.threshold_before
-        same = all(abs(new[key] - old[key]) < 1e-9 for key in ("val_fpr", "val_tpr"))
-        print(f"Decision threshold chosen again for --target-fpr {new['target_fpr']:g}: {old['threshold']:.4f} -> "
-              f"{new['threshold']:.4f}, on {new['calibration']} (" + (
-                  f"the same operating point: FPR {new['val_fpr']:.4f}, TPR {new['val_tpr']:.4f}" if same else
-                  f"FPR {old['val_fpr']:.4f} -> {new['val_fpr']:.4f}, TPR {old['val_tpr']:.4f} -> "
-                  f"{new['val_tpr']:.4f}: ties broken differently") + ")")
+    result = calibrate_run(_run_config(args, CalibrateConfig))
+    print("\n".join(result.describe(run=args.run)))
     if export_status(args.run) == "stale":
         print(f"The run's export was made with the earlier probabilities: `cnnkit export {args.run}` again")
     return 0

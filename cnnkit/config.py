@@ -96,10 +96,10 @@ class TrainConfig:
     weights: Path | None = option(None, help="pretrained weights file (.safetensors or a .pth state dict)")
     freeze_base: bool = option(False, help="train a new head on the frozen pretrained base")
     head_hidden: int = option(128, low=0, help="units of the new head's hidden layer (0: none)")
+    head_dropout: float = option(0.3, low=0, high=0.99, help="dropout of the new head")
     drop_path: float = option(0.0, low=0, high=0.9, help="stochastic depth: residual blocks skipped at random in "
                               "training, the deepest at this rate (timm's drop_path_rate; 0.1-0.2 is usual for "
                               "EfficientNet and ResNet fine-tuning); models without residual blocks refuse it")
-    head_dropout: float = option(0.3, low=0, high=0.99, help="dropout of the new head")
     finetune_epochs: int = option(0, low=0, help="then train this many epochs with the base unfrozen")
     finetune_lr: float = option(1e-5, low=0, help="learning rate while fine-tuning")
     unfreeze: str = option("all", help="for fine-tuning: all | last-K (blocks of the base)")

@@ -115,6 +115,11 @@ class RunDir:
         manifest[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         write_json(self.path / MANIFEST, dict(sorted(manifest.items())))
 
+    def remove(self, name: str) -> None:
+        """Delete an artifact, if there, and take it out of the manifest."""
+        (self.path / name).unlink(missing_ok=True)
+        self.forget(name)
+
     def forget(self, name: str) -> None:
         """Take a file that no longer exists (a replaced export's INT8 variant) out of the manifest."""
         manifest = self.manifest()

@@ -58,8 +58,7 @@ class ReportPlace:
 
     def remove(self, name: str) -> None:
         """Take out what an earlier evaluation wrote and this one has nothing for: it would describe other weights."""
-        (self.run.path / (self.folder + name)).unlink(missing_ok=True)
-        self.run.forget(self.folder + name)
+        self.run.remove(self.folder + name)
 
 
 def evaluate_model(

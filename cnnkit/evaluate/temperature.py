@@ -13,6 +13,7 @@ the probabilities the run now gives.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from cnnkit.runtime.model import TorchModel, load_run_model
 
 MIN_IMAGES = 100  # fewer held-out images: refused (one parameter, but its log-likelihood is then mostly noise)
 LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))  # a fitted T at either end means the data cannot pin it down
+VALIDATION = "the validation split"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,32 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "fitted_on": self.fitted_on, "images": self.images,
                 "before": self.before, "after": self.after}
+
+    def describe(self, *, run: Path) -> list[str]:
+        """What `cnnkit calibrate RUN` prints: the fit (or the reset), the test split again, the threshold again."""
+        if not self.fitted_on:
+            lines = [f"Removed {Path(run) / names.TEMPERATURE}: probabilities are the plain softmax again"]
+        else:
+            before, after = self.before, self.after
+            rough = f" (rough: under {ROUGH_CALIBRATION} images)" if self.images < ROUGH_CALIBRATION else ""
+            lines = [f"Temperature {self.temperature:.4f}, fitted on {self.fitted_on} ({self.images} images){rough}: "
+                     f"log loss {before['log_loss']:.4f} -> {after['log_loss']:.4f}, ECE {before['ece']:.4f} -> "
+                     f"{after['ece']:.4f}, mean confidence {before['mean_confidence']:.4f} -> "
+                     f"{after['mean_confidence']:.4f}"]
+        if self.test is not None:
+            was, now = self.test_before or {}, self.test["calibration"]
+            lines.append(f"Test split evaluated again (accuracy {self.test['accuracy']:.4f}): ECE "
+                         f"{was.get('ece', float('nan')):.4f} -> {now['ece']:.4f}, log loss "
+                         f"{was.get('log_loss', float('nan')):.4f} -> {now['log_loss']:.4f}; written to metrics.json")
+        if self.threshold is not None and self.threshold_before is not None:
+            new, old = self.threshold, self.threshold_before
+            same = all(abs(new[key] - old[key]) < 1e-9 for key in ("val_fpr", "val_tpr"))
+            point = (f"the same operating point: FPR {new['val_fpr']:.4f}, TPR {new['val_tpr']:.4f}" if same else
+                     f"FPR {old['val_fpr']:.4f} -> {new['val_fpr']:.4f}, TPR {old['val_tpr']:.4f} -> "
+                     f"{new['val_tpr']:.4f}: ties broken differently")
+            lines.append(f"Decision threshold chosen again for --target-fpr {new['target_fpr']:g}: "
+                         f"{old['threshold']:.4f} -> {new['threshold']:.4f}, on {new['calibration']} ({point})")
+        return lines
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -78,31 +106,38 @@ def calibrate_run(config: CalibrateConfig) -> Calibration:
     the test split again, so that both describe the probabilities the run now gives."""
     run = RunDir.open(config.run)
     classifier = load_run_model(config.run, device=config.device, calibrated=False)
+    batch_size = inference_batch_size(classifier.model, input_size=classifier.preprocess.input_size,
+                                      settings=classifier.settings)
     test_before = run.read_json(names.METRICS).get("calibration") if run.exists(names.METRICS) else None
     threshold_before = run_threshold(run.path)  # refused here, before anything is written, if stale
+    validation = None  # the run's validation split, once loaded: a threshold chosen on it is chosen again on it
     if config.reset:
-        (run.path / names.TEMPERATURE).unlink(missing_ok=True)
-        run.forget(names.TEMPERATURE)
+        run.remove(names.TEMPERATURE)
         result = Calibration(1.0, "", 0, {}, {})
     else:
-        result = _fit(classifier, config)
+        if config.data is None:
+            validation = _validation_split(classifier, config)
+        held_out = validation if validation is not None else _other_held_out(classifier, config)
+        result = _fit(classifier, held_out, fitted_on=config.data or VALIDATION, batch_size=batch_size)
         run.write_json(names.TEMPERATURE, result.to_dict() | {"rough": result.images < ROUGH_CALIBRATION,
                                                               WEIGHTS_KEY: best_weights_sha256(run.path)})
-    calibrated = replace(classifier, settings=replace(classifier.settings, temperature=result.temperature))
-    threshold = _rechoose_threshold(calibrated, config, run, threshold_before)
+    threshold = None
+    if threshold_before is not None:
+        calibrated = replace(classifier, settings=replace(classifier.settings, temperature=result.temperature))
+        threshold = _rechoose_threshold(calibrated, config, run, threshold_before, validation=validation,
+                                        batch_size=batch_size)
     test = None
     if run.exists(names.METRICS) and "accuracy" in run.read_json(names.METRICS):
         test = evaluate_run(EvaluateConfig(run=config.run, device=config.device))
     return replace(result, test=test, test_before=test_before, threshold=threshold, threshold_before=threshold_before)
 
 
-def _fit(classifier: TorchModel, config: CalibrateConfig) -> Calibration:
-    held_out, fitted_on = _held_out(classifier, config)
+def _fit(classifier: TorchModel, held_out: ArrayData, *, fitted_on: str, batch_size: int) -> Calibration:
     if len(held_out) < MIN_IMAGES:
         raise CnnkitError(f"{fitted_on} has {len(held_out)} images; fitting a temperature takes at least "
                           f"{MIN_IMAGES} held-out images (train with a larger --val-split, or give --data)")
     logits = predict_logits(classifier.model, held_out, preprocess=classifier.preprocess,
-                            settings=classifier.settings, batch_size=_batch(classifier))
+                            settings=classifier.settings, batch_size=batch_size)
     labels = held_out.labels
     temperature = fit_temperature(logits, labels)
     if not LOG_T_BOUNDS[0] + 1e-3 < np.log(temperature) < LOG_T_BOUNDS[1] - 1e-3:
@@ -112,16 +147,20 @@ def _fit(classifier: TorchModel, config: CalibrateConfig) -> Calibration:
                        held_out_figures(logits, labels, temperature))
 
 
-def _held_out(classifier: TorchModel, config: CalibrateConfig) -> tuple[ArrayData, str]:
-    """The images to fit on: `config.data` whole (kept apart from the run's own data), else the run's validation
-    split, cut as training cut it and checked to be unchanged."""
+def _other_held_out(classifier: TorchModel, config: CalibrateConfig) -> ArrayData:
+    """`config.data` whole, kept apart from the run's own data."""
+    assert config.data is not None
+    train_data = classifier.config.data
+    if train_data is not None and absolute_spec(config.data) == absolute_spec(train_data):
+        raise CnnkitError(f"--data {config.data} is the run's own data: a temperature fitted on the images it "
+                          "trained on would keep it over-confident; give held-out images, or leave --data out "
+                          "to use the validation split")
+    return all_images(config.data, classifier, data_dir=config.data_dir)
+
+
+def _validation_split(classifier: TorchModel, config: CalibrateConfig) -> ArrayData:
+    """The run's validation split, cut as training cut it and checked to be unchanged."""
     train_config = classifier.config
-    if config.data is not None:
-        if train_config.data is not None and absolute_spec(config.data) == absolute_spec(train_config.data):
-            raise CnnkitError(f"--data {config.data} is the run's own data: a temperature fitted on the images it "
-                              "trained on would keep it over-confident; give held-out images, or leave --data out "
-                              "to use the validation split")
-        return all_images(config.data, classifier, data_dir=config.data_dir), config.data
     bundle = load_data(train_config.data, options=SourceOptions.of_run(
         train_config, classifier.preprocess, data_dir=config.data_dir or train_config.data_dir, strict=False,
         quiet=True))
@@ -131,25 +170,17 @@ def _held_out(classifier: TorchModel, config: CalibrateConfig) -> tuple[ArrayDat
     run = RunDir.open(config.run)
     if run.exists(names.DATA_SPLITS):
         check_unchanged(run, train_config.data, {"val": bundle.val})
-    return bundle.val, "the validation split"
+    return bundle.val
 
 
-def _rechoose_threshold(calibrated: TorchModel, config: CalibrateConfig, run: RunDir,
-                        stored: dict[str, Any] | None) -> dict[str, Any] | None:
+def _rechoose_threshold(calibrated: TorchModel, config: CalibrateConfig, run: RunDir, stored: dict[str, Any], *,
+                        validation: ArrayData | None, batch_size: int) -> dict[str, Any]:
     """A binary threshold chosen on the earlier probabilities, chosen again on the same data and for the same
     false-positive rate: the same images flagged, the number on the new scale."""
-    if stored is None:
-        return None
     source = stored.get("calibration", "validation split")
     if source == "validation split":
-        data, _ = _held_out(calibrated, replace(config, data=None))
+        data = validation if validation is not None else _validation_split(calibrated, config)
     else:
         data = all_images(source, calibrated, data_dir=config.data_dir)
     return choose_run_threshold(calibrated, data, run=run, target_fpr=stored["target_fpr"], positive=stored["positive"],
-                                calibration=source, batch_size=_batch(calibrated)).to_dict()
-
-
-def _batch(classifier: TorchModel) -> int:
-    return inference_batch_size(classifier.model, input_size=classifier.preprocess.input_size,
-                                settings=classifier.settings)
-
+                                calibration=source, batch_size=batch_size).to_dict()

@@ -12,7 +12,7 @@ from typing import Any
 from cnnkit import artifacts as names
 from cnnkit.errors import CnnkitError
 from cnnkit.files import read_json
-from cnnkit.runtime.fitted import read_fitted, run_temperature, run_threshold, stale_reason
+from cnnkit.runtime.fitted import best_weights_sha256, read_fitted, run_temperature, run_threshold, stale_reason
 
 
 def find_export_dir(path: Path) -> Path | None:
@@ -46,8 +46,7 @@ def staleness(export: Path) -> str | None:
     if run is None:
         return None
     info = read_json(Path(export) / names.EXPORT_INFO)
-    manifest_path = run / names.MANIFEST
-    current = read_json(manifest_path).get(names.WEIGHTS_BEST, {}).get("sha256") if manifest_path.is_file() else None
+    current = best_weights_sha256(run)
     made_from = (info.get("weights") or {}).get("sha256")
     if made_from is None:
         return "it does not record which weights it was made from (made by an older cnnkit)"
@@ -56,8 +55,9 @@ def staleness(export: Path) -> str | None:
                 f"{(current or 'missing')[:12]} (the run was resumed or retrained since)")
     # A served decision or probability would then differ from `cnnkit predict RUN`'s, which reads the run's files.
     for name in (names.THRESHOLD, names.TEMPERATURE):
-        if stale_reason(run, name) is not None:
-            return stale_reason(run, name)
+        reason = stale_reason(run, name)
+        if reason is not None:
+            return reason
     threshold = run_threshold(run)
     if info.get("threshold") != threshold:
         carried = (info.get("threshold") or {}).get("threshold")
@@ -65,9 +65,8 @@ def staleness(export: Path) -> str | None:
                 f"{(threshold or {}).get('threshold')} (evaluate --target-fpr was run since)")
     temperature = read_fitted(run, names.TEMPERATURE)
     if info.get("temperature") != temperature:
-        carried = (info.get("temperature") or {}).get("temperature", 1.0)
-        return (f"its probabilities use temperature {carried:g}, but the run's is now "
-                f"{(temperature or {}).get('temperature', 1.0):g} (cnnkit calibrate was run since)")
+        return (f"its probabilities use temperature {export_temperature(info):g}, but the run's is now "
+                f"{run_temperature(run):g} (cnnkit calibrate was run since)")
     return None
 
 
@@ -76,7 +75,7 @@ def weights_sha256(path: Path) -> str | None:
     weights it was made from)."""
     path = Path(path)
     if (path / names.CONFIG).is_file() and (path / names.MANIFEST).is_file():
-        return read_json(path / names.MANIFEST).get(names.WEIGHTS_BEST, {}).get("sha256")
+        return best_weights_sha256(path)
     export = find_export_dir(path)
     return (read_export(export).get("weights") or {}).get("sha256") if export is not None else None
 
@@ -131,5 +130,10 @@ def stored_temperature(path: Path) -> float:
         return run_temperature(path)
     for export in (path, path / names.EXPORT_DIR):
         if (export / names.EXPORT_INFO).is_file():
-            return float((read_export(export).get("temperature") or {}).get("temperature", 1.0))
+            return export_temperature(read_export(export))
     return 1.0
+
+
+def export_temperature(info: dict[str, Any]) -> float:
+    """The softmax temperature inside an export's graph, from its export.json (`info`); 1 without one."""
+    return float((info.get("temperature") or {}).get("temperature", 1.0))

@@ -15,7 +15,7 @@ import numpy as np
 from cnnkit import artifacts as names
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
-from cnnkit.runtime.exports import check_current, find_export_dir, read_verified_model
+from cnnkit.runtime.exports import check_current, export_temperature, find_export_dir, read_verified_model
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_DEFAULT_LANES = 4
@@ -140,7 +140,7 @@ class ModelRepository:
             class_names=json.loads((export / names.CLASSES).read_text()),
             preprocess=Preprocess.from_dict(json.loads((export / names.PREPROCESS).read_text())),
             input_name=info["input"]["name"], output_name=info["output"]["name"], threshold=info.get("threshold"),
-            temperature=float((info.get("temperature") or {}).get("temperature", 1.0)),
+            temperature=export_temperature(info),
             lane_session=session(self.threads // self.lanes) if self.lanes > 1 else None, lanes=self.lanes,
         )
 

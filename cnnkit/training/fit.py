@@ -563,8 +563,7 @@ class Trainer:
         """A resumed run that found better weights: a threshold or temperature fitted for the old ones would be
         refused wherever it is read, so it goes now, with a line saying how to fit it again."""
         for name in stale_files(run.path):
-            (run.path / name).unlink()
-            run.forget(name)
+            run.remove(name)
             refit = REFIT[name].replace("RUN", str(run.path))
             self.log(f"Removed {name}: it was fitted for earlier weights than the new best; fit it again with "
                      f"`{refit}`")
