@@ -79,13 +79,23 @@ def set_base_trainable(net: TransferNet, unfreeze: str) -> None:
     """Freeze the base, then unfreeze `all`, `none` or `last-K` of its blocks; the head always trains."""
     net.base.requires_grad_(False)
     net.head.requires_grad_(True)
+    for part in trained_base_parts(net, unfreeze):
+        part.requires_grad_(True)
+
+
+def trained_base_parts(net: TransferNet, unfreeze: str) -> list[nn.Module]:
+    """The parts of the base that `unfreeze` (`all`, `none` or `last-K`) trains."""
     if unfreeze == "none":
-        return
+        return []
     if unfreeze == "all":
-        net.base.requires_grad_(True)
-        return
+        return [net.base]
     match = re.fullmatch(r"last-(\d+)", unfreeze)
     if not match or int(match[1]) < 1:
         raise CnnkitError(f"--unfreeze {unfreeze!r}: expected {UNFREEZE_HELP}")
-    for unit in base_units(net.base)[-int(match[1]):]:
-        unit.requires_grad_(True)
+    return base_units(net.base)[-int(match[1]):]
+
+
+def has_depthwise_conv(module: nn.Module) -> bool:
+    """Whether `module` holds a depthwise convolution (one filter per input channel: EfficientNet, MobileNet,
+    ConvNeXt), whose backward bf16 slows on CPUs (bench/precision.py)."""
+    return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels for m in module.modules())

@@ -33,11 +33,12 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(name: str, device: torch.device, *, phase: str) -> tuple[str, str]:
-    """(fp32, bf16 or fp16, why) for a training phase. `auto`: bf16 autocast where the hardware runs it fast (CUDA
-    GPUs with bf16; CPUs with AVX512-BF16 or AMX), except CPU fine-tuning, which bf16 slowed (depthwise convolutions'
-    backward, README: Benchmarks); fp16 with loss scaling on CUDA GPUs with fp16 tensor cores but no bf16 (T4,
-    V100: compute capability 7.x); fp32 elsewhere."""
+def resolve_precision(name: str, device: torch.device, *, trains_depthwise: bool) -> tuple[str, str]:
+    """(fp32, bf16 or fp16, why) for a training phase; `trains_depthwise`: whether backward runs through a depthwise
+    convolution that the phase trains. `auto`: bf16 autocast where the hardware runs it fast (CUDA GPUs with bf16;
+    CPUs with AVX512-BF16 or AMX), except CPU training of depthwise convolutions, whose backward bf16 slows (a frozen
+    base's forward is faster in bf16: bench/precision.py); fp16 with loss scaling on CUDA GPUs with fp16 tensor cores
+    but no bf16 (T4, V100: compute capability 7.x); fp32 elsewhere."""
     if name == "fp16" and device.type == "cpu":
         return name, "asked for; most CPUs run fp16 slower than bf16 or fp32"
     if name != "auto":
@@ -50,8 +51,8 @@ def resolve_precision(name: str, device: torch.device, *, phase: str) -> tuple[s
         return "fp32", "auto: the GPU has neither bf16 nor fp16 tensor cores"
     if not cpu_has_fast_bf16():
         return "fp32", "auto: the CPU has neither AVX512-BF16 nor AMX"
-    if phase == "finetune":
-        return "fp32", "auto: bf16 slows fine-tuning on CPUs"
+    if trains_depthwise:
+        return "fp32", "auto: this phase trains depthwise convolutions, whose backward bf16 slows on CPUs"
     return "bf16", "auto: the CPU has AVX512-BF16 or AMX"
 
 

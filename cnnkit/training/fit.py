@@ -37,7 +37,7 @@ from cnnkit.models import count_params
 from cnnkit.models.network import InitializedFromData, NetworkConfig, build_network
 from cnnkit.models.pretrained import WeightsInfo, check_obtainable
 from cnnkit.models.registry import weights_spec
-from cnnkit.models.transfer import TransferNet, set_base_trainable
+from cnnkit.models.transfer import TransferNet, has_depthwise_conv, set_base_trainable, trained_base_parts
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.allocator import reuse_freed_memory
 from cnnkit.runtime.device import resolve_device, resolve_precision, respect_thread_limit
@@ -377,8 +377,14 @@ class Trainer:
         self.log(f"Memory ({phase.name} phase): {plan.describe()}" if len(self.phases) > 1 else
                  f"Memory: {plan.describe()}")
 
+    def _precision(self, phase: Phase) -> tuple[str, str]:
+        """The phase's precision and why (runtime.device.resolve_precision), from what it trains."""
+        trained = trained_base_parts(self.net, phase.trainable) if isinstance(self.net, TransferNet) else [self.net]
+        return resolve_precision(self.config.precision, self.device,
+                                 trains_depthwise=any(has_depthwise_conv(part) for part in trained))
+
     def _set_precision(self, phase: Phase) -> None:
-        precision, why = resolve_precision(self.config.precision, self.device, phase=phase.name)
+        precision, why = self._precision(phase)
         if precision != self.step.settings.precision or phase.first_epoch == 1:
             self.log(f"Precision: {precision} ({why})" + (f", {phase.name} phase" if len(self.phases) > 1 else ""))
         scaling = next((c for c in self.callbacks if isinstance(c, LossScaling)), None)
@@ -438,8 +444,7 @@ class Trainer:
             **config.to_dict(), "cnnkit_version": __version__, "torch_version": torch.__version__,
             "created": time.strftime("%Y-%m-%d %H:%M"),
             "weights_source": self.weights.source if self.weights else None,
-            "precision_used": {phase.name: resolve_precision(config.precision, self.device, phase=phase.name)[0]
-                               for phase in self.phases},
+            "precision_used": {phase.name: self._precision(phase)[0] for phase in self.phases},
         })
         run.write_json(names.CLASSES, data.class_names)
         run.write_json(names.PREPROCESS, self.preprocess.to_dict())

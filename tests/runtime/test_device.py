@@ -53,6 +53,22 @@ def test_auto_precision_on_gpus_bf16_fp16_with_loss_scaling_or_fp32(monkeypatch)
                                               (False, (6, 1), "fp32")):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, b=native_bf16: b)
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
-        assert resolve_precision("auto", cuda, phase="finetune")[0] == expected
-    assert resolve_precision("fp16", torch.device("cpu"), phase="head") == (
+        assert resolve_precision("auto", cuda, trains_depthwise=True)[0] == expected
+    assert resolve_precision("fp16", torch.device("cpu"), trains_depthwise=False) == (
         "fp16", "asked for; most CPUs run fp16 slower than bf16 or fp32")
+
+
+def test_auto_precision_on_cpus_bf16_unless_training_depthwise_convolutions(monkeypatch) -> None:
+    """On a CPU with bf16 in hardware, bf16 speeds ResNet-50's and VGG-16's training but slows EfficientNet's
+    (depthwise convolutions' backward), while a frozen EfficientNet base's forward is faster in bf16
+    (bench/precision.py): what a phase trains decides, not whether it is called fine-tuning."""
+    import cnnkit.runtime.device as device
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+    assert device.resolve_precision("auto", cpu, trains_depthwise=False)[0] == "bf16"
+    assert device.resolve_precision("auto", cpu, trains_depthwise=True) == (
+        "fp32", "auto: this phase trains depthwise convolutions, whose backward bf16 slows on CPUs")
+    assert device.resolve_precision("bf16", cpu, trains_depthwise=True)[0] == "bf16"  # asked for: as asked
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
+    assert device.resolve_precision("auto", cpu, trains_depthwise=False)[0] == "fp32"
