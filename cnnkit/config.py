@@ -104,7 +104,8 @@ class TrainConfig:
     finetune_lr: float = option(1e-5, low=0, help="learning rate while fine-tuning")
     unfreeze: str = option("all", help="for fine-tuning: all | last-K (blocks of the base)")
     schedule: ScheduleConfig = option(factory=ScheduleConfig, cli=False, help="learning-rate schedule")
-    early_stopping: int = option(0, low=0, help="stop after this many epochs without improvement (0: off)")
+    early_stopping: int = option(0, low=0, help="stop after this many epochs without improvement (0: off); with "
+                                 "--finetune-epochs, per phase: fine-tuning then starts from the best head weights")
     seed: int = option(0, low=0, help="random seed (splits, initialisation, shuffling, augmentation)")
     device: Device = option("auto", help=DEVICE_HELP)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = option(

@@ -78,6 +78,9 @@ class BestTracker(Callback):
         self.improved = improved
         return improved
 
+    def on_phase_start(self, trainer: Trainer, phase: Phase) -> None:
+        self.bad_epochs = 0  # each phase has its own patience; the best so far stays the one to beat
+
     def after_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         self.update(epoch, row[self.monitor])
 

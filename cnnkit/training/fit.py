@@ -236,15 +236,17 @@ class Trainer:
                 self._start_phase(self.phases[0])
                 if self.ctx.is_main:
                     self._write_header()
-            for epoch in range(start + 1, config.total_epochs + 1):
+            epoch = self._next_epoch(start)
+            while epoch <= config.total_epochs:
                 phase = phase_of(self.phases, epoch)
                 if epoch == phase.first_epoch and epoch > 1:
+                    if self.best.should_stop:  # the phase before stopped early
+                        self._continue_from_best()
                     self._start_phase(phase)
                 self._run_epoch(epoch, phase)
+                epoch = self._next_epoch(epoch)
                 if self.best.should_stop:
-                    self.log(f"Early stopping: no improvement in {self.best.monitor} for {self.best.patience} "
-                             f"epochs (best epoch {self.best.best_epoch})")
-                    break
+                    self._say_stopped(phase, next_epoch=epoch)
         except Diverged as exc:
             if not self.history:
                 self._remove_unfinished_run()
@@ -258,20 +260,63 @@ class Trainer:
             raise
         return self._finish()
 
+    def _next_epoch(self, epoch: int) -> int:
+        """The epoch after `epoch` (0: none yet): under early stopping, the next phase's first (past the end after
+        the last phase). Each phase has its own patience: fine-tuning still runs after the head stopped early, as
+        Keras's separate fit calls with an EarlyStopping callback each would."""
+        if not (epoch and self.best.should_stop):
+            return epoch + 1
+        later = [p for p in self.phases if p.first_epoch > epoch]
+        return later[0].first_epoch if later else self.config.total_epochs + 1
+
+    def _say_stopped(self, phase: Phase, *, next_epoch: int) -> None:
+        best = self.best
+        why = f"no improvement in {best.monitor} for {best.patience} epochs (best epoch {best.best_epoch})"
+        if next_epoch > self.config.total_epochs:
+            self.log(f"Early stopping: {why}")
+        else:
+            following = phase_of(self.phases, next_epoch)
+            self.log(f"Early stopping of the {phase.name} phase: {why}; the {following.name} phase starts at epoch "
+                     f"{next_epoch} from epoch {best.best_epoch}'s weights")
+
+    def _continue_from_best(self, weights: dict[str, torch.Tensor] | None = None) -> None:
+        """After a phase stopped early, the next one starts from the best weights (`weights`, else the run's file),
+        not from `patience` epochs past them (Keras: restore_best_weights). Read on the main process; wrapping for
+        the new phase, DDP copies them to every rank."""
+        run = self.run
+        if weights is None and self.ctx.is_main and self.best.best_epoch and run and run.exists(names.WEIGHTS_BEST):
+            weights, _ = run.read_tensors(names.WEIGHTS_BEST)
+        if weights is not None:
+            self.net.load_state_dict(weights)
+            if self.ema is not None:
+                self.ema.average.module.load_state_dict(weights)
+        if self.ema is not None and self.ctx.enabled:  # DDP does not see the moving average: copy it here
+            for tensor in self.ema.average.module.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
+
     def train_steps(self, lrs: Iterable[float], *, phase: Phase | None = None) -> Iterator[float]:
         """Train one batch at each learning rate of `lrs` in `phase` (default the first: the head's, with
         --freeze-base) and yield each batch's loss: the learning-rate range test (lr_find). The phases before
-        `phase` are trained first, epoch by epoch as `train` trains them (validation and schedule included), so that
-        a fine-tuning sweep starts from the head fine-tuning would start from. Nothing is written; the weights
-        change, so the trainer is spent afterwards."""
+        `phase` are trained first, epoch by epoch as `train` trains them (validation, schedule and early stopping
+        included), so that a fine-tuning sweep starts from the head fine-tuning would start from. Nothing is
+        written (the best weights so far are kept in memory); the weights change, so the trainer is spent
+        afterwards."""
         config, data = self.config, self.data.train
         assert data is not None
         phase = phase or self.phases[0]
-        for epoch in range(1, phase.first_epoch):
+        epoch, best = 1, None
+        while epoch < phase.first_epoch:
             current = phase_of(self.phases, epoch)
             if epoch == current.first_epoch:
                 self._start_phase(current)
             self._run_epoch(epoch, current)
+            if self.best.improved:
+                best = {k: v.detach().clone() for k, v in self.eval_model.state_dict().items()}
+            epoch = self._next_epoch(epoch)
+            if self.best.should_stop:
+                self._say_stopped(current, next_epoch=epoch)
+        if self.best.should_stop:
+            self._continue_from_best(best)
         self._start_phase(phase)
         assert self.optimizer is not None
         scales = [group["lr"] / phase.lr for group in self.optimizer.param_groups]  # --norm-lr-scale's groups

@@ -291,3 +291,41 @@ def test_the_test_figures_are_measured_in_fp32_whatever_the_training_precision(
 
     again = evaluate_run(EvaluateConfig(run=tmp_path / "run"))
     assert again["accuracy"] == result.metrics["accuracy"] and again["per_class"] == result.metrics["per_class"]
+
+
+def test_early_stopping_ends_the_head_phase_and_fine_tuning_starts_from_the_best_weights(
+        shapes_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """--early-stopping with --finetune-epochs: the head phase stopping early used to end the whole run, so the
+    fine-tuning asked for never ran. Each phase has its own patience; fine-tuning starts from the best head weights
+    (Keras: restore_best_weights), also when a run stopped there is resumed with fine-tuning added."""
+    import timm
+    from safetensors.torch import save_file
+
+    import cnnkit.training.fit as fit
+
+    save_file(timm.create_model("resnet18").state_dict(), tmp_path / "r18.safetensors")
+    config = small_config(shapes_npz, tmp_path / "full", model="timm/resnet18", weights=tmp_path / "r18.safetensors",
+                          input_size=32, freeze_base=True, epochs=8, lr=0.5, optimizer="sgd", finetune_epochs=2,
+                          finetune_lr=1e-4,
+                          early_stopping=2, schedule=ScheduleConfig(monitor="val_accuracy"), precision="fp32")
+    started_from: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
+    start_phase = fit.Trainer._start_phase
+
+    def recording(self: fit.Trainer, phase: fit.Phase) -> None:
+        if phase.name == "finetune" and self.run is not None:
+            best, _ = self.run.read_tensors("model.safetensors")
+            started_from.append(({k: v.clone() for k, v in self.net.state_dict().items()}, best))
+        start_phase(self, phase)
+
+    monkeypatch.setattr(fit.Trainer, "_start_phase", recording)
+    full = train(replace(config, quiet=False))
+    epochs = [row["epoch"] for row in full.history]
+    stopped = max(e for e in epochs if e <= 8)
+    assert stopped < 8 and epochs[-2:] == [9, 10], epochs  # the head stopped early; both fine-tuning epochs ran
+    assert "Early stopping of the head phase: no improvement in val_accuracy for 2 epochs" in capsys.readouterr().out
+    (weights, best), = started_from
+    assert all(torch.equal(weights[k], best[k]) for k in best)  # not the last head epoch's
+    train(replace(config, out=tmp_path / "part", finetune_epochs=0))  # stops in the head phase, the run's last
+    resumed = train(replace(config, out=tmp_path / "part", resume=True))
+    assert [row["epoch"] for row in resumed.history] == epochs
+    assert [row["loss"] for row in resumed.history] == pytest.approx([row["loss"] for row in full.history], rel=1e-5)
