@@ -35,10 +35,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    import torch
-
     from cnnkit.models.registry import create_model, default_input_size
-    from cnnkit.models.transfer import has_depthwise_conv
+    from cnnkit.models.transfer import depthwise_convs
     from cnnkit.runtime.allocator import reuse_freed_memory
     from cnnkit.runtime.device import resolve_precision
 
@@ -49,26 +47,29 @@ def main() -> None:
         torch.manual_seed(0)
         model = create_model(name, num_classes=10, input_size=size).to(memory_format=torch.channels_last)
         bench = Bench(model, batch_size=args.batch_size, size=size, steps=args.steps)
+        depthwise = bool(depthwise_convs(model))
         row: dict[str, object] = {"model": name, "px": size}
         for training, what in ((True, "train"), (False, "frozen")):
-            times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+            modes = ["fp32", "bf16"] + (["bf16 dw-fp32"] if training and depthwise else [])
+            times: dict[str, list[float]] = {mode: [] for mode in modes}
             for i in range(args.rounds + 1):
-                for precision in times:
-                    seconds = bench.round_s(precision, training=training)
-                    if i:  # the first round warms up oneDNN's kernel caches for both
-                        times[precision].append(seconds)
-            speed = {p: args.steps * args.batch_size / statistics.median(t) for p, t in times.items()}
-            row |= {f"{what} fp32": speed["fp32"], f"{what} bf16": speed["bf16"],
-                    f"{what} bf16/fp32": speed["bf16"] / speed["fp32"]}
-            print(f"{name} {what}: fp32 {speed['fp32']:.1f}, bf16 {speed['bf16']:.1f} images/s", file=sys.stderr,
-                  flush=True)
+                for mode in modes:
+                    seconds = bench.round_s(mode, training=training)
+                    if i:  # the first round warms up oneDNN's kernel caches for every mode
+                        times[mode].append(seconds)
+            speed = {m: args.steps * args.batch_size / statistics.median(t) for m, t in times.items()}
+            row |= {f"{what} {m}": speed.get(m, "-") for m in ("fp32", "bf16", "bf16 dw-fp32")[:3 if training else 2]}
+            row |= {f"{what} {m}/fp32": speed[m] / speed["fp32"] if m in speed else "-"
+                    for m in ("bf16", "bf16 dw-fp32")[:2 if training else 1]}
+            print(f"{name} {what}: " + ", ".join(f"{m} {v:.1f}" for m, v in speed.items()) + " images/s",
+                  file=sys.stderr, flush=True)
         # What --precision auto picks here: training the whole network, and a frozen base under a new head.
-        auto = [resolve_precision("auto", torch.device("cpu"), trains_depthwise=depthwise)[0]
-                for depthwise in (has_depthwise_conv(model), False)]
+        auto = [resolve_precision("auto", torch.device("cpu"), trains_depthwise=trains).describe()
+                for trains in (depthwise, False)]
         rows.append(row | {"auto: train / frozen": " / ".join(auto)})
     print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads; images/s at batch {args.batch_size}, median of "
           f"{args.rounds} rounds of {args.steps} steps; train: forward, backward and Adam step; frozen: forward "
-          "without autograd (a frozen base computing features)")
+          "without autograd (a frozen base computing features); dw-fp32: depthwise convolutions in fp32")
     print(table(rows))
 
 
@@ -81,11 +82,15 @@ class Bench:
         self.x = torch.randn(batch_size, 3, size, size).contiguous(memory_format=torch.channels_last)
         self.y = torch.randint(0, 10, (batch_size,))
 
-    def round_s(self, precision: str, *, training: bool) -> float:
-        """Seconds for `steps` training steps, or forward passes without autograd."""
+    def round_s(self, mode: str, *, training: bool) -> float:
+        """Seconds for `steps` training steps, or forward passes without autograd, in `mode` (fp32, bf16, or
+        bf16 dw-fp32: bf16 with the depthwise convolutions in fp32, as --precision auto trains them on a CPU)."""
+        from cnnkit.models.transfer import depthwise_convs
         from cnnkit.runtime.engine import StepSettings
+        from cnnkit.training.islands import Fp32Islands
 
-        settings = StepSettings(device=torch.device("cpu"), precision=precision)
+        settings = StepSettings(device=torch.device("cpu"), precision=mode.split()[0])
+        islands = Fp32Islands(depthwise_convs(self.model) if mode.endswith("dw-fp32") else [], device_type="cpu")
         self.model.train(training)
         start = time.perf_counter()
         for _ in range(self.steps):
@@ -98,7 +103,9 @@ class Bench:
                 loss = torch.nn.functional.cross_entropy(self.model(self.x).float(), self.y)
             loss.backward()
             self.optimizer.step()
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        islands.remove()
+        return seconds
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def trained_base_parts(net: TransferNet, unfreeze: str) -> list[nn.Module]:
     return base_units(net.base)[-int(match[1]):]
 
 
-def has_depthwise_conv(module: nn.Module) -> bool:
-    """Whether `module` holds a depthwise convolution (one filter per input channel: EfficientNet, MobileNet,
-    ConvNeXt), whose backward bf16 slows on CPUs (bench/precision.py)."""
-    return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels for m in module.modules())
+def depthwise_convs(module: nn.Module) -> list[nn.Conv2d]:
+    """The depthwise convolutions in `module` (one filter per input channel: EfficientNet, MobileNet, ConvNeXt),
+    whose backward bf16 slows on CPUs (bench/precision.py)."""
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels]

@@ -4,6 +4,7 @@ keeping PyTorch's CPU threads within the process's OpenMP limit."""
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -33,27 +34,39 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(name: str, device: torch.device, *, trains_depthwise: bool) -> tuple[str, str]:
-    """(fp32, bf16 or fp16, why) for a training phase; `trains_depthwise`: whether backward runs through a depthwise
-    convolution that the phase trains. `auto`: bf16 autocast where the hardware runs it fast (CUDA GPUs with bf16;
-    CPUs with AVX512-BF16 or AMX), except CPU training of depthwise convolutions, whose backward bf16 slows (a frozen
-    base's forward is faster in bf16: bench/precision.py); fp16 with loss scaling on CUDA GPUs with fp16 tensor cores
-    but no bf16 (T4, V100: compute capability 7.x); fp32 elsewhere."""
+class Precision(NamedTuple):
+    """A training phase's numeric precision: the autocast type (or fp32), and why."""
+
+    name: str  # fp32, bf16 or fp16
+    why: str
+    fp32_depthwise: bool = False  # the phase's depthwise convolutions stay fp32 inside bf16 autocast
+
+    def describe(self) -> str:
+        return self.name + (" with depthwise convolutions in fp32" if self.fp32_depthwise else "")
+
+
+def resolve_precision(name: str, device: torch.device, *, trains_depthwise: bool) -> Precision:
+    """A training phase's precision; `trains_depthwise`: whether the phase trains depthwise convolutions. `auto`:
+    bf16 autocast where the hardware runs it fast (CUDA GPUs with bf16; CPUs with AVX512-BF16 or AMX), on CPUs with
+    the depthwise convolutions a phase trains left in fp32, as bf16 slows their backward and speeds up the rest
+    (bench/precision.py); fp16 with loss scaling on CUDA GPUs with fp16 tensor cores but no bf16 (T4, V100:
+    compute capability 7.x); fp32 elsewhere."""
     if name == "fp16" and device.type == "cpu":
-        return name, "asked for; most CPUs run fp16 slower than bf16 or fp32"
+        return Precision(name, "asked for; most CPUs run fp16 slower than bf16 or fp32")
     if name != "auto":
-        return name, "asked for"
+        return Precision(name, "asked for")
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported(including_emulation=False):
-            return "bf16", "auto: the GPU has bf16"
+            return Precision("bf16", "auto: the GPU has bf16")
         if torch.cuda.get_device_capability(device) >= (7, 0):
-            return "fp16", "auto: the GPU has fp16 tensor cores but no bf16; with loss scaling"
-        return "fp32", "auto: the GPU has neither bf16 nor fp16 tensor cores"
+            return Precision("fp16", "auto: the GPU has fp16 tensor cores but no bf16; with loss scaling")
+        return Precision("fp32", "auto: the GPU has neither bf16 nor fp16 tensor cores")
     if not cpu_has_fast_bf16():
-        return "fp32", "auto: the CPU has neither AVX512-BF16 nor AMX"
+        return Precision("fp32", "auto: the CPU has neither AVX512-BF16 nor AMX")
     if trains_depthwise:
-        return "fp32", "auto: this phase trains depthwise convolutions, whose backward bf16 slows on CPUs"
-    return "bf16", "auto: the CPU has AVX512-BF16 or AMX"
+        return Precision("bf16", "auto: the CPU has AVX512-BF16 or AMX; bf16 slows depthwise convolutions' "
+                         "backward, so they stay fp32", fp32_depthwise=True)
+    return Precision("bf16", "auto: the CPU has AVX512-BF16 or AMX")
 
 
 def respect_thread_limit() -> int | None:

@@ -37,10 +37,10 @@ from cnnkit.models import count_params
 from cnnkit.models.network import InitializedFromData, NetworkConfig, build_network
 from cnnkit.models.pretrained import WeightsInfo, check_obtainable
 from cnnkit.models.registry import weights_spec
-from cnnkit.models.transfer import TransferNet, has_depthwise_conv, set_base_trainable, trained_base_parts
+from cnnkit.models.transfer import TransferNet, depthwise_convs, set_base_trainable, trained_base_parts
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.allocator import reuse_freed_memory
-from cnnkit.runtime.device import resolve_device, resolve_precision, respect_thread_limit
+from cnnkit.runtime.device import Precision, resolve_device, resolve_precision, respect_thread_limit
 from cnnkit.runtime.engine import StepSettings, evaluate_data
 from cnnkit.runtime.fitted import REFIT, run_temperature, stale_files
 from cnnkit.runtime.parallel import DistContext, process_group
@@ -63,6 +63,7 @@ from cnnkit.training.data import (
 )
 from cnnkit.training.engine import StepConfig, balanced_class_weights, train_one_epoch
 from cnnkit.training.features import Features, base_features, evaluate_features, why_not_cached
+from cnnkit.training.islands import Fp32Islands
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.phases import Phase, phase_of, plan_phases
 from cnnkit.training.rundirs import resolve_run_dir
@@ -155,6 +156,8 @@ class Trainer:
         self.net = model.to(self.device, memory_format=layout)  # the bare model; `self.model` may wrap it in DDP
         self.model = self.net
         self.optimizer: torch.optim.Optimizer | None = None
+        self.precision: Precision | None = None  # each phase's (see _set_precision)
+        self.islands = Fp32Islands([], device_type=self.device.type)  # modules the phase keeps in fp32
         self.history: list[dict[str, Any]] = []
         self.elapsed_s = 0.0
         self.steps_per_epoch = len(shard_batches(torch.arange(len(data.train)), batch_size=config.batch_size))
@@ -237,6 +240,9 @@ class Trainer:
                 if self.ctx.is_main:
                     self._write_header()
             epoch = self._next_epoch(start)
+            if start and self.best.should_stop and epoch > config.total_epochs:
+                self.log(f"Early stopping ended this run after epoch {start} (no improvement in {self.best.monitor} "
+                         f"for {self.best.patience} epochs): more epochs would stop at once; nothing to train")
             while epoch <= config.total_epochs:
                 phase = phase_of(self.phases, epoch)
                 if epoch == phase.first_epoch and epoch > 1:
@@ -422,22 +428,31 @@ class Trainer:
         self.log(f"Memory ({phase.name} phase): {plan.describe()}" if len(self.phases) > 1 else
                  f"Memory: {plan.describe()}")
 
-    def _precision(self, phase: Phase) -> tuple[str, str]:
-        """The phase's precision and why (runtime.device.resolve_precision), from what it trains."""
+    def _trained_depthwise(self, phase: Phase) -> list[nn.Conv2d]:
         trained = trained_base_parts(self.net, phase.trainable) if isinstance(self.net, TransferNet) else [self.net]
+        return [conv for part in trained for conv in depthwise_convs(part)]
+
+    def _precision(self, phase: Phase) -> Precision:
+        """The phase's precision and why (runtime.device.resolve_precision), from what it trains."""
         return resolve_precision(self.config.precision, self.device,
-                                 trains_depthwise=any(has_depthwise_conv(part) for part in trained))
+                                 trains_depthwise=bool(self._trained_depthwise(phase)))
 
     def _set_precision(self, phase: Phase) -> None:
-        precision, why = self._precision(phase)
-        if precision != self.step.settings.precision or phase.first_epoch == 1:
-            self.log(f"Precision: {precision} ({why})" + (f", {phase.name} phase" if len(self.phases) > 1 else ""))
+        precision = self._precision(phase)
+        if precision != self.precision or phase.first_epoch == 1:
+            self.log(f"Precision: {precision.describe()} ({precision.why})"
+                     + (f", {phase.name} phase" if len(self.phases) > 1 else ""))
+        self.precision = precision
+        self.islands.remove()
+        self.islands = Fp32Islands(self._trained_depthwise(phase) if precision.fp32_depthwise else [],
+                                   device_type=self.device.type)
+        fp16 = precision.name == "fp16"
         scaling = next((c for c in self.callbacks if isinstance(c, LossScaling)), None)
-        if precision == "fp16" and scaling is None:
+        if fp16 and scaling is None:
             scaling = LossScaling(self.device.type)
             self.callbacks.append(scaling)
-        scaler = scaling.scaler if precision == "fp16" and scaling is not None else None
-        self.step = replace(self.step, settings=replace(self.step.settings, precision=precision), scaler=scaler)
+        scaler = scaling.scaler if fp16 and scaling is not None else None
+        self.step = replace(self.step, settings=replace(self.step.settings, precision=precision.name), scaler=scaler)
 
     def _features(self, phase: Phase) -> dict[str, Features | None] | None:
         """While a frozen base's head trains without augmentation: the base's features, computed at the phase's
@@ -489,7 +504,7 @@ class Trainer:
             **config.to_dict(), "cnnkit_version": __version__, "torch_version": torch.__version__,
             "created": time.strftime("%Y-%m-%d %H:%M"),
             "weights_source": self.weights.source if self.weights else None,
-            "precision_used": {phase.name: self._precision(phase)[0] for phase in self.phases},
+            "precision_used": {phase.name: self._precision(phase).describe() for phase in self.phases},
         })
         run.write_json(names.CLASSES, data.class_names)
         run.write_json(names.PREPROCESS, self.preprocess.to_dict())
@@ -568,6 +583,7 @@ class Trainer:
     def _finish(self, *, diverged: str | None = None) -> TrainResult:
         config, run, data = self.config, self.run, self.data
         assert run is not None
+        self.islands.remove()
         if self.best.best_epoch and run.exists(names.WEIGHTS_BEST) and self.ctx.is_main:
             weights, _ = run.read_tensors(names.WEIGHTS_BEST)
             self.net.load_state_dict(weights)

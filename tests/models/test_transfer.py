@@ -12,7 +12,7 @@ from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
 from cnnkit.models.network import NetworkConfig, build_network
 from cnnkit.models.pretrained import read_state_dict
-from cnnkit.models.transfer import TransferNet, base_units, has_depthwise_conv, set_base_trainable, trained_base_parts
+from cnnkit.models.transfer import TransferNet, base_units, depthwise_convs, set_base_trainable, trained_base_parts
 from cnnkit.models.weights import WEIGHTS
 from cnnkit.rundir import RunDir
 from cnnkit.training.fit import train
@@ -81,15 +81,15 @@ def test_unfreeze_last_k_and_all() -> None:
         set_base_trainable(model, "first-2")
 
 
-def test_what_a_phase_trains_says_whether_it_trains_depthwise_convolutions() -> None:
-    """--precision auto keeps CPU training of depthwise convolutions in fp32 (runtime.device.resolve_precision)."""
+def test_what_a_phase_trains_says_which_depthwise_convolutions_it_trains() -> None:
+    """--precision auto keeps the depthwise convolutions a phase trains in fp32 on a CPU (training.islands)."""
     lite0, _ = build_network(NetworkConfig("efficientnet_lite0", 3, 64, transfer_head=True), load_weights=False)
     resnet, _ = build_network(NetworkConfig("timm/resnet18", 3, 64, transfer_head=True), load_weights=False)
     assert isinstance(lite0, TransferNet) and isinstance(resnet, TransferNet)
-    assert has_depthwise_conv(lite0) and not has_depthwise_conv(resnet) and not has_depthwise_conv(lite0.head)
+    assert len(depthwise_convs(lite0)) == 16 and not depthwise_convs(resnet) and not depthwise_convs(lite0.head)
     assert trained_base_parts(lite0, "none") == [] and trained_base_parts(lite0, "all") == [lite0.base]
-    assert not any(has_depthwise_conv(part) for part in trained_base_parts(lite0, "last-1"))  # the 1x1 head conv
-    assert any(has_depthwise_conv(part) for part in trained_base_parts(lite0, "last-4"))
+    assert not any(depthwise_convs(part) for part in trained_base_parts(lite0, "last-1"))  # the 1x1 head conv
+    assert any(depthwise_convs(part) for part in trained_base_parts(lite0, "last-4"))
 
 
 def test_local_weights_file_loads_strictly_except_the_head(tmp_path: Path) -> None:

@@ -55,20 +55,23 @@ def test_auto_precision_on_gpus_bf16_fp16_with_loss_scaling_or_fp32(monkeypatch)
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         assert resolve_precision("auto", cuda, trains_depthwise=True)[0] == expected
     assert resolve_precision("fp16", torch.device("cpu"), trains_depthwise=False) == (
-        "fp16", "asked for; most CPUs run fp16 slower than bf16 or fp32")
+        "fp16", "asked for; most CPUs run fp16 slower than bf16 or fp32", False)
 
 
-def test_auto_precision_on_cpus_bf16_unless_training_depthwise_convolutions(monkeypatch) -> None:
+def test_auto_precision_on_cpus_bf16_with_depthwise_convolutions_left_in_fp32(monkeypatch) -> None:
     """On a CPU with bf16 in hardware, bf16 speeds ResNet-50's and VGG-16's training but slows EfficientNet's
-    (depthwise convolutions' backward), while a frozen EfficientNet base's forward is faster in bf16
-    (bench/precision.py): what a phase trains decides, not whether it is called fine-tuning."""
+    depthwise convolutions' backward, while it speeds up the rest of EfficientNet (bench/precision.py): auto
+    trains in bf16 and keeps the depthwise convolutions a phase trains in fp32."""
     import cnnkit.runtime.device as device
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
-    assert device.resolve_precision("auto", cpu, trains_depthwise=False)[0] == "bf16"
-    assert device.resolve_precision("auto", cpu, trains_depthwise=True) == (
-        "fp32", "auto: this phase trains depthwise convolutions, whose backward bf16 slows on CPUs")
-    assert device.resolve_precision("bf16", cpu, trains_depthwise=True)[0] == "bf16"  # asked for: as asked
+    assert device.resolve_precision("auto", cpu, trains_depthwise=False) == (
+        "bf16", "auto: the CPU has AVX512-BF16 or AMX", False)
+    mixed = device.resolve_precision("auto", cpu, trains_depthwise=True)
+    assert mixed.name == "bf16" and mixed.fp32_depthwise
+    assert mixed.describe() == "bf16 with depthwise convolutions in fp32"
+    assert not device.resolve_precision("bf16", cpu, trains_depthwise=True).fp32_depthwise  # asked for: as asked
     monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
-    assert device.resolve_precision("auto", cpu, trains_depthwise=False)[0] == "fp32"
+    assert device.resolve_precision("auto", cpu, trains_depthwise=True) == (
+        "fp32", "auto: the CPU has neither AVX512-BF16 nor AMX", False)

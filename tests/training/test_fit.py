@@ -116,6 +116,10 @@ def test_early_stopping_stops_and_keeps_the_best_weights(shapes_npz: Path, tmp_p
     run = RunDir.open(tmp_path / "run")
     best_weights, meta = run.read_tensors("model.safetensors")
     assert meta["epoch"] == str(best)
+    # Resumed for more epochs, a run that stopped early trains none (it would stop again at once), and says so.
+    again = train(replace(config, epochs=20, resume=True, quiet=False))
+    assert [row["epoch"] for row in again.history] == [row["epoch"] for row in result.history]
+    assert "Early stopping ended this run after epoch" in capsys.readouterr().out
 
 
 def test_best_tracker_modes() -> None:
