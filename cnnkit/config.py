@@ -111,7 +111,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
         "auto", help="bf16: autocast (fast on AVX512-BF16/AMX CPUs and GPUs); fp16: autocast with loss scaling "
         "(GPUs without bf16: T4, V100); auto: bf16 where fast, fp16 on CUDA GPUs with fp16 tensor cores but no bf16, "
-        "fp32 for CPU training of depthwise convolutions (EfficientNet, MobileNet) and elsewhere")
+        "fp32 elsewhere; on CPUs, depthwise convolutions being trained (EfficientNet, MobileNet) stay fp32")
     channels_last: bool = option(True, help="channels-last memory layout")
     max_memory: float = option(0.0, low=0, help="GiB the training process may use; where a step would take more "
                                "than what is left, gradient checkpointing, then micro-batches, keep it within (0: 0.7 "
