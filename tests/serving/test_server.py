@@ -83,17 +83,26 @@ def test_predict_row_and_columnar_forms_with_numbers_and_b64(server: str) -> Non
     assert status == 200 and "outputs" in columns
 
 
-def test_classify_returns_labels_and_scores_best_first(server: str) -> None:
-    examples = [{"image": {"b64": png_b64(kind, seed=i)}} for i, kind in enumerate(CLASSES * 3)]
-    status, body = call(f"{server}/v1/models/shapes:classify", {"examples": examples})
+def test_classify_returns_labels_and_scores_best_first(server: str, exported_run: Path) -> None:
+    """The answers are the model's: best first, as `cnnkit.load` of the same export gives them for the same PNGs
+    (another decoding and preprocessing path than the server's), and mostly right on images drawn as the training
+    images were (32 px)."""
+    import cnnkit
+
+    pngs = [png_b64(kind, size=32, seed=100 + i) for i, kind in enumerate(CLASSES * 3)]
+    status, body = call(f"{server}/v1/models/shapes:classify", {"examples": [{"image": {"b64": b}} for b in pngs]})
     assert status == 200 and len(body["results"]) == 9
+    expected = cnnkit.load(exported_run / "export").predict(
+        [Image.open(io.BytesIO(base64.b64decode(b))) for b in pngs], top_k=3)
     correct = 0
-    for kind, result in zip(CLASSES * 3, body["results"]):
+    for kind, result, prediction in zip(CLASSES * 3, body["results"], expected):
         labels = [label for label, _ in result]
         scores = [score for _, score in result]
         assert sorted(labels) == sorted(CLASSES) and scores == sorted(scores, reverse=True)
+        assert labels == [label for label, _ in prediction.top]
+        assert scores == pytest.approx([score for _, score in prediction.top], abs=1e-5)
         correct += labels[0] == kind
-    assert correct >= 6  # a model trained ten epochs on these shapes knows most of them
+    assert correct >= 6  # a model trained ten epochs on these shapes (0.97-0.98 on its test split) knows most
 
 
 @pytest.mark.parametrize(
