@@ -19,6 +19,10 @@ from pathlib import Path
 
 import torch
 
+from cnnkit.models.transfer import depthwise_convs
+from cnnkit.runtime.engine import StepSettings
+from cnnkit.training.islands import Fp32Islands
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import cpu_name, table  # noqa: E402
@@ -36,7 +40,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnkit.models.registry import create_model, default_input_size
-    from cnnkit.models.transfer import depthwise_convs
     from cnnkit.runtime.allocator import reuse_freed_memory
     from cnnkit.runtime.device import resolve_precision
 
@@ -85,10 +88,6 @@ class Bench:
     def round_s(self, mode: str, *, training: bool) -> float:
         """Seconds for `steps` training steps, or forward passes without autograd, in `mode` (fp32, bf16, or
         bf16 dw-fp32: bf16 with the depthwise convolutions in fp32, as --precision auto trains them on a CPU)."""
-        from cnnkit.models.transfer import depthwise_convs
-        from cnnkit.runtime.engine import StepSettings
-        from cnnkit.training.islands import Fp32Islands
-
         settings = StepSettings(device=torch.device("cpu"), precision=mode.split()[0])
         islands = Fp32Islands(depthwise_convs(self.model) if mode.endswith("dw-fp32") else [], device_type="cpu")
         self.model.train(training)

@@ -241,8 +241,8 @@ class Trainer:
                     self._write_header()
             epoch = self._next_epoch(start)
             if start and self.best.should_stop and epoch > config.total_epochs:
-                self.log(f"Early stopping ended this run after epoch {start} (no improvement in {self.best.monitor} "
-                         f"for {self.best.patience} epochs): more epochs would stop at once; nothing to train")
+                self.log(f"Early stopping ended this run after epoch {start} ({self._stop_reason()}): more epochs "
+                         "would stop at once; nothing to train")
             while epoch <= config.total_epochs:
                 phase = phase_of(self.phases, epoch)
                 if epoch == phase.first_epoch and epoch > 1:
@@ -275,23 +275,23 @@ class Trainer:
         later = [p for p in self.phases if p.first_epoch > epoch]
         return later[0].first_epoch if later else self.config.total_epochs + 1
 
-    def _say_stopped(self, phase: Phase, *, next_epoch: int) -> None:
+    def _stop_reason(self) -> str:
         best = self.best
-        why = f"no improvement in {best.monitor} for {best.patience} epochs (best epoch {best.best_epoch})"
+        return f"no improvement in {best.monitor} for {best.patience} epochs (best epoch {best.best_epoch})"
+
+    def _say_stopped(self, phase: Phase, *, next_epoch: int) -> None:
         if next_epoch > self.config.total_epochs:
-            self.log(f"Early stopping: {why}")
+            self.log(f"Early stopping: {self._stop_reason()}")
         else:
             following = phase_of(self.phases, next_epoch)
-            self.log(f"Early stopping of the {phase.name} phase: {why}; the {following.name} phase starts at epoch "
-                     f"{next_epoch} from epoch {best.best_epoch}'s weights")
+            self.log(f"Early stopping of the {phase.name} phase: {self._stop_reason()}; the {following.name} phase "
+                     f"starts at epoch {next_epoch} from epoch {self.best.best_epoch}'s weights")
 
     def _continue_from_best(self, weights: dict[str, torch.Tensor] | None = None) -> None:
         """After a phase stopped early, the next one starts from the best weights (`weights`, else the run's file),
         not from `patience` epochs past them (Keras: restore_best_weights). Read on the main process; wrapping for
         the new phase, DDP copies them to every rank."""
-        run = self.run
-        if weights is None and self.ctx.is_main and self.best.best_epoch and run and run.exists(names.WEIGHTS_BEST):
-            weights, _ = run.read_tensors(names.WEIGHTS_BEST)
+        weights = weights if weights is not None else self._saved_best()
         if weights is not None:
             self.net.load_state_dict(weights)
             if self.ema is not None:
@@ -299,6 +299,13 @@ class Trainer:
         if self.ema is not None and self.ctx.enabled:  # DDP does not see the moving average: copy it here
             for tensor in self.ema.average.module.state_dict().values():
                 torch.distributed.broadcast(tensor, src=0)
+
+    def _saved_best(self) -> dict[str, torch.Tensor] | None:
+        """The run's best weights as saved, on the main process; None elsewhere, before any, or with no run."""
+        run = self.run
+        if not (self.ctx.is_main and self.best.best_epoch and run is not None and run.exists(names.WEIGHTS_BEST)):
+            return None
+        return run.read_tensors(names.WEIGHTS_BEST)[0]
 
     def train_steps(self, lrs: Iterable[float], *, phase: Phase | None = None) -> Iterator[float]:
         """Train one batch at each learning rate of `lrs` in `phase` (default the first: the head's, with
@@ -584,9 +591,9 @@ class Trainer:
         config, run, data = self.config, self.run, self.data
         assert run is not None
         self.islands.remove()
-        if self.best.best_epoch and run.exists(names.WEIGHTS_BEST) and self.ctx.is_main:
-            weights, _ = run.read_tensors(names.WEIGHTS_BEST)
-            self.net.load_state_dict(weights)
+        best = self._saved_best()
+        if best is not None:
+            self.net.load_state_dict(best)
         metrics: dict[str, Any] = {}
         if self.ctx.is_main:
             self._forget_stale_fits(run)
