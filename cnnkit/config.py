@@ -130,6 +130,9 @@ class TrainConfig:
     no_cache: bool = option(False, help="decode folder data into memory on every run (no cache)")
     quiet: bool = option(False, help="print nothing but errors")
     test_every_epoch: bool = option(False, help="also evaluate the test split each epoch (reported only)")
+    tensorboard: bool = option(False, help="also write each epoch's losses, metrics and learning rate as TensorBoard "
+                               "logs in RUN/tensorboard/ (Keras's layout; `tensorboard --logdir runs`); needs "
+                               "tensorboardX: pip install 'cnnkit[tensorboard]'")
     ema_decay: float = option(0.0, low=0, high=0.99999, help="keep a moving average of the weights (per step)")
     lookahead_steps: int = option(0, low=0, help="lookahead weight averaging every K steps (0: off)")
     tta: TTA = option("none", const="flip", help="test-time augmentation in evaluation, prediction and export "

@@ -67,10 +67,11 @@ from cnnkit.training.islands import Fp32Islands
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.phases import Phase, phase_of, plan_phases
 from cnnkit.training.rundirs import resolve_run_dir
+from cnnkit.training.tensorboard import TensorBoardLog, check_tensorboard
 
 # What may change when a run is resumed; and of that, how this process runs, not what it trains: never inherited.
 RESUMABLE = ("epochs", "finetune_epochs", "device", "quiet", "workers", "cache_dir", "no_cache", "max_memory",
-             "grad_checkpointing", "micro_batch")
+             "grad_checkpointing", "micro_batch", "tensorboard")
 PER_INVOCATION = ("device", "quiet", "workers", "cache_dir", "no_cache")
 
 
@@ -176,6 +177,7 @@ class Trainer:
         self.features: dict[str, Features | None] | None = None
         self.eval_batch = 256  # images per evaluation pass; each phase's memory plan sets it for the device
         self.run: RunDir | None = None
+        self.board: TensorBoardLog | None = None  # rank 0's TensorBoard view of the history, with --tensorboard
         self.created_run = False  # whether this call made the run directory (and may remove it on early failure)
 
     # set-up ------------------------------------------------------------------------------------------------------
@@ -193,6 +195,8 @@ class Trainer:
         if config.resume:
             config = resume_config(config.out or Path(), **{k: getattr(config, k) for k in RESUMABLE})
         preprocess = training_preprocess(config)  # an unknown model name fails here (its input size), with hints
+        if config.tensorboard:
+            check_tensorboard()
         resuming = config.resume and RunDir(config.out or Path()).exists(names.CHECKPOINT)
         if (config.pretrained or config.weights is not None) and not resuming:
             check_obtainable(weights_spec(config.model), weights=config.weights)  # before decoding the data
@@ -233,6 +237,8 @@ class Trainer:
         config = self.config
         self.run = self._open_run()
         self.log(f"Run directory: {self.run.path}")
+        if config.tensorboard and self.ctx.is_main:
+            self.board = TensorBoardLog(self.run.path)
         try:
             start = self._restore() if config.resume else 0
             if start == 0:
@@ -264,6 +270,9 @@ class Trainer:
             if not self.history:
                 self._remove_unfinished_run()
             raise
+        finally:
+            if self.board is not None:
+                self.board.close()
         return self._finish()
 
     def _next_epoch(self, epoch: int) -> int:
@@ -552,6 +561,8 @@ class Trainer:
                               callbacks={c.name: c.state_dict() for c in self.callbacks})
         save_checkpoint(run, model=self.net, optimizer=self.optimizer, state=state,
                         ema=self.ema.average if self.ema else None)
+        if self.board is not None:  # a view of the history, after everything resume needs
+            self.board.write(self.history)
 
     def _restore(self) -> int:
         run = self.run
