@@ -111,3 +111,86 @@ def test_the_server_and_the_package_root_do_not_import_torch(code: str, exported
     result = subprocess.run([sys.executable, "-c", probe, str(exported_run)], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+SERVING_PROBE = """
+import json, sys, tempfile
+from pathlib import Path
+from PIL import Image
+from cnnkit.cli import main
+from cnnkit.config import ServeConfig
+from cnnkit.serving.app import create_app
+from cnnkit.serving.main import build_repository, serve
+import cnnkit.serving.brands, cnnkit.serving.http, cnnkit.serving.memory
+export = Path(sys.argv[1]) / "export"
+config = ServeConfig(paths=(str(export),))
+create_app(build_repository(config), config)
+folder = Path(tempfile.mkdtemp())
+Image.new("RGB", (40, 40), "red").save(folder / "red.png")
+assert main(["predict", str(export), str(folder / "red.png")]) == 0
+assert main(["predict", str(export), str(folder), "--csv", str(folder / "out.csv")]) == 0
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _third_party(name: str) -> str | None:
+    top = name.split(".")[0]
+    return None if top in sys.stdlib_module_names or top == "cnnkit" else top
+
+
+def _with_dependencies(requirements: list[str]) -> set[str]:
+    """The distributions that installing `requirements` brings, by canonical name (extras and markers honoured)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: set[str] = set()
+    seen: set[tuple[str, frozenset[str]]] = set()
+    pending = [(line, frozenset[str]()) for line in requirements]  # a requirement, and its parent's extras
+    while pending:
+        line, parent_extras = pending.pop()
+        requirement = Requirement(line)
+        if requirement.marker is not None and not any(
+                requirement.marker.evaluate({"extra": extra}) for extra in parent_extras or {""}):
+            continue
+        name, extras = canonicalize_name(requirement.name), frozenset(requirement.extras)
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        found.add(name)
+        try:
+            pending += [(dependency, extras) for dependency in requires(name) or []]
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def test_the_serving_image_installs_every_package_serving_imports(exported_run: Path) -> None:
+    """docker/requirements-serve.txt against the packages that cnnkit's code imports in a process that sets up the
+    server and predicts with an export (what the torch-free image runs): a package missing there breaks the image.
+    What those packages import in turn, pip installs with them."""
+    import json
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    result = subprocess.run([sys.executable, "-c", SERVING_PROBE, str(exported_run)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = {_third_party(m) for m in json.loads(result.stdout.strip().splitlines()[-1])} - {None}
+    assert "torch" not in loaded
+    ours = set()  # every package cnnkit's code imports somewhere, at module level or inside a function
+    for tree in _modules().values():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                ours |= {_third_party(a.name) for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                ours.add(_third_party(node.module))
+    owners = packages_distributions()
+    needed = {canonicalize_name(d) for top in loaded & ours for d in owners.get(top, [top])}
+    lines = (PACKAGE.parent / "docker" / "requirements-serve.txt").read_text().splitlines()
+    installed = _with_dependencies([line.split("#")[0] for line in lines if line.split("#")[0].strip()])
+    assert {"numpy", "onnxruntime", "fastapi", "uvicorn", "tqdm"} <= needed  # the probe saw serving's imports
+    assert needed <= installed, sorted(needed - installed)
+    assert "torch" not in installed

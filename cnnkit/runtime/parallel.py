@@ -1,5 +1,8 @@
 """Data-parallel processes under torchrun: which process this is, reductions that are no-ops in a single process,
-process-group set-up and tear-down, and the launcher behind --nproc. Used by training and by bulk prediction."""
+process-group set-up and tear-down, and the launcher behind --nproc. Used by training and by bulk prediction.
+
+torch is imported only where several processes are at work: a single process predicting with an ONNX export (the
+serving image, docker/) runs this module without PyTorch installed."""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from cnnkit.errors import CnnkitError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -34,11 +38,15 @@ class DistContext:
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum a tensor over ranks (in place); a no-op in a single process."""
         if self.enabled:
+            import torch.distributed as dist
+
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
     def barrier(self) -> None:
         if self.enabled:
+            import torch.distributed as dist
+
             dist.barrier()
 
 
@@ -47,6 +55,10 @@ SINGLE_PROCESS = DistContext()
 
 def current_context() -> DistContext:
     """This process's place in the process group it has joined (see process_group); one process if none."""
+    if _world_size() <= 1:
+        return SINGLE_PROCESS
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
                            local_rank=int(os.environ.get("LOCAL_RANK", "0")))
@@ -61,10 +73,13 @@ def process_group(device: str) -> Iterator[DistContext]:
     before the group is destroyed: a rank that exits while another still talks to it can abort with "terminate
     called without an active exception". Inside a group already joined, it is that group, left to its owner.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _world_size()
     if world <= 1:
         yield SINGLE_PROCESS
         return
+    import torch
+    import torch.distributed as dist
+
     if dist.is_initialized():  # inside an outer group (cnnkit cv trains every fold in one): that group is this one
         yield current_context()
         return
@@ -83,13 +98,22 @@ def process_group(device: str) -> Iterator[DistContext]:
         dist.destroy_process_group()
 
 
+def _world_size() -> int:
+    """The processes torchrun started for this job (1 when not launched by it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _uses_cuda(device: str) -> bool:
+    import torch
+
     return device == "cuda" or (device == "auto" and torch.cuda.is_available())
 
 
 def _check_gpus(*, processes: int) -> None:
     """NCCL needs a GPU per process; without this, a process beyond the GPUs dies in set_device with "invalid
     device ordinal" (and torchrun's traceback buries it)."""
+    import torch
+
     gpus = torch.cuda.device_count()
     if processes > gpus:
         raise CnnkitError(f"{processes} processes on this machine but {gpus} GPU(s): start at most {gpus} processes "
@@ -101,7 +125,7 @@ LAUNCHED = "CNNKIT_LAUNCHED"  # set for the ranks that --nproc starts: the launc
 
 def launch_torchrun(argv: Sequence[str], *, nproc: int, device: str) -> int:
     """Re-run `cnnkit ARGV` under torchrun with `nproc` processes on this machine; return its exit code."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if _world_size() > 1:
         raise CnnkitError("--nproc is for launching; under torchrun already, leave it out")
     if _uses_cuda(device):
         _check_gpus(processes=nproc)
