@@ -33,10 +33,12 @@ def option(
     const: Any = None,
     cli: bool = True,
     factory: Any = None,
+    section: str | None = None,
 ) -> Any:
     """A config field with its CLI/API metadata. `low`/`high` are inclusive bounds; `const` is the value of a bare
-    flag (`--tta` alone); `flag` overrides the derived name; `cli=False` keeps it out of the command line."""
-    metadata = {"help": help, "flag": flag, "low": low, "high": high, "const": const, "cli": cli}
+    flag (`--tta` alone); `flag` overrides the derived name; `cli=False` keeps it out of the command line; `section`
+    starts a titled group of flags in --help, which the fields after it join until the next section."""
+    metadata = {"help": help, "flag": flag, "low": low, "high": high, "const": const, "cli": cli, "section": section}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -144,7 +146,10 @@ def _build(cls: type, path: tuple[str, ...], nested: dict[tuple[str, ...], dict[
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
     """Add a flag for every option of `cls`. Defaults are suppressed so that the parsed namespace holds only the
     flags the user typed: that is what lets typed flags win over a recipe, whatever their value."""
+    group: argparse._ActionsContainer = parser
     for opt in options_of(cls):
+        if opt.meta.get("section"):
+            group = parser.add_argument_group(opt.meta["section"])
         if opt.keyword in skip or not opt.meta.get("cli", True):
             continue
         help_text = opt.meta["help"]
@@ -161,7 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
                 kwargs["type"] = base if base in (int, float, Path) else str
             if opt.meta.get("const") is not None:
                 kwargs |= {"nargs": "?", "const": opt.meta["const"]}
-        parser.add_argument(opt.flag, **kwargs)
+        group.add_argument(opt.flag, **kwargs)
 
 
 def typed_values(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
