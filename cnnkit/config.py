@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cnnkit.errors import CnnkitError
-from cnnkit.options import check, from_keywords, option
+from cnnkit.options import check, from_keywords, option, section
 
 Device = Literal["auto", "cpu", "cuda"]
 Normalize = Literal["auto", "dataset", "unit", "imagenet"]
@@ -28,8 +28,8 @@ DEVICE_HELP = "auto picks CUDA when PyTorch sees a GPU, else the CPU"
 class ScheduleConfig:
     """Learning-rate schedule, stepped per epoch (plateau) or per batch (cosine, onecycle, linear)."""
 
-    name: Scheduler = option("none", section="schedule and early stopping", flag="scheduler",
-                             help="learning-rate schedule")
+    name: Scheduler = section("schedule and early stopping",
+                              option("none", flag="scheduler", help="learning-rate schedule"))
     warmup_epochs: float = option(0.0, low=0, help="cosine: linear warm-up from 0; onecycle, linear: the rising phase")
     monitor: str = option("val_loss", help="history key that picks the best epoch, drives plateau and early stopping")
     factor: float = option(0.1, flag="plateau_factor", low=0, high=1, help="plateau: multiply the LR by this")
@@ -45,14 +45,14 @@ class TrainConfig:
     """Everything `cnnkit train` needs; saved as config.json in the run directory."""
 
     data: str = option("", cli=False, help="cifar10 | folder:PATH | npz:PATH | csv:PATH")
-    model: str = option("simple-cnn", section="model and run directory",
-                        help="a registered model (cnnkit models) or timm/NAME")
+    model: str = section("model and run directory", option(
+        "simple-cnn", help="a registered model (cnnkit models) or timm/NAME"))
     out: Path | None = option(None, help="the run directory, exactly (default: PROJECT/NAME, numbered if taken)")
     project: Path = option(Path("runs"), help="where named runs go")
     name: str | None = option(None, help="run name under --project (default: the model's); NAME-2, NAME-3... if taken")
     exist_ok: bool = option(False, help="reuse --project/--name even if it holds a run (replacing it)")
-    epochs: int = option(10, section="optimisation", low=1,
-                         help="epochs (with --freeze-base: of head training); with --resume: the new total")
+    epochs: int = section("optimisation", option(
+        10, low=1, help="epochs (with --freeze-base: of head training); with --resume: the new total"))
     batch_size: int = option(64, low=1, help="images per step")
     lr: float = option(1e-3, low=0, help="learning rate")
     optimizer: Literal["adam", "adamw", "sgd"] = option("adam", help="optimizer")
@@ -69,8 +69,8 @@ class TrainConfig:
     sampler: Literal["shuffle", "balanced"] = option(
         "shuffle", help="the order of an epoch's images: shuffle (each image once) or balanced (imbalanced data: as "
         "many draws, with replacement, every class equally likely; instead of --class-weight balanced)")
-    data_dir: Path | None = option(None, section="data and preprocessing",
-                                   help="where the data source's files are (cifar10: train.npz, test.npz)")
+    data_dir: Path | None = section("data and preprocessing", option(
+        None, help="where the data source's files are (cifar10: train.npz, test.npz)"))
     val_split: float = option(0.1, low=0, high=0.9, help="fraction of the training data held out for validation")
     test_split: float = option(0.2, low=0, high=0.9, help="folder trees without test/: fraction held out for test")
     test_source: str | None = option(None, help="folder trees of SOURCE/CLASS/ folders: these sources (comma-"
@@ -89,14 +89,14 @@ class TrainConfig:
     first_screen: bool = option(False, help="screenshots: bring every image to one capture format (1024 px wide, "
                                 "the top 1024x768, one JPEG encoding) in training and in every prediction, so that "
                                 "capture size and encoding cannot become features")
-    augment: str = option("none", section="augmentation",
-                          help="none | standard | screenshot | a spec like flip,rotate=0.1,zoom=0.1")
+    augment: str = section("augmentation", option(
+        "none", help="none | standard | screenshot | a spec like flip,rotate=0.1,zoom=0.1"))
     mixup: float = option(0.0, low=0, high=10, help="MixUp: blend each training image with another, and their labels, "
                           "by a weight drawn from Beta(a, a) per batch (0: off; 0.2-0.4 is usual)")
     cutmix: float = option(0.0, low=0, high=10, help="CutMix: paste a box of another training image, labels "
                            "weighted by area drawn from Beta(a, a) (0: off; 1.0 is usual); with --mixup: one of the "
                            "two per batch")
-    pretrained: bool = option(False, section="transfer learning", help="start from ImageNet weights")
+    pretrained: bool = section("transfer learning", option(False, help="start from ImageNet weights"))
     weights: Path | None = option(None, help="pretrained weights file (.safetensors or a .pth state dict)")
     freeze_base: bool = option(False, help="train a new head on the frozen pretrained base")
     head_hidden: int = option(128, low=0, help="units of the new head's hidden layer (0: none)")
@@ -110,7 +110,7 @@ class TrainConfig:
     schedule: ScheduleConfig = option(factory=ScheduleConfig, cli=False, help="learning-rate schedule")
     early_stopping: int = option(0, low=0, help="stop after this many epochs without improvement (0: off); with "
                                  "--finetune-epochs, per phase: fine-tuning then starts from the best head weights")
-    device: Device = option("auto", section="device, precision, memory and data loading", help=DEVICE_HELP)
+    device: Device = section("device, precision, memory and data loading", option("auto", help=DEVICE_HELP))
     precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
         "auto", help="bf16: autocast (fast on AVX512-BF16/AMX CPUs and GPUs); fp16: autocast with loss scaling "
         "(GPUs without bf16: T4, V100); auto: bf16 where fast, fp16 on CUDA GPUs with fp16 tensor cores but no bf16, "
@@ -128,8 +128,8 @@ class TrainConfig:
     cache_dir: Path | None = option(None, help="where folder data is cached decoded, for later runs and other ranks "
                                     "(default: $CNNKIT_CACHE_DIR or ~/.cache/cnnkit/images)")
     no_cache: bool = option(False, help="decode folder data into memory on every run (no cache)")
-    seed: int = option(0, section="run control and reporting", low=0,
-                       help="random seed (splits, initialisation, shuffling, augmentation)")
+    seed: int = section("run control and reporting", option(
+        0, low=0, help="random seed (splits, initialisation, shuffling, augmentation)"))
     strict: bool = option(False, help="stop on unreadable images and data warnings instead of going on")
     overwrite: bool = option(False, help="replace an existing run in the run directory")
     resume: bool = option(False, help="continue the run directory's run from its last checkpoint")
@@ -139,8 +139,8 @@ class TrainConfig:
     tensorboard: bool = option(False, help="also write each epoch's losses, metrics and learning rate as TensorBoard "
                                "logs in RUN/tensorboard/ (Keras's layout; `tensorboard --logdir runs`); needs "
                                "tensorboardX: pip install 'cnnkit[tensorboard]'")
-    ema_decay: float = option(0.0, section="weight averaging and test-time augmentation", low=0, high=0.99999,
-                              help="keep a moving average of the weights (per step)")
+    ema_decay: float = section("weight averaging and test-time augmentation", option(
+        0.0, low=0, high=0.99999, help="keep a moving average of the weights (per step)"))
     lookahead_steps: int = option(0, low=0, help="lookahead weight averaging every K steps (0: off)")
     tta: TTA = option("none", const="flip", help="test-time augmentation in evaluation, prediction and export "
                       "(--tta alone: flip)")

@@ -33,15 +33,22 @@ def option(
     const: Any = None,
     cli: bool = True,
     factory: Any = None,
-    section: str | None = None,
 ) -> Any:
     """A config field with its CLI/API metadata. `low`/`high` are inclusive bounds; `const` is the value of a bare
-    flag (`--tta` alone); `flag` overrides the derived name; `cli=False` keeps it out of the command line; `section`
-    starts a titled group of flags in --help, which the fields after it join until the next section."""
-    metadata = {"help": help, "flag": flag, "low": low, "high": high, "const": const, "cli": cli, "section": section}
+    flag (`--tta` alone); `flag` overrides the derived name; `cli=False` keeps it out of the command line."""
+    metadata = {"help": help, "flag": flag, "low": low, "high": high, "const": const, "cli": cli}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def section(title: str, declared: Any) -> Any:
+    """An option that starts a titled group of flags in --help; the fields after it join the group until the next
+    section: `model: str = section("model and run directory", option("simple-cnn", help=...))`."""
+    metadata = {**declared.metadata, "section": title}
+    if declared.default_factory is not dataclasses.MISSING:
+        return field(default_factory=declared.default_factory, metadata=metadata)
+    return field(default=declared.default, metadata=metadata)
 
 
 @dataclass(frozen=True)
