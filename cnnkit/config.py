@@ -72,7 +72,8 @@ class TrainConfig:
     data_dir: Path | None = section("data and preprocessing", option(
         None, help="where the data source's files are (cifar10: train.npz, test.npz)"))
     val_split: float = option(0.1, low=0, high=0.9, help="fraction of the training data held out for validation")
-    test_split: float = option(0.2, low=0, high=0.9, help="folder trees without test/: fraction held out for test")
+    test_split: float = option(0.2, low=0, high=0.9, help="data without a test split of its own (a folder tree without "
+                               "test/, a CSV without a split column, an .npz of x/y): the fraction held out for test")
     test_source: str | None = option(None, help="folder trees of SOURCE/CLASS/ folders: these sources (comma-"
                                      "separated) are the test split, the others are trained on (cross-source)")
     folder_layout: Literal["auto", "classes", "sources"] = option(

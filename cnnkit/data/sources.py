@@ -129,7 +129,8 @@ _CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog"
 @register_source("npz")
 def npz(arg: str | None, options: SourceOptions) -> DataBundle:
     """One .npz with x/y (and optional class_names), or x_train/y_train (+ x_val/y_val, x_test/y_test); or a folder
-    of train.npz (+ val.npz, test.npz)."""
+    of train.npz (+ val.npz, test.npz). x/y alone are unsplit data, as a single folder tree is: --test-split of them
+    is held out for the test split."""
     if not arg:
         raise CnnkitError("npz source needs a path: npz:PATH")
     path = Path(arg)
@@ -144,8 +145,16 @@ def npz(arg: str | None, options: SourceOptions) -> DataBundle:
     if names is None:
         n = 1 + max(int(split.labels.max()) for split in (train, val, test) if split is not None and len(split))
         names = [str(i) for i in range(n)]
+    if not path.is_dir() and _unsplit(path):
+        return _test_held_out(train, names, skipped=[], files=[], options=options)
     return DataBundle(train=train, val=val, test=test, class_names=names, skipped=[],
                       val_from=val_from if val is not None else "")
+
+
+def _unsplit(path: Path) -> bool:
+    """Whether an .npz holds x/y (one unsplit set) rather than x_train/y_train and its other splits."""
+    with np.load(path) as archive:  # the names only: no array is read
+        return "x_train" not in archive.files
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -202,6 +202,8 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
         evaluated_on += (f", in {len(bundle.class_names)} of the run's {len(classifier.class_names)} classes: no "
                          f"{', '.join(missing)}")
     run = RunDir.open(config.run)
+    if own:
+        _check_own_test_split(run, spec, has_test=has_test)
     if own and run.exists(names.DATA_SPLITS):
         check_unchanged(run, spec, {"test": bundle.test if has_test else None,
                                      "val": bundle.val if config.target_fpr is not None else None})
@@ -237,6 +239,16 @@ def _folder_name(spec: str) -> str:
     absolute = absolute_spec(spec)
     readable = re.sub(r"[^A-Za-z0-9._-]+", "-", absolute.rstrip("/").rsplit("/", 1)[-1].split(":")[-1]).strip("-")
     return f"{readable or 'data'}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
+
+
+def _check_own_test_split(run: RunDir, spec: str, *, has_test: bool) -> None:
+    """A run is evaluated on its own data's test split alone, and only where it trained with one: every other image
+    of that data trained or validated it, and figures from them would flatter it."""
+    recorded = run.read_json(names.DATA_SPLITS) if run.exists(names.DATA_SPLITS) else {"test": None}
+    if not has_test or "test" not in recorded:
+        raise CnnkitError(f"{run.path} trained without a test split of {spec}: every image of it trained or "
+                          "validated the run (a test split cut from it now would hold images it trained on), so "
+                          "figures from it would flatter the model; evaluate on other data with --data SOURCE")
 
 
 def check_unchanged(run: RunDir, spec: str, splits: dict[str, ArrayData | None]) -> None:

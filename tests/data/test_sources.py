@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import CLASSES, write_tree
+from helpers import CLASSES, make_shapes, write_tree
 
 from cnnkit.config import TrainConfig
 from cnnkit.data.checks import check_data
@@ -38,7 +38,7 @@ def test_stratified_split_is_disjoint_and_complete() -> None:
 def test_npz_grayscale_and_float_arrays_are_converted(tmp_path: Path) -> None:
     path = tmp_path / "gray.npz"
     np.savez(path, x=np.random.rand(6, 28, 28).astype(np.float32), y=np.array([0, 1, 0, 1, 0, 1]))
-    bundle = load_data(str(path), options=SourceOptions())
+    bundle = load_data(str(path), options=SourceOptions(test_split=0))
     assert bundle.train.images.shape == (6, 3, 28, 28) and bundle.class_names == ["0", "1"]
 
 
@@ -67,10 +67,23 @@ def test_one_hot_and_whole_number_float_labels_are_class_indices(tmp_path: Path)
     x, indices = np.zeros((6, 8, 8, 3), np.uint8), np.array([0, 2, 1, 2, 0, 1])
     for y in (np.eye(3, dtype=np.float32)[indices], indices.astype(np.float32), indices[:, None]):
         np.savez(tmp_path / "labels.npz", x=x, y=y)
-        bundle = load_data(f"npz:{tmp_path / 'labels.npz'}", options=SourceOptions())
+        bundle = load_data(f"npz:{tmp_path / 'labels.npz'}", options=SourceOptions(test_split=0))
         assert bundle.train.labels.tolist() == indices.tolist() and bundle.num_classes == 3
     np.savez(tmp_path / "labels.npz", x=x, y=np.eye(4)[indices])  # one-hot over 4 classes, the last without images
-    assert load_data(f"npz:{tmp_path / 'labels.npz'}", options=SourceOptions()).class_names == ["0", "1", "2", "3"]
+    assert load_data(f"npz:{tmp_path / 'labels.npz'}", options=SourceOptions(test_split=0)).class_names == [
+        "0", "1", "2", "3"]
+
+
+def test_an_npz_of_x_and_y_holds_out_a_test_split_as_a_single_folder_tree_does(tmp_path: Path) -> None:
+    x, y = make_shapes(10, seed=3)
+    np.savez(tmp_path / "xy.npz", x=x, y=y)
+    bundle = load_data(f"npz:{tmp_path / 'xy.npz'}", options=SourceOptions(test_split=0.2))
+    assert len(bundle.train) == 24 and len(bundle.test) == 6  # 20%, stratified: 2 of each class's 10
+    assert sorted(bundle.test.labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    again = load_data(f"npz:{tmp_path / 'xy.npz'}", options=SourceOptions(test_split=0.2))
+    assert torch.equal(bundle.test.images, again.test.images)  # seeded: the same test images every time
+    whole = load_data(f"npz:{tmp_path / 'xy.npz'}", options=SourceOptions(test_split=0))
+    assert len(whole.train) == 30 and whole.test is None
 
 
 def test_folder_with_train_and_test_subtrees(shapes_tree: Path) -> None:

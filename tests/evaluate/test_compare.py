@@ -50,7 +50,7 @@ def test_runs_tested_on_different_images_are_said_not_to_compare(shapes_npz: Pat
     np.savez(other, x_train=x[:45], y_train=y[:45], x_test=x[45:], y_test=y[45:], class_names=np.array(CLASSES))
     base = dict(epochs=1, batch_size=32, quiet=True, device="cpu")
     train(TrainConfig(data=f"npz:{shapes_npz}", out=tmp_path / "a", **base))
-    train(TrainConfig(data=f"npz:{other}", out=tmp_path / "b", **base))
+    train(TrainConfig(data=f"npz:{other}", out=tmp_path / "b", test_split=0, **base))
     table = compare_runs(runs=[tmp_path / "a", tmp_path / "b"])
     assert "\nNote: the runs were tested on different images (a 60, b 15): their test columns do not compare\n" in table
 
@@ -60,12 +60,12 @@ def test_runs_on_other_classes_or_without_a_test_set_are_named(shapes_npz: Path,
     from helpers import make_shapes
 
     x, y = make_shapes(20, seed=8)
-    two = y < 2  # two of the three classes, and no test arrays: no test set
+    two = y < 2  # two of the three classes; no test arrays and --test-split 0: no test set
     other = tmp_path / "two.npz"
     np.savez(other, x=x[two], y=y[two])
     base = dict(epochs=1, batch_size=32, quiet=True, device="cpu")
     train(TrainConfig(data=f"npz:{shapes_npz}", out=tmp_path / "a", **base))
-    train(TrainConfig(data=f"npz:{other}", out=tmp_path / "b", **base))
+    train(TrainConfig(data=f"npz:{other}", out=tmp_path / "b", test_split=0, **base))
     notes = [line for line in compare_runs(runs=[tmp_path / "a", tmp_path / "b"]).splitlines()
              if line.startswith("Note:")]
     assert notes == ["Note: the runs classify different sets of classes (a 3, b 2): their accuracies do not compare",

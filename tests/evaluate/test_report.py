@@ -100,6 +100,18 @@ def test_a_run_whose_own_data_changed_is_neither_evaluated_nor_resumed(binary_tr
     assert train(resume_config(run, epochs=2)).metrics["num_samples"] == 12
 
 
+def test_a_run_trained_without_a_test_split_is_not_evaluated_on_its_own_data(binary_tree: Path,
+                                                                              tmp_path: Path) -> None:
+    """With --test-split 0 every image of the run's data trained or validated it: no own-data figure is honest."""
+    run = tmp_path / "run"
+    train(TrainConfig(data=f"folder:{binary_tree / 'train'}", out=run, epochs=1, quiet=True, device="cpu",
+                      input_size=32, test_split=0))
+    with pytest.raises(CnnkitError, match="trained without a test split of folder:.*evaluate on other data with "
+                                          "--data"):
+        evaluate_run(EvaluateConfig(run=run))
+    assert evaluate_run(EvaluateConfig(run=run, data=f"folder:{binary_tree / 'test'}"))["num_samples"] == 24
+
+
 def test_another_source_with_some_of_the_runs_classes_is_matched_by_name(shapes_tree: Path, tmp_path: Path) -> None:
     """A folder of two of a three-class run's classes: its labels are the run's indices of those names, not their
     positions among two folders; a folder with a class the run does not know is refused."""

@@ -56,7 +56,8 @@ def test_imbalanced_training_data_is_noted_and_balanced_weights_are_saved(tmp_pa
     np.savez(tmp_path / "skewed.npz", x=x, y=labels, class_names=np.array(["legit", "phish"]))
     assert "'legit' has 60 training images, 'phish' 12" in imbalance(ArrayData.from_numpy(x, labels, source="x"),
                                                                       ["legit", "phish"])
-    base = TrainConfig(data=f"npz:{tmp_path / 'skewed.npz'}", epochs=1, batch_size=16, device="cpu", val_split=0.2)
+    base = TrainConfig(data=f"npz:{tmp_path / 'skewed.npz'}", epochs=1, batch_size=16, device="cpu", val_split=0.2,
+                       test_split=0)
     train(replace(base, out=tmp_path / "plain"))
     assert "Note: the classes are imbalanced" in capsys.readouterr().out
     train(replace(base, out=tmp_path / "weighted", class_weight="balanced"))
@@ -104,7 +105,7 @@ def test_a_balanced_sampler_draws_every_class_equally_from_seed_and_epoch_alone(
     x = rng.integers(0, 60, (72, 32, 32, 3), dtype=np.uint8) + (skewed * 120)[:, None, None, None].astype(np.uint8)
     np.savez(tmp_path / "skewed.npz", x=x, y=skewed, class_names=np.array(["legit", "phish"]))
     config = TrainConfig(data=f"npz:{tmp_path / 'skewed.npz'}", epochs=2, batch_size=16, device="cpu",
-                         val_split=0.2, sampler="balanced", out=tmp_path / "run")
+                         val_split=0.2, test_split=0, sampler="balanced", out=tmp_path / "run")
     train(config)
     printed = capsys.readouterr().out
     assert ("Sampler: balanced: 58 draws an epoch, with replacement, each class equally likely (training images: "

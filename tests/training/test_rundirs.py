@@ -119,7 +119,7 @@ def test_a_class_with_one_image_is_warned_about_and_strict_refuses(tmp_path: Pat
     keep = np.concatenate([np.flatnonzero(y != 2), np.flatnonzero(y == 2)[:1]])
     path = tmp_path / "lopsided.npz"
     np.savez(path, x=x[keep], y=y[keep], class_names=np.array(CLASSES))
-    config = TrainConfig(data=f"npz:{path}", out=tmp_path / "run", epochs=1, device="cpu")
+    config = TrainConfig(data=f"npz:{path}", out=tmp_path / "run", epochs=1, device="cpu", test_split=0)
     result = train(config)
     out = capsys.readouterr().out
     assert "Images per class (train/val): circle 11/1, cross 11/1, square 1/0" in out
