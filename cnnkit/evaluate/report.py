@@ -245,7 +245,10 @@ def _check_own_test_split(run: RunDir, spec: str, *, has_test: bool) -> None:
     """A run is evaluated on its own data's test split alone, and only where it trained with one: every other image
     of that data trained or validated it, and figures from them would flatter it."""
     recorded = run.read_json(names.DATA_SPLITS) if run.exists(names.DATA_SPLITS) else {"test": None}
-    if not has_test or "test" not in recorded:
+    if "test" in recorded and not has_test:
+        raise CnnkitError(f"{spec} has no test split now, where {run.path} trained with one: the data changed since; "
+                          "evaluate on a separate folder (--data) or train again")
+    if "test" not in recorded:
         raise CnnkitError(f"{run.path} trained without a test split of {spec}: every image of it trained or "
                           "validated the run (a test split cut from it now would hold images it trained on), so "
                           "figures from it would flatter the model; evaluate on other data with --data SOURCE")
