@@ -138,23 +138,18 @@ def npz(arg: str | None, options: SourceOptions) -> DataBundle:
         train, names = _read_npz(path / "train.npz")
         val, test = (_read_npz(path / f"{split}.npz")[0] if (path / f"{split}.npz").is_file() else None
                      for split in ("val", "test"))
-        val_from = "val.npz"
+        val_from, unsplit = "val.npz", False
     else:
-        train, names, val, test = _read_npz_splits(path)
-        val_from = "x_val/y_val"
+        data = _load_npz(path)
+        train, names, val, test = _read_npz_splits(data, path)
+        val_from, unsplit = "x_val/y_val", "x_train" not in data
     if names is None:
         n = 1 + max(int(split.labels.max()) for split in (train, val, test) if split is not None and len(split))
         names = [str(i) for i in range(n)]
-    if not path.is_dir() and _unsplit(path):
+    if unsplit:
         return _test_held_out(train, names, skipped=[], files=[], options=options)
     return DataBundle(train=train, val=val, test=test, class_names=names, skipped=[],
                       val_from=val_from if val is not None else "")
-
-
-def _unsplit(path: Path) -> bool:
-    """Whether an .npz holds x/y (one unsplit set) rather than x_train/y_train and its other splits."""
-    with np.load(path) as archive:  # the names only: no array is read
-        return "x_train" not in archive.files
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -185,9 +180,9 @@ def _names(data: dict[str, np.ndarray], labels: str) -> list[str] | None:
     return [str(i) for i in range(y.shape[1])] if y.ndim == 2 and y.shape[1] > 1 else None
 
 
-def _read_npz_splits(path: Path) -> tuple[ArrayData, list[str] | None, ArrayData | None, ArrayData | None]:
-    """(train, class names, val, test) of one .npz file."""
-    data = _load_npz(path)
+def _read_npz_splits(data: dict[str, np.ndarray],
+                     path: Path) -> tuple[ArrayData, list[str] | None, ArrayData | None, ArrayData | None]:
+    """(train, class names, val, test) of one .npz file's arrays."""
     if "x_train" not in data:
         train, names = _from_xy(data, path)
         return train, names, None, None
