@@ -138,9 +138,12 @@ def _run_models(args: argparse.Namespace) -> int:
         print(text_table([spec.describe() for _, spec in WEIGHTS.items()]))
         print("\nAny timm model's weights also load as timm/NAME with internet, or from --weights PATH.")
         return 0
+    import torch
+
     print(f"{'name':<22}{'params':>14}{'input':>8}  description")
     for name, entry in MODELS.items():
-        params = sum(count_params(create_model(name, num_classes=10)))
+        with torch.device("meta"):  # shapes without memory or initialisation: VGG16's 134M weights took a second
+            params = sum(count_params(create_model(name, num_classes=10)))
         print(f"{name:<22}{params:>14,}{entry.input_size:>8}  {entry.description}")
     print("\nParameter counts are for 10 classes. Any timm model also works as timm/NAME.")
     return 0

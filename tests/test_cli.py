@@ -1,4 +1,5 @@
-"""The real command line, run as a user runs it: `python -m cnnkit ...` in a subprocess."""
+"""The real command line, run as a user runs it: `python -m cnnkit ...` in a subprocess (quick refusals run the
+command's main() in this process, see cnnkit_here)."""
 
 import json
 import os
@@ -18,6 +19,17 @@ def cnnkit(*args: object, check: bool = True) -> subprocess.CompletedProcess[str
     if check and result.returncode != 0:
         raise AssertionError(f"cnnkit {args} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def cnnkit_here(capsys: pytest.CaptureFixture[str], *args: object) -> subprocess.CompletedProcess[str]:
+    """The command's main() in this process: what `python -m cnnkit` runs, less the second or two a fresh
+    interpreter takes to import PyTorch; for the many quick refusals."""
+    from cnnkit.cli import main
+
+    capsys.readouterr()
+    code = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["cnnkit", *map(str, args)], code, out, err)
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[str], message: str) -> None:
@@ -81,30 +93,32 @@ def test_models_and_summary_commands() -> None:
     assert "timm-hub:resnet50" in resnet and "no (internet, or --weights PATH)" in resnet
 
 
-def test_bad_inputs_give_one_line_errors(trained_run: Path, shapes_npz: Path, tmp_path: Path) -> None:
+def test_bad_inputs_give_one_line_errors(trained_run: Path, shapes_npz: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # The first through a real process (exit status, nothing but the one line on stderr); the rest in this one.
     assert_clean_error(cnnkit("predict", trained_run, tmp_path / "missing.png", check=False), "no such file")
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    assert_clean_error(cnnkit("predict", trained_run, tmp_path / "corrupt.jpg", check=False), "corrupt.jpg")
-    assert_clean_error(cnnkit("train", f"npz:{shapes_npz}", "--model", "nonet", "--out", tmp_path / "r1", check=False),
+    assert_clean_error(cnnkit_here(capsys, "predict", trained_run, tmp_path / "corrupt.jpg"), "corrupt.jpg")
+    assert_clean_error(cnnkit_here(capsys, "train", f"npz:{shapes_npz}", "--model", "nonet", "--out", tmp_path / "r1"),
                        "unknown model 'nonet'; valid: ")
-    assert_clean_error(cnnkit("train", "imagenet", "--out", tmp_path / "r2", check=False),
+    assert_clean_error(cnnkit_here(capsys, "train", "imagenet", "--out", tmp_path / "r2"),
                        "unknown data source 'imagenet'")
-    assert_clean_error(cnnkit("train", f"npz:{shapes_npz}", "--out", trained_run, check=False), "--overwrite")
+    assert_clean_error(cnnkit_here(capsys, "train", f"npz:{shapes_npz}", "--out", trained_run), "--overwrite")
     one_class = tmp_path / "one"
     (one_class / "only").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(one_class / "only" / "a.png")
-    assert_clean_error(cnnkit("train", one_class, "--out", tmp_path / "r3", check=False), "at least 2 class folders")
+    assert_clean_error(cnnkit_here(capsys, "train", one_class, "--out", tmp_path / "r3"), "at least 2 class folders")
     empty = tmp_path / "empty"
     (empty / "a").mkdir(parents=True)
     (empty / "b").mkdir()
     Image.new("RGB", (8, 8)).save(empty / "a" / "a.png")
-    assert_clean_error(cnnkit("train", empty, "--out", tmp_path / "r4", check=False), "class folder is empty")
-    assert_clean_error(cnnkit("evaluate", tmp_path, check=False), "not a cnnkit run directory")
+    assert_clean_error(cnnkit_here(capsys, "train", empty, "--out", tmp_path / "r4"), "class folder is empty")
+    assert_clean_error(cnnkit_here(capsys, "evaluate", tmp_path), "not a cnnkit run directory")
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros((3, 5), np.uint8), y=np.zeros(3, int))
-    assert_clean_error(cnnkit("train", f"npz:{bad}", "--out", tmp_path / "r5", check=False), "got shape [3, 5]")
-    assert_clean_error(cnnkit("serve", trained_run, "--lanes", "-1", check=False), "--lanes")
-    assert_clean_error(cnnkit("train", "--resume", trained_run, "--out", tmp_path / "r6", check=False),
+    assert_clean_error(cnnkit_here(capsys, "train", f"npz:{bad}", "--out", tmp_path / "r5"), "got shape [3, 5]")
+    assert_clean_error(cnnkit_here(capsys, "serve", trained_run, "--lanes", "-1"), "--lanes")
+    assert_clean_error(cnnkit_here(capsys, "train", "--resume", trained_run, "--out", tmp_path / "r6"),
                        "in its own directory, not in --out")
     for failed in ("r1", "r2", "r3", "r4", "r5", "r6"):  # a run that fails before its first epoch leaves nothing behind
         assert not (tmp_path / failed).exists(), failed
