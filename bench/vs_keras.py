@@ -121,8 +121,9 @@ def main() -> None:
         print()
         print(table([{"run": name, "repeats": len(values), "median_speed_vs_keras": statistics.median(values),
                       "lowest": min(values), "highest": max(values)} for name, values in ratios.items()]))
-    chosen = json.loads((args.out / "default" / "config.json").read_text())["precision_used"]
-    print(f"default precision chose: {chosen}")
+    default = json.loads((args.out / "default" / "config.json").read_text())
+    print(f"default precision chose: {default['precision_used']}; memory allocator: {default['allocator']} "
+          "(cnnkit/runtime/allocator.py)")
     curve, reached = time_to_accuracy(data, args.out / "fast", epochs=args.fast_epochs)
     print()
     print(table(curve))

@@ -69,13 +69,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+TRAINING_COMMANDS = ("train", "cv", "lr-find")
+
+
 def run() -> None:
     """The `cnnkit` command and `python -m cnnkit`: main(), then exit with its status.
 
     A torchrun rank leaves without running C++ static destructors: after the process group is destroyed, one of
     its communication threads can still be joinable when they run, and the rank then aborts ("terminate called
     without an active exception", SIGABRT) although its work is done, which torchrun reports as a failed job.
-    Everything cnnkit writes is closed by the time main() returns."""
+    Everything cnnkit writes is closed by the time main() returns.
+
+    A command that trains starts once more with tcmalloc preloaded where it is installed (runtime.allocator)."""
+    if sys.argv[1:2] and sys.argv[1] in TRAINING_COMMANDS:
+        from cnnkit.runtime.allocator import restart_with_tcmalloc
+
+        try:
+            restart_with_tcmalloc(sys.orig_argv[1:])
+        except CnnkitError as exc:
+            print(f"cnnkit: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     code = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         sys.stdout.flush()
@@ -142,7 +155,7 @@ def _run_models(args: argparse.Namespace) -> int:
 
     print(f"{'name':<22}{'params':>14}{'input':>8}  description")
     for name, entry in MODELS.items():
-        with torch.device("meta"):  # shapes without memory or initialisation: VGG16's 134M weights took a second
+        with torch.device("meta"):  # counts need shapes only: no memory, and none of VGG16's 134M weights initialised
             params = sum(count_params(create_model(name, num_classes=10)))
         print(f"{name:<22}{params:>14,}{entry.input_size:>8}  {entry.description}")
     print("\nParameter counts are for 10 classes. Any timm model also works as timm/NAME.")

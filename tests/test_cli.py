@@ -12,6 +12,8 @@ import pytest
 from helpers import CLASSES, make_shapes
 from PIL import Image
 
+from cnnkit.runtime.allocator import installed_tcmalloc
+
 
 def cnnkit(*args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([sys.executable, "-m", "cnnkit", *map(str, args)], capture_output=True, text=True,
@@ -46,6 +48,10 @@ def trained_run(shapes_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> P
                     "--top-k", "2", "--device", "cpu")
     assert "Test accuracy: " in result.stdout and "Training accuracy: " in result.stdout
     assert "Epoch 5/5" in result.stdout
+    # The command restarted itself under tcmalloc where it is installed (.ci/run installs it), once.
+    tcmalloc = installed_tcmalloc() is not None and sys.platform == "linux"
+    assert ("Memory allocator: tcmalloc (" in result.stdout) == tcmalloc, result.stdout
+    assert result.stdout.count("Run directory: ") == 2  # at the start and the end: one run, not two
     return out
 
 

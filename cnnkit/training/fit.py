@@ -39,7 +39,7 @@ from cnnkit.models.pretrained import WeightsInfo, check_obtainable
 from cnnkit.models.registry import weights_spec
 from cnnkit.models.transfer import TransferNet, depthwise_convs, set_base_trainable, trained_base_parts
 from cnnkit.rundir import RunDir
-from cnnkit.runtime.allocator import reuse_freed_memory
+from cnnkit.runtime.allocator import allocator_name, describe_allocator, reuse_freed_memory
 from cnnkit.runtime.device import Precision, resolve_device, resolve_precision, respect_thread_limit
 from cnnkit.runtime.engine import StepSettings, evaluate_data
 from cnnkit.runtime.fitted import REFIT, run_temperature, stale_files
@@ -521,6 +521,7 @@ class Trainer:
             "created": time.strftime("%Y-%m-%d %H:%M"),
             "weights_source": self.weights.source if self.weights else None,
             "precision_used": {phase.name: self._precision(phase).describe() for phase in self.phases},
+            "allocator": allocator_name() if self.device.type == "cpu" else None,
         })
         run.write_json(names.CLASSES, data.class_names)
         run.write_json(names.PREPROCESS, self.preprocess.to_dict())
@@ -544,6 +545,8 @@ class Trainer:
         source = f", weights {self.weights.source}" if self.weights else ""
         self.log(f"Model: {config.model} at {self.preprocess.input_size}px on {self.device}{source} "
                  f"(trainable params: {trainable:,}; non-trainable: {frozen:,})")
+        if self.device.type == "cpu":
+            self.log(f"Memory allocator: {describe_allocator()}")
         dropped = "" if self.top_k else f"; top-{config.top_k} accuracy left out ({data.num_classes} classes)"
         self.log(f"Epochs: {config.total_epochs}; a * marks the best {self.best.monitor} so far{dropped}")
 
