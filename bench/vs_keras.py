@@ -11,12 +11,17 @@ ratios. `--repeats N` runs the three N times in turn (Keras, default, fp32, Kera
 speed drifts by 10-20% over minutes, each repeat's ratios compare runs made back to back, and their median is the
 figure to quote. Then (3) time to the tutorial's 71.2% test accuracy: cnnkit with a faster recipe (one-cycle
 schedule, larger batch, bf16), evaluated on the test set after every epoch.
+
+cnnkit's training commands run with tcmalloc where it is installed (cnnkit/runtime/allocator.py); the Keras code
+runs with the allocator a Python process starts with. `--keras-tcmalloc` adds the Keras code run with the same
+tcmalloc preloaded, to show how much of the difference the allocator alone makes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import cifar10_dir, table  # noqa: E402
+
+from cnnkit.runtime.allocator import installed_tcmalloc  # noqa: E402
 
 TUTORIAL_ACCURACY = 0.712
 
@@ -61,9 +68,10 @@ print(json.dumps({"fit_s": fit_s, "test_accuracy": float(test_acc),
 """
 
 
-def keras(data: Path, epochs: int) -> dict[str, float]:
+def keras(data: Path, epochs: int, *, preload: str | None = None) -> dict[str, float]:
+    env = dict(os.environ) | ({"LD_PRELOAD": preload} if preload else {})
     output = subprocess.run([sys.executable, "-c", KERAS_SCRIPT, str(data), str(epochs)], capture_output=True,
-                            text=True, check=True)
+                            text=True, check=True, env=env)
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
@@ -99,13 +107,21 @@ def main() -> None:
     parser.add_argument("--fast-epochs", type=int, default=8, help="length of the time-to-accuracy recipe")
     parser.add_argument("--repeats", type=int, default=1, help="Keras / cnnkit pairs, run in turn")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-vs-keras"))
+    parser.add_argument("--keras-tcmalloc", action="store_true",
+                        help="also run the Keras code with the tcmalloc that cnnkit preloads")
     args = parser.parse_args()
+    tcmalloc = installed_tcmalloc() if args.keras_tcmalloc else None
+    if args.keras_tcmalloc and tcmalloc is None:
+        parser.error("--keras-tcmalloc: no tcmalloc installed (Debian and Ubuntu: libtcmalloc-minimal4)")
     data = cifar10_dir()
     common = ["--epochs", str(args.epochs), "--batch-size", "64", "--lr", "1e-3", "--val-split", "0.1"]
     images = 45_000 * args.epochs
-    rows, ratios = [], {"cnnkit default": [], "cnnkit --precision fp32": []}
+    rows: list[dict] = []
+    ratios: dict[str, list[float]] = {name: [] for name in (
+        ["keras, tcmalloc preloaded"] if tcmalloc else []) + ["cnnkit default", "cnnkit --precision fp32"]}
     for repeat in range(1, args.repeats + 1):
         results = {"keras (tutorial code)": keras(data, args.epochs),
+                   **({"keras, tcmalloc preloaded": keras(data, args.epochs, preload=tcmalloc)} if tcmalloc else {}),
                    "cnnkit default": cnnkit_run(data, args.out / "default", *common),
                    "cnnkit --precision fp32": cnnkit_run(data, args.out / "fp32", *common, "--precision", "fp32")}
         base = results["keras (tutorial code)"]
@@ -127,7 +143,7 @@ def main() -> None:
     curve, reached = time_to_accuracy(data, args.out / "fast", epochs=args.fast_epochs)
     print()
     print(table(curve))
-    keras_s = statistics.median(row["fit_s"] for row in rows if row["run"].startswith("keras"))
+    keras_s = statistics.median(row["fit_s"] for row in rows if row["run"] == "keras (tutorial code)")
     if reached is None:
         print(f"\nthe fast recipe did not reach {TUTORIAL_ACCURACY:.1%} in {args.fast_epochs} epochs")
     else:

@@ -1,18 +1,18 @@
 """The memory allocator for training on a CPU: tcmalloc where it is installed, else glibc's malloc, tuned.
 
-A training step allocates and frees a hundred or so buffers; PyTorch asks for each with posix_memalign (64-byte
-alignment), a slow path in glibc's malloc that tcmalloc serves from per-size free lists (bench/README.md has the
-figures). The allocator is chosen when a process starts, so the `cnnkit` command starts a training command once more
-with tcmalloc preloaded (`LD_PRELOAD`, as PyTorch's own CPU launcher `torch.backends.xeon.run_cpu` does) when the
-library is installed (Debian and Ubuntu: `libtcmalloc-minimal4`) and not loaded already. `CNNKIT_ALLOCATOR=system`
-keeps glibc's. A Python process that imports cnnkit keeps the allocator it started with.
+A training step allocates and frees dozens of buffers, and on a CPU glibc's malloc makes that cost more than
+tcmalloc does (bench/README.md has the figures). The allocator is chosen when a process starts, so the `cnnkit`
+command starts a training command once more with tcmalloc preloaded (`LD_PRELOAD`, as PyTorch's own CPU launcher
+`torch.backends.xeon.run_cpu` does) when the library is installed (Debian and Ubuntu: `libtcmalloc-minimal4`) and
+not loaded already. `CNNKIT_ALLOCATOR=system` keeps glibc's. A Python process that imports cnnkit keeps the
+allocator it started with.
 
-By default glibc serves allocations over a threshold (128 KB at first, raised as large blocks are freed) with fresh
-memory maps and gives freed memory at the heap's top back at once. A training step allocates and frees the same
-activation and gradient buffers (megabytes each) every step, so in a process that has not happened to free a large
-block first (a data set read from the decoded-image cache, rather than decoded into memory), every step paid page
-faults for them again: simple-cnn on CIFAR-10 trained at 60% of the speed (bench/large_folder.py). Serving them from
-the heap, and keeping freed memory for reuse, removes that.
+Under glibc's malloc, by default glibc serves allocations over a threshold (128 KB at first, raised as large blocks are
+freed) with fresh memory maps and gives freed memory at the heap's top back at once. A training step allocates and frees
+the same activation and gradient buffers (megabytes each) every step, so in a process that has not happened to free a
+large block first (a data set read from the decoded-image cache, rather than decoded into memory), every step paid page
+faults for them again (README, "Memory, and speed on a CPU"; bench/large_folder.py). Serving them from the heap, and
+keeping freed memory for reuse, removes that.
 """
 
 from __future__ import annotations
