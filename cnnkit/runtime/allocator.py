@@ -1,11 +1,11 @@
 """The memory allocator for training on a CPU: tcmalloc where it is installed, else glibc's malloc, tuned.
 
-A training step allocates and frees dozens of buffers, and on a CPU glibc's malloc makes that cost more than
-tcmalloc does (bench/README.md has the figures). The allocator is chosen when a process starts, so the `cnnkit`
-command starts a training command once more with tcmalloc preloaded (`LD_PRELOAD`, as PyTorch's own CPU launcher
-`torch.backends.xeon.run_cpu` does) when the library is installed (Debian and Ubuntu: `libtcmalloc-minimal4`) and
-not loaded already. `CNNKIT_ALLOCATOR=system` keeps glibc's. A Python process that imports cnnkit keeps the
-allocator it started with.
+A training step allocates and frees thousands of blocks (PyTorch's and oneDNN's bookkeeping besides the tensors'
+buffers), and glibc's malloc makes that cost more than tcmalloc does (bench/README.md has the figures). The
+allocator is chosen when a process starts, so the `cnnkit` command starts a training command once more with tcmalloc
+preloaded (`LD_PRELOAD`, as PyTorch's own CPU launcher `torch.backends.xeon.run_cpu` does) when the library is
+installed (Debian and Ubuntu: `libtcmalloc-minimal4`) and not loaded already. `CNNKIT_ALLOCATOR=system` keeps
+glibc's. A Python process that imports cnnkit keeps the allocator it started with.
 
 Under glibc's malloc, by default glibc serves allocations over a threshold (128 KB at first, raised as large blocks are
 freed) with fresh memory maps and gives freed memory at the heap's top back at once. A training step allocates and frees
