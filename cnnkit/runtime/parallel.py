@@ -129,6 +129,21 @@ def launch_torchrun(argv: Sequence[str], *, nproc: int, device: str) -> int:
         raise CnnkitError("--nproc is for launching; under torchrun already, leave it out")
     if _uses_cuda(device):
         _check_gpus(processes=nproc)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "cnnkit", *argv]
+    command = [sys.executable, "-c", _TORCHRUN, str(nproc), *argv]
     return subprocess.run(command, check=False, env={**os.environ, LAUNCHED: "1"}).returncode
+
+
+# What the launcher's child process runs: torchrun with cnnkit's arguments.
+_TORCHRUN = "import sys; from cnnkit.runtime.parallel import torchrun; torchrun(int(sys.argv[1]), sys.argv[2:])"
+
+
+def torchrun(nproc: int, argv: list[str]) -> None:
+    """`torchrun --standalone --nproc-per-node NPROC -m cnnkit ARGV`, with ARGV handed to the ranks as it is. Given
+    on torchrun's command line, ARGV would go through torchrun's own parser too, which refuses an option that
+    abbreviates two of its own (`--monitor`: `--monitor-interval` or `--monitor_interval`)."""
+    from torch.distributed.elastic.multiprocessing.errors import record
+    from torch.distributed.run import parse_args, run
+
+    args = parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "cnnkit"])
+    args.training_script_args = list(argv)
+    record(run)(args)  # as torchrun's main: a failed rank's error report, then a non-zero exit

@@ -85,3 +85,31 @@ def test_every_rank_and_epoch_draws_its_own_augmentation() -> None:
     assert len(seeds) == 3 * 59 * 8, "no two (seed, epoch, rank) share their draws"
     # Rank 0 (and a single process) draws as before ranks had their own: runs resumed across versions go on alike.
     assert draw_seed(seed=3, epoch=2) == draw_seed(seed=3, epoch=2, rank=0) == 3 * 100_003 + 2 + 7
+
+
+def test_two_processes_stop_the_head_phase_early_and_fine_tune_as_one_does(even_npz: Path, tmp_path: Path) -> None:
+    """Early stopping per phase under torchrun: every rank must see the same stopping epoch (or the ranks would wait
+    for each other for ever), and fine-tuning starts from the best head weights, which rank 0 alone reads. (With
+    `--monitor` among its arguments, `--nproc` used to fail at once: torchrun's own parser read the option as an
+    ambiguous abbreviation of its `--monitor-interval`.)"""
+    import timm
+    from safetensors.torch import save_file
+
+    save_file(timm.create_model("resnet18").state_dict(), tmp_path / "r18.safetensors")
+    transfer = ("--model", "timm/resnet18", "--weights", str(tmp_path / "r18.safetensors"), "--input-size", "32",
+                "--freeze-base", "--epochs", "4", "--lr", "1e-9", "--optimizer", "sgd", "--finetune-epochs", "1",
+                "--finetune-lr", "1e-3", "--early-stopping", "2", "--monitor", "val_accuracy",
+                "--head-dropout", "0")  # dropout draws differ between one process and two
+    # The head barely moves at lr 1e-9, so validation accuracy never improves after epoch 1 and the head phase stops
+    # after epoch 3 in both runs, whatever rounding the ranks' smaller batches bring.
+    single = train(even_npz, tmp_path / "single", *transfer)
+    assert single.returncode == 0, single.stderr
+    double = train(even_npz, tmp_path / "double", *transfer, "--nproc", "2")
+    assert double.returncode == 0, double.stdout + double.stderr
+    assert "Early stopping of the head phase" in single.stdout and "Early stopping of the head phase" in double.stdout
+    one = json.loads((tmp_path / "single" / "history.json").read_text())
+    two = json.loads((tmp_path / "double" / "history.json").read_text())
+    assert [row["epoch"] for row in one] == [row["epoch"] for row in two] == [1, 2, 3, 5]
+    for a, b in zip(one, two, strict=True):
+        for key in ("loss", "val_loss", "val_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-6), (key, a, b)
