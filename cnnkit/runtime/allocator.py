@@ -22,6 +22,7 @@ import ctypes.util
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cnnkit.errors import CnnkitError
 
@@ -38,6 +39,7 @@ ALLOCATOR_ENV = "CNNKIT_ALLOCATOR"  # auto (tcmalloc where installed) | system (
 ALLOCATOR_CHOICES = ("auto", "system")
 _RELAUNCHED_ENV = "CNNKIT_ALLOCATOR_RELAUNCHED"  # set in the restarted process: it never restarts again
 _TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")  # find_library names: the minimal build lacks only profiling
+_ALLOCATORS = ("tcmalloc", "jemalloc", "mimalloc")  # libraries preloaded in place of glibc's malloc
 # tcmalloc reports each allocation over 1 GiB on stderr by default; a data set decoded into memory is one.
 _LARGE_ALLOC_REPORT_ENV = "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"
 _NEVER_REPORT_BYTES = 1 << 50
@@ -59,13 +61,16 @@ def images_under_threshold(bytes_per_image: int, *, most: int) -> int:
     return max(1, min(most, MMAP_THRESHOLD_BYTES // max(bytes_per_image, 1)))
 
 
-def loaded_tcmalloc() -> str | None:
-    """The path of the tcmalloc library this process runs with, if any (Linux: from its memory maps)."""
+def loaded_allocator() -> tuple[str, str] | None:
+    """The malloc this process runs with in place of glibc's, as (name, library path), if any (Linux: from its
+    memory maps)."""
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             for line in maps:
-                if "libtcmalloc" in line:
-                    return line.split()[-1]
+                path = line.split()[-1]
+                for name in _ALLOCATORS:
+                    if Path(path).name.startswith(f"lib{name}"):
+                        return name, path
     except OSError:
         pass
     return None
@@ -92,7 +97,7 @@ def restart_with_tcmalloc(argv: Sequence[str]) -> None:
     otherwise return and let the command run as it is. Call it before anything else has started: the process is
     replaced (same PID, same environment plus LD_PRELOAD, so torchrun sees the same rank)."""
     if (sys.platform != "linux" or allocator_choice() == "system" or os.environ.get(_RELAUNCHED_ENV)
-            or loaded_tcmalloc()):
+            or loaded_allocator() or _preloads_an_allocator()):
         return
     library = installed_tcmalloc()
     if library is None:
@@ -107,17 +112,25 @@ def restart_with_tcmalloc(argv: Sequence[str]) -> None:
 
 
 def allocator_name() -> str:
-    """'tcmalloc' or 'glibc': what this process's CPU tensors are allocated with (recorded in a run's config.json)."""
-    return "tcmalloc" if loaded_tcmalloc() else "glibc"
+    """'tcmalloc', 'jemalloc', 'mimalloc' or 'glibc': what this process allocates with (a run's config.json)."""
+    loaded = loaded_allocator()
+    return loaded[0] if loaded else "glibc"
+
+
+def _preloads_an_allocator() -> bool:
+    """Whether LD_PRELOAD names a malloc (jemalloc, mimalloc, tcmalloc...): the user's choice stands, loaded or not."""
+    return any("malloc" in Path(entry).name for entry in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":"))
 
 
 def describe_allocator() -> str:
     """One line for a CPU run's header: which allocator its steps use, and how to get the faster one."""
-    library = loaded_tcmalloc()
-    if library is not None:
-        return f"tcmalloc ({library})"
+    loaded = loaded_allocator()
+    if loaded is not None:
+        return f"{loaded[0]} ({loaded[1]})"
     if allocator_choice() == "system":
         return f"glibc malloc ({ALLOCATOR_ENV}=system)"
+    if _preloads_an_allocator():
+        return f"glibc malloc (LD_PRELOAD={os.environ['LD_PRELOAD']} did not load)"
     if installed_tcmalloc() is None:
         return "glibc malloc (install tcmalloc, libtcmalloc-minimal4 on Debian and Ubuntu, for faster CPU training)"
     return "glibc malloc (the cnnkit command preloads the installed tcmalloc; a Python process keeps its own)"

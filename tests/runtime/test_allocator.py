@@ -19,7 +19,8 @@ library = sys.argv[1]
 if library != "installed":
     allocator.installed_tcmalloc = lambda: library
 allocator.restart_with_tcmalloc(sys.orig_argv[1:])
-print("running with", allocator.loaded_tcmalloc())
+loaded = allocator.loaded_allocator()
+print("running with", loaded and loaded[1])
 """
 
 
@@ -36,6 +37,9 @@ def test_a_process_restarts_once_under_the_installed_tcmalloc_unless_told_not_to
     assert restarted.stdout.count("running with") == 1 and "libtcmalloc" in restarted.stdout
     kept = _run("installed", CNNKIT_ALLOCATOR="system")
     assert kept.stdout.strip() == "running with None"
+    # An allocator the user preloads stands (here one the loader cannot find, so glibc's runs).
+    theirs = _run("installed", LD_PRELOAD="/nowhere/libjemalloc.so.2")
+    assert theirs.stdout.strip() == "running with None", theirs.stdout
 
 
 def test_a_library_the_loader_cannot_preload_runs_the_command_once_with_glibc() -> None:
