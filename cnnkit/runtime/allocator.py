@@ -86,6 +86,7 @@ def installed_tcmalloc() -> str | None:
 
 
 def allocator_choice() -> str:
+    """CNNKIT_ALLOCATOR, checked: 'auto' (tcmalloc where installed; the default) or 'system' (glibc's malloc)."""
     choice = os.environ.get(ALLOCATOR_ENV, "auto").strip().lower() or "auto"
     if choice not in ALLOCATOR_CHOICES:
         raise CnnkitError(f"{ALLOCATOR_ENV}={choice!r}; valid: {', '.join(ALLOCATOR_CHOICES)}")
