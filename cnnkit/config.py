@@ -31,7 +31,9 @@ class ScheduleConfig:
     name: Scheduler = section("schedule and early stopping",
                               option("none", flag="scheduler", help="learning-rate schedule"))
     warmup_epochs: float = option(0.0, low=0, help="cosine: linear warm-up from 0; onecycle, linear: the rising phase")
-    monitor: str = option("val_loss", help="history key that picks the best epoch, drives plateau and early stopping")
+    # --monitor-metric for torchrun run by hand, whose parser refuses --monitor (its --monitor-interval).
+    monitor: str = option("val_loss", flag=("monitor", "monitor-metric"),
+                          help="history key that picks the best epoch, drives plateau and early stopping")
     factor: float = option(0.1, flag="plateau_factor", low=0, high=1, help="plateau: multiply the LR by this")
     patience: int = option(2, flag="plateau_patience", low=0, help="plateau: epochs without improvement")
     min_lr: float = option(0.0, low=0, help="the LR never goes below this")

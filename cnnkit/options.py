@@ -27,7 +27,7 @@ def option(
     default: Any = _NO_DEFAULT,
     *,
     help: str,  # noqa: A002 - the argparse word, on purpose
-    flag: str | None = None,
+    flag: str | tuple[str, ...] | None = None,
     low: float | None = None,
     high: float | None = None,
     const: Any = None,
@@ -35,7 +35,8 @@ def option(
     factory: Any = None,
 ) -> Any:
     """A config field with its CLI/API metadata. `low`/`high` are inclusive bounds; `const` is the value of a bare
-    flag (`--tta` alone); `flag` overrides the derived name; `cli=False` keeps it out of the command line."""
+    flag (`--tta` alone); `flag` overrides the derived name (a tuple: the name, then other spellings the command
+    line accepts too); `cli=False` keeps it out of the command line."""
     metadata = {"help": help, "flag": flag, "low": low, "high": high, "const": const, "cli": cli}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
@@ -66,6 +67,11 @@ class Option:
         return "--" + self.keyword.replace("_", "-")
 
     @property
+    def flags(self) -> list[str]:
+        """The flag, then the other spellings its declaration gives."""
+        return [self.flag, *("--" + name.replace("_", "-") for name in _flag_names(self.meta, self.keyword)[1:])]
+
+    @property
     def choices(self) -> tuple[Any, ...] | None:
         literal = _literal(self.hint)
         return typing.get_args(literal) if literal is not None else None
@@ -87,8 +93,14 @@ def _walk(cls: type, path: tuple[str, ...]) -> Iterator[Option]:
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else _NO_DEFAULT)
-        keyword = (f.metadata.get("flag") or f.name).lstrip("-").replace("-", "_")
+        keyword = _flag_names(f.metadata, f.name)[0].replace("-", "_")
         yield Option(keyword, (*path, f.name), hint, default, dict(f.metadata))
+
+
+def _flag_names(meta: Any, name: str) -> tuple[str, ...]:
+    """A field's flag names without dashes: its declared flag (or flags), else the field's name."""
+    flag = meta.get("flag") or name
+    return tuple(n.lstrip("-") for n in ((flag,) if isinstance(flag, str) else flag))
 
 
 def check(config: Any) -> None:
@@ -102,7 +114,7 @@ def check(config: Any) -> None:
             value = coerced
         if value is None or "help" not in f.metadata:
             continue
-        name = (f.metadata.get("flag") or f.name).lstrip("-").replace("_", "-")
+        name = _flag_names(f.metadata, f.name)[0].replace("_", "-")
         choices = typing.get_args(_literal(hint)) if _literal(hint) is not None else None
         if choices is not None and value not in choices:
             raise CnnkitError(f"--{name} {value!r}: expected one of {', '.join(map(str, choices))}"
@@ -173,7 +185,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
                 kwargs["type"] = base if base in (int, float, Path) else str
             if opt.meta.get("const") is not None:
                 kwargs |= {"nargs": "?", "const": opt.meta["const"]}
-        group.add_argument(opt.flag, **kwargs)
+        group.add_argument(*opt.flags, **kwargs)
 
 
 def typed_values(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:

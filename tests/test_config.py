@@ -55,3 +55,28 @@ def test_strings_become_paths_and_keywords_match_the_flags(tmp_path: object) -> 
     config = train_config("cifar10", out="runs/x", scheduler="cosine", warmup_epochs=1, plateau_patience=4)
     assert str(config.out) == "runs/x" and config.out.__class__.__name__.endswith("Path")
     assert (config.schedule.name, config.schedule.warmup_epochs, config.schedule.patience) == ("cosine", 1.0, 4)
+
+
+def test_every_flag_passes_through_a_hand_run_torchrun_in_one_spelling_at_least() -> None:
+    """torchrun reads the whole command line with its own parser, which refuses an option that abbreviates two of its
+    own: `--monitor` (its `--monitor-interval`). Such an option needs a second spelling (`--monitor-metric`)."""
+    import argparse
+
+    from torch.distributed.run import get_args_parser
+
+    torchrun = get_args_parser()
+    torchrun.exit_on_error = False
+
+    def passes(flag: str) -> bool:
+        try:
+            parsed = torchrun.parse_args(["--standalone", "-m", "cnnkit", "train", "cifar10", flag, "1"])
+        except (argparse.ArgumentError, SystemExit):
+            return False
+        return parsed.training_script_args[-2:] == [flag, "1"]
+
+    train = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    refused = [a.option_strings for a in train._actions
+               if a.option_strings and a.dest not in ("help", "nproc") and not any(map(passes, a.option_strings))]
+    assert refused == []
+    assert not passes("--monitor") and passes("--monitor-metric")
+    assert parse_train("cifar10", "--monitor-metric", "val_accuracy").schedule.monitor == "val_accuracy"
