@@ -69,7 +69,7 @@ class Option:
     @property
     def flags(self) -> list[str]:
         """The flag, then the other spellings its declaration gives."""
-        return [self.flag, *("--" + name.replace("_", "-") for name in _flag_names(self.meta, self.keyword)[1:])]
+        return ["--" + name.replace("_", "-") for name in _flag_names(self.meta, self.keyword)]
 
     @property
     def choices(self) -> tuple[Any, ...] | None:
