@@ -80,7 +80,7 @@ def test_top1(predict: Callable[[np.ndarray], np.ndarray], run: Path) -> tuple[f
     from cnnkit.runtime.model import load_run_model
 
     classifier = load_run_model(run, device="cpu")
-    test = run_images(classifier).test
+    test = run_images(classifier, scored=True).test
     top = np.concatenate([predict(classifier.preprocess.exported_input(test.batch(i))).argmax(1)
                           for i in torch.arange(len(test)).split(64)])
     return float((top == test.labels.numpy()).mean()), len(test)

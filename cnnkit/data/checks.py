@@ -57,6 +57,15 @@ def changed_splits(saved: dict[str, dict[str, object]], now: dict[str, dict[str,
     return changed
 
 
+def changed_since(recorded: dict[str, dict[str, object]], splits: dict[str, ArrayData | None]) -> list[str]:
+    """How the given splits differ from the fingerprints a run recorded (its data.json), one line a split
+    ('test: 60 images, now 75'); empty when they match."""
+    present = {name: split for name, split in splits.items() if split is not None}
+    digests = budgeted_digests(present)
+    return changed_splits(recorded, {name: fingerprint(split, digests[name] if digests else None)
+                                     for name, split in present.items()})
+
+
 def check_data(bundle: DataBundle) -> DataReport:
     """Images per class in each split, and a warning (saying what it means) for each class that is too small."""
     splits = {name: split for name, split in (("train", bundle.train), ("val", bundle.val), ("test", bundle.test))

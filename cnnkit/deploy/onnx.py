@@ -97,7 +97,8 @@ def export_run(config: ExportConfig) -> ExportResult:
     (out / names.ONNX_INT8).unlink(missing_ok=True)  # made from the model replaced just now
     int8, table = None, ""
     # The run's own images, loaded once, for the INT8 model's calibration and score and the TF files' parity.
-    images = run_images(classifier) if config.quantize == "int8" or config.tf_formats else None
+    images = (run_images(classifier, scored=config.quantize == "int8")
+              if config.quantize == "int8" or config.tf_formats else None)
     if config.quantize == "int8":
         from cnnkit.deploy.quantize import int8_record, quantize_export
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from cnnkit import artifacts as names
 from cnnkit.config import EvaluateConfig
-from cnnkit.data.checks import budgeted_digests, changed_splits, fingerprint
+from cnnkit.data.checks import changed_since
 from cnnkit.data.datasets import ArrayData, in_classes
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.data.sources import SourceOptions, absolute_spec, load_data
@@ -203,10 +203,12 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
                          f"{', '.join(missing)}")
     run = RunDir.open(config.run)
     if own:
-        _check_own_test_split(run, spec, has_test=has_test)
-    if own and run.exists(names.DATA_SPLITS):
-        check_unchanged(run, spec, {"test": bundle.test if has_test else None,
-                                     "val": bundle.val if config.target_fpr is not None else None})
+        recorded = run.read_json(names.DATA_SPLITS) if run.exists(names.DATA_SPLITS) else None
+        _check_own_test_split(recorded, run=run.path, spec=spec, has_test=has_test)
+        if recorded is not None:
+            check_unchanged(recorded, run=run.path, spec=spec,
+                            splits={"test": bundle.test if has_test else None,
+                                    "val": bundle.val if config.target_fpr is not None else None})
     batch_size = config.batch_size or inference_batch_size(
         classifier.model, input_size=classifier.preprocess.input_size, settings=classifier.settings)
     if config.target_fpr is not None:
@@ -241,28 +243,27 @@ def _folder_name(spec: str) -> str:
     return f"{readable or 'data'}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
 
 
-def _check_own_test_split(run: RunDir, spec: str, *, has_test: bool) -> None:
+def _check_own_test_split(recorded: dict[str, Any] | None, *, run: Path, spec: str, has_test: bool) -> None:
     """A run is evaluated on its own data's test split alone, and only where it trained with one: every other image
-    of that data trained or validated it, and figures from them would flatter it."""
-    recorded = run.read_json(names.DATA_SPLITS) if run.exists(names.DATA_SPLITS) else {"test": None}
+    of that data trained or validated it, and figures from them would flatter it. `recorded` is the run's
+    data.json (None for runs from before it existed, which all trained with a test split)."""
+    recorded = {"test": None} if recorded is None else recorded
     if "test" in recorded and not has_test:
-        raise CnnkitError(f"{spec} has no test split now, where {run.path} trained with one: the data changed since; "
+        raise CnnkitError(f"{spec} has no test split now, where {run} trained with one: the data changed since; "
                           "evaluate on a separate folder (--data) or train again")
     if "test" not in recorded:
-        raise CnnkitError(f"{run.path} trained without a test split of {spec}: every image of it trained or "
+        raise CnnkitError(f"{run} trained without a test split of {spec}: every image of it trained or "
                           "validated the run (a test split cut from it now would hold images it trained on), so "
                           "figures from it would flatter the model; evaluate on other data with --data SOURCE")
 
 
-def check_unchanged(run: RunDir, spec: str, splits: dict[str, ArrayData | None]) -> None:
-    """The run's own data must still be what it was trained on: otherwise its test split, cut again from changed
-    data, can hold images the run trained on, and the figures would look better than they are."""
-    present = {name: split for name, split in splits.items() if split is not None}
-    digests = budgeted_digests(present)
-    now = {name: fingerprint(split, digests[name] if digests else None) for name, split in present.items()}
-    changed = changed_splits(run.read_json(names.DATA_SPLITS), now)
+def check_unchanged(recorded: dict[str, Any], *, run: Path, spec: str, splits: dict[str, ArrayData | None]) -> None:
+    """The run's own data must still be what it was trained on (`recorded`: the run's data.json): otherwise its test
+    split, cut again from changed data, can hold images the run trained on, and the figures would look better than
+    they are."""
+    changed = changed_since(recorded, splits)
     if changed:
-        raise CnnkitError(f"{spec} changed since {run.path} was trained ({'; '.join(changed)}): its test split, cut "
+        raise CnnkitError(f"{spec} changed since {run} was trained ({'; '.join(changed)}): its test split, cut "
                           "again, may hold images the run trained on; evaluate on a separate folder (--data) or "
                           "train again")
 

@@ -169,7 +169,8 @@ def _validation_split(classifier: TorchModel, config: CalibrateConfig) -> ArrayD
                           "--val-split 0): give held-out images with --data")
     run = RunDir.open(config.run)
     if run.exists(names.DATA_SPLITS):
-        check_unchanged(run, train_config.data, {"val": bundle.val})
+        check_unchanged(run.read_json(names.DATA_SPLITS), run=run.path, spec=train_config.data,
+                        splits={"val": bundle.val})
     return bundle.val
 
 

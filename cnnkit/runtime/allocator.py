@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -61,6 +62,7 @@ def images_under_threshold(bytes_per_image: int, *, most: int) -> int:
     return max(1, min(most, MMAP_THRESHOLD_BYTES // max(bytes_per_image, 1)))
 
 
+@functools.cache  # malloc is chosen when the process starts: it never changes after
 def loaded_allocator() -> tuple[str, str] | None:
     """The malloc this process runs with in place of glibc's, as (name, library path), if any (Linux: from its
     memory maps)."""

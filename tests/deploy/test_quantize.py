@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import free_port, start_server, stop_server
+from helpers import free_port, start_server, stop_server, write_tree
 
-from cnnkit.config import ExportConfig
+from cnnkit.config import ExportConfig, TrainConfig
 from cnnkit.deploy.onnx import export_run
 from cnnkit.errors import CnnkitError
+from cnnkit.training.fit import train
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,22 @@ def test_an_int8_model_that_loses_too_much_is_refused_and_nothing_kept(run: Path
         export_run(ExportConfig(run=run, out=out, quantize="int8", calibration=32, max_drop=-50.0))
     assert "top-1" in str(refused.value)  # the table comes with the refusal
     assert not (out / "model.int8.onnx").exists()
+
+
+def test_an_int8_export_of_a_run_whose_data_changed_is_refused(tmp_path: Path) -> None:
+    """An image added to a bare folder re-cuts its seeded splits: the INT8 model would be scored on a test split that
+    can hold training images, and calibrated on test images. A plain ONNX export reads no data and goes ahead."""
+    folder = write_tree(tmp_path / "shots", 12, size=32, seed=5)
+    run = tmp_path / "run"
+    train(TrainConfig(data=f"folder:{folder}", out=run, epochs=1, quiet=True, device="cpu", input_size=32))
+    first = sorted((folder / "circle").iterdir())[0]
+    shutil.copy(first, folder / "circle" / "added.png")
+    with pytest.raises(CnnkitError, match=r"changed since .* was trained \(test: \d+ images, now \d+"):
+        export_run(ExportConfig(run=run, quantize="int8", calibration=8))
+    assert not (run / "export" / "model.int8.onnx").exists()
+    assert export_run(ExportConfig(run=run)).max_abs_diff <= 1e-4
+    (folder / "circle" / "added.png").unlink()
+    assert export_run(ExportConfig(run=run, quantize="int8", calibration=8, force=True)).int8 is not None
 
 
 def test_the_int8_variant_is_served_with_the_same_answers(run: Path) -> None:
