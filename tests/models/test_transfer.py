@@ -114,7 +114,7 @@ def test_pickled_code_in_a_weights_file_is_refused(tmp_path: Path) -> None:
             return (print, ("pwned",))
 
     path = tmp_path / "evil.pth"
-    path.write_bytes(pickle.dumps({"weight": Evil()}))
+    path.write_bytes(pickle.dumps({"weight": Evil()}, protocol=2))  # torch.save's protocol
     with pytest.raises(CnnkitError, match="not a readable weights file"):
         read_state_dict(path)
 
