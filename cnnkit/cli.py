@@ -117,16 +117,15 @@ def _command(commands: argparse._SubParsersAction, name: str, handler: Handler, 
 
 def _run_command(commands: argparse._SubParsersAction, name: str, handler: Handler, help: str,
                  config: type) -> argparse.ArgumentParser:
-    """A command on one run directory (`cnnkit NAME RUN [flags]`) whose flags are `config`'s options."""
+    """A command on one run directory (`cnnkit NAME RUN [flags]`) whose arguments are `config`'s options."""
     sub = _command(commands, name, handler, help)
-    sub.add_argument("run", type=Path)
     add_arguments(sub, config)
     return sub
 
 
-def _run_config(args: argparse.Namespace, config: type) -> Any:
-    """The typed `config` of a run command: its flags, on the RUN argument."""
-    return from_keywords(config, typed_values(args, config), base=config(run=args.run))
+def _config(args: argparse.Namespace, config: type) -> Any:
+    """The typed `config` of a command: its arguments and the flags typed, over the defaults."""
+    return from_keywords(config, typed_values(args, config))
 
 
 # models / summary -----------------------------------------------------------------------------------------------
@@ -351,7 +350,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from cnnkit.evaluate.metrics import format_table
     from cnnkit.evaluate.report import evaluate_run
 
-    config = _run_config(args, EvaluateConfig)
+    config = _config(args, EvaluateConfig)
     metrics = evaluate_run(config)
     print(f"Data: {metrics['data']}, {metrics['evaluated_on']} ({metrics['num_samples']} images)")
     print(format_table(metrics))
@@ -371,7 +370,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     from cnnkit.evaluate.temperature import calibrate_run
     from cnnkit.runtime.exports import export_status
 
-    result = calibrate_run(_run_config(args, CalibrateConfig))
+    result = calibrate_run(_config(args, CalibrateConfig))
     print("\n".join(result.describe(run=args.run)))
     if export_status(args.run) == "stale":
         print(f"The run's export was made with the earlier probabilities: `cnnkit export {args.run}` again")
@@ -381,8 +380,6 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 def _add_predict(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "predict", _run_predict, "classify images (files, folders, globs, @lists) with a run "
                    "or an export")
-    sub.add_argument("run", type=Path, help="a run directory, or an export directory (ONNX Runtime)")
-    sub.add_argument("images", nargs="+", help="image files, folders (recursive), globs, or @FILE (one path a line)")
     add_arguments(sub, PredictConfig)
     sub.add_argument("--nproc", type=int, default=1, help="processes sharing the images (launches torchrun); "
                      "with --csv/--jsonl")
@@ -395,8 +392,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from cnnkit.runtime.bulk import count_errors, expand
     from cnnkit.runtime.parallel import LAUNCHED, launch_torchrun, process_group
 
-    config = from_keywords(PredictConfig, {**typed_values(args, PredictConfig), "run": args.run,
-                                           "images": tuple(args.images)})
+    config = _config(args, PredictConfig)
     output = config.csv or config.jsonl
     if args.nproc > 1:
         if output is None:
@@ -475,14 +471,13 @@ def _run_runs(args: argparse.Namespace) -> int:
 
 def _add_augment_preview(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "augment-preview", _run_augment_preview, "draw originals beside augmented samples")
-    sub.add_argument("data")
     add_arguments(sub, PreviewConfig)
 
 
 def _run_augment_preview(args: argparse.Namespace) -> int:
     from cnnkit.data.preview import augment_preview
 
-    config = from_keywords(PreviewConfig, {**typed_values(args, PreviewConfig), "data": args.data})
+    config = _config(args, PreviewConfig)
     augment_preview(config)
     print(f"Written: {config.out}")
     return 0
@@ -526,7 +521,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from cnnkit.deploy.onnx import export_run
 
-    config = _run_config(args, ExportConfig)
+    config = _config(args, ExportConfig)
     result = export_run(config)
     print(f"Exported {result.path} in {result.seconds:.1f}s; "
           f"largest difference from PyTorch: {result.max_abs_diff:.2e} (tolerance {config.tolerance:g})")
@@ -574,15 +569,13 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def _add_explain(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "explain", _run_explain, "Grad-CAM heatmap of what drove a prediction")
-    sub.add_argument("run", type=Path)
-    sub.add_argument("image", type=Path)
     add_arguments(sub, ExplainConfig)
 
 
 def _run_explain(args: argparse.Namespace) -> int:
     from cnnkit.evaluate.explain import explain
 
-    config = from_keywords(ExplainConfig, {**typed_values(args, ExplainConfig), "run": args.run, "image": args.image})
+    config = _config(args, ExplainConfig)
     result = explain(config)
     print(f"{result.label} ({result.probability:.1%}); heatmap: {config.out}")
     return 0
@@ -591,15 +584,13 @@ def _run_explain(args: argparse.Namespace) -> int:
 # phishing application -------------------------------------------------------------------------------------------
 def _add_capture(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "capture", _run_capture, "screenshot URLs in headless Chromium, with a manifest")
-    sub.add_argument("urls", type=Path, help="text file, one URL per line")
-    sub.add_argument("--out", type=Path, required=True, help="output folder")
     add_arguments(sub, CaptureConfig)
 
 
 def _run_capture(args: argparse.Namespace) -> int:
     from cnnkit.apps.phishing.capture import capture
 
-    config = from_keywords(CaptureConfig, {**typed_values(args, CaptureConfig), "urls": args.urls, "out": args.out})
+    config = _config(args, CaptureConfig)
     report = capture(config)
     print(f"Captured {report.captured}, failed {report.failed}; manifest: {report.manifest}")
     return 0
@@ -608,14 +599,13 @@ def _run_capture(args: argparse.Namespace) -> int:
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "make-demo-screenshots", _run_demo,
                    "generate a synthetic set of login-page screenshots (legitimate / phishing)")
-    sub.add_argument("--out", type=Path, required=True, help="output folder")
     add_arguments(sub, DemoConfig)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from cnnkit.apps.phishing.demo import make_demo_screenshots
 
-    config = from_keywords(DemoConfig, {**typed_values(args, DemoConfig), "out": args.out})
+    config = _config(args, DemoConfig)
     out = make_demo_screenshots(config)
     print(f"Wrote {config.count} synthetic screenshots to {out}/legitimate and {out}/phishing (manifest.json)")
     return 0
@@ -629,24 +619,20 @@ def _add_phishing(commands: argparse._SubParsersAction) -> None:
         dest="brands_action", required=True, metavar="ACTION")
     add = brands.add_parser("add", help="add (or replace) a protected brand")
     add.set_defaults(handler=_run_brands_add)
-    add.add_argument("name")
-    add.add_argument("--domains", required=True, help="its domains, comma-separated")
     add_arguments(add, BrandConfig)
     listing = brands.add_parser("list", help="list the protected brands")
     listing.set_defaults(handler=_run_brands_list)
     listing.add_argument("--gallery", type=Path, default=Path("brands.json"), help="the brand gallery file")
     check = actions.add_parser("check", help="phishing or legitimate, and why, for screenshots")
     check.set_defaults(handler=_run_phishing_check)
-    check.add_argument("images", type=Path, nargs="+")
-    check.add_argument("--json", action="store_true", help="machine-readable output")
     add_arguments(check, PhishingCheckConfig)
+    check.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _run_brands_add(args: argparse.Namespace) -> int:
     from cnnkit.apps.phishing.brands import Gallery
 
-    config = from_keywords(BrandConfig, {**typed_values(args, BrandConfig), "name": args.name,
-                                         "domains": args.domains})
+    config = _config(args, BrandConfig)
     keywords = config.keywords.split(",") if config.keywords else None
     brand = Gallery.open(config.gallery, create=True).add(config.name, domains=config.domains.split(","),
                                                           keywords=keywords)
@@ -668,8 +654,7 @@ def _run_brands_list(args: argparse.Namespace) -> int:
 def _run_phishing_check(args: argparse.Namespace) -> int:
     from cnnkit.apps.phishing.check import check_pages
 
-    config = from_keywords(PhishingCheckConfig, {**typed_values(args, PhishingCheckConfig),
-                                                 "images": tuple(args.images)})
+    config = _config(args, PhishingCheckConfig)
     results = check_pages(config)
     if args.json:
         print(json.dumps([{"image": str(r.path), "domain": r.domain, **r.verdict.to_dict()} for r in results],

@@ -253,7 +253,7 @@ def train_config(data: str = "", *, recipe: str | None = None, **values: Any) ->
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    run: Path = option(cli=False, help="the run directory")
+    run: Path = option(cli="positional", help="the run directory")
     data: str | None = option(None, help="another data source with the same classes, evaluated whole: its "
                                    "test part where it has one, else every image (default: the run's test split)")
     data_dir: Path | None = option(None, help="where that data source's files are")
@@ -277,7 +277,7 @@ class EvaluateConfig:
 class CalibrateConfig:
     """`cnnkit calibrate`: fit the softmax temperature of a run's best weights on held-out data."""
 
-    run: Path = option(cli=False, help="the run directory")
+    run: Path = option(cli="positional", help="the run directory")
     data: str | None = option(None, help="fit on this data source (all of it: held-out images, neither the run's "
                               "training nor its test data) instead of the run's validation split")
     data_dir: Path | None = option(None, help="where that data source's files are")
@@ -313,8 +313,9 @@ class LRFindConfig:
 
 @dataclass(frozen=True)
 class PredictConfig:
-    run: Path = option(cli=False, help="a run directory, or an export directory (ONNX Runtime)")
-    images: tuple[str, ...] = option((), cli=False, help="files, folders, globs, @FILE lists of paths")
+    run: Path = option(cli="positional", help="a run directory, or an export directory (ONNX Runtime)")
+    images: tuple[str, ...] = option((), cli="positional", help="image files, folders (recursive), globs, or @FILE "
+                                     "(one path a line)")
     top_k: int = option(3, low=1, help="classes per image")
     device: Device = option("auto", help=DEVICE_HELP)
     batch_size: int = option(64, low=1, help="images decoded and run at a time (bounds memory)")
@@ -343,7 +344,7 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class PreviewConfig:
-    data: str = option(cli=False, help="data source")
+    data: str = option(cli="positional", help="data source")
     out: Path = option(Path("augment.png"), help="PNG to write")
     augment: str = option("standard", help="policy or spec, as for train")
     data_dir: Path | None = option(None, help="where the data source's files are")
@@ -383,7 +384,7 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    run: Path = option(cli=False, help="the run directory")
+    run: Path = option(cli="positional", help="the run directory")
     out: Path | None = option(None, help="export directory (default: RUN/export)")
     format: Literal["onnx", "saved_model", "tflite", "all"] = option(
         "onnx", help="export format; ONNX is always written (the server's format), saved_model (TensorFlow "
@@ -468,8 +469,8 @@ class ServeConfig:
 
 @dataclass(frozen=True)
 class ExplainConfig:
-    run: Path = option(cli=False, help="the run directory")
-    image: Path = option(cli=False, help="the image to explain")
+    run: Path = option(cli="positional", help="the run directory")
+    image: Path = option(cli="positional", help="the image to explain")
     out: Path = option(Path("heat.png"), help="PNG to write")
     label: str | None = option(None, help="explain this class (default: the predicted one)")
 
@@ -479,7 +480,7 @@ class ExplainConfig:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    out: Path = option(cli=False, help="output folder")
+    out: Path = option(help="output folder")
     count: int = option(200, low=2, help="screenshots in all, half of them phishing")
     width: int = option(1280, low=64, help="pixels")
     height: int = option(800, low=64, help="pixels")
@@ -491,8 +492,9 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class CaptureConfig:
-    urls: Path = option(cli=False, help="a text file: one URL per line; blank lines and # comments are skipped")
-    out: Path = option(cli=False, help="output folder")
+    urls: Path = option(cli="positional", help="a text file: one URL per line; blank lines and # comments are "
+                        "skipped")
+    out: Path = option(help="output folder")
     label: str | None = option(None, help="save under OUT/LABEL/ (e.g. phishing), making OUT a folder data set")
     width: int = option(1280, low=64, help="viewport width, pixels")
     height: int = option(800, low=64, help="viewport height, pixels")
@@ -507,8 +509,8 @@ class CaptureConfig:
 
 @dataclass(frozen=True)
 class BrandConfig:
-    name: str = option(cli=False, help="the brand's name, as pages show it (e.g. 'Bank of America')")
-    domains: str = option(cli=False, help="its domains, comma-separated (subdomains count as the brand's)")
+    name: str = option(cli="positional", help="the brand's name, as pages show it (e.g. 'Bank of America')")
+    domains: str = option(help="its domains, comma-separated (subdomains count as the brand's)")
     keywords: str | None = option(None, help="words that name it on a page, comma-separated (default: its name, "
                                   "and its domains' second-level labels)")
     gallery: Path = option(Path("brands.json"), help="the brand gallery file")
@@ -519,7 +521,7 @@ class BrandConfig:
 
 @dataclass(frozen=True)
 class PhishingCheckConfig:
-    images: tuple[Path, ...] = option((), cli=False, help="screenshots")
+    images: tuple[Path, ...] = option((), cli="positional", help="screenshots")
     domain: str | None = option(None, help="the domain the pages were served from")
     manifest: Path | None = option(None, help="cnnkit capture's manifest.json: each screenshot's URL")
     run: Path | None = option(None, help="a phishing classifier run (or export): its score decides when no "

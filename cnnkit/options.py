@@ -31,12 +31,13 @@ def option(
     low: float | None = None,
     high: float | None = None,
     const: Any = None,
-    cli: bool = True,
+    cli: bool | Literal["positional"] = True,
     factory: Any = None,
 ) -> Any:
     """A config field with its CLI/API metadata. `low`/`high` are inclusive bounds; `const` is the value of a bare
     flag (`--tta` alone); `flag` overrides the derived name (a tuple: the name, then other spellings the command
-    line accepts too); `cli=False` keeps it out of the command line."""
+    line accepts too). `cli=True`: a flag, required where the field has no default; `"positional"`: a positional
+    argument (a tuple field takes one or more); `False`: not on the command line."""
     metadata = {"help": help, "flag": flag, "low": low, "high": high, "const": const, "cli": cli}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
@@ -70,6 +71,14 @@ class Option:
     def flags(self) -> list[str]:
         """The flag, then the other spellings its declaration gives."""
         return ["--" + name.replace("_", "-") for name in _flag_names(self.meta, self.keyword)]
+
+    @property
+    def on_command_line(self) -> bool:
+        return bool(self.meta.get("cli", True))
+
+    @property
+    def positional(self) -> bool:
+        return self.meta.get("cli", True) == "positional"
 
     @property
     def choices(self) -> tuple[Any, ...] | None:
@@ -169,13 +178,18 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
     for opt in options_of(cls):
         if opt.meta.get("section"):
             group = parser.add_argument_group(opt.meta["section"])
-        if opt.keyword in skip or not opt.meta.get("cli", True):
+        if opt.keyword in skip or not opt.on_command_line:
+            continue
+        if opt.positional:
+            group.add_argument(opt.keyword, **_positional(opt))
             continue
         help_text = opt.meta["help"]
         if opt.default is not _NO_DEFAULT and opt.default not in (None, False, "", ()):
             help_text += f" (default: {opt.default})"
         base = _strip_optional(opt.hint)
         kwargs: dict[str, Any] = {"dest": opt.keyword, "default": argparse.SUPPRESS, "help": help_text}
+        if opt.default is _NO_DEFAULT:
+            kwargs["required"] = True
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction if opt.default is True else "store_true"
         else:
@@ -188,9 +202,24 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
         group.add_argument(*opt.flags, **kwargs)
 
 
+def _positional(opt: Option) -> dict[str, Any]:
+    """argparse's keywords for a positional option: a tuple takes one or more values (of its item type), a field
+    with a default may be left out."""
+    base = _strip_optional(opt.hint)
+    kwargs: dict[str, Any] = {"help": opt.meta["help"], "default": argparse.SUPPRESS}
+    if typing.get_origin(base) is tuple:
+        base = typing.get_args(base)[0]
+        kwargs["nargs"] = "+"
+    elif opt.default is not _NO_DEFAULT:
+        kwargs["nargs"] = "?"
+    if base in (int, float, Path):
+        kwargs["type"] = base
+    return kwargs
+
+
 def typed_values(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The options of `cls` that the user typed on the command line, by keyword."""
-    keywords = {o.keyword for o in options_of(cls) if o.meta.get("cli", True)}
+    keywords = {o.keyword for o in options_of(cls) if o.on_command_line}
     return {k: v for k, v in vars(namespace).items() if k in keywords}
 
 

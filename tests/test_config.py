@@ -1,14 +1,17 @@
 """Each option declared once: the CLI, the API and validation come from the same declaration."""
 
+import argparse
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from cnnkit.cli import build_parser, train_config_from_args
 from cnnkit.config import RECIPES, EvaluateConfig, ServeConfig, TrainConfig, train_config
 from cnnkit.errors import CnnkitError
-from cnnkit.options import options_of
+from cnnkit.options import add_arguments, check, from_keywords, option, options_of, typed_values
 
 
 def parse_train(*argv: str) -> TrainConfig:
@@ -42,11 +45,11 @@ def test_the_cli_and_the_library_refuse_the_same_values() -> None:
 def test_every_train_option_is_a_flag_with_help_and_choices_from_its_type() -> None:
     parser = build_parser()
     train = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
-    flags = {option for action in train._actions for option in action.option_strings}
-    for option in options_of(TrainConfig):
-        if option.meta.get("cli", True):
-            assert option.flag in flags, option.flag
-            assert option.meta["help"]
+    flags = {flag for action in train._actions for flag in action.option_strings}
+    for opt in options_of(TrainConfig):
+        if opt.on_command_line:
+            assert opt.flag in flags, opt.flag
+            assert opt.meta["help"]
     by_flag = {o for a in train._actions for o in a.option_strings if a.choices}
     assert {"--scheduler", "--device", "--resize", "--tta", "--optimizer", "--precision"} <= by_flag
 
@@ -80,3 +83,29 @@ def test_every_flag_passes_through_a_hand_run_torchrun_in_one_spelling_at_least(
     assert refused == []
     assert not passes("--monitor") and passes("--monitor-metric")
     assert parse_train("cifar10", "--monitor-metric", "val_accuracy").schedule.monitor == "val_accuracy"
+
+
+@dataclass(frozen=True)
+class Positionals:
+    run: Path = option(cli="positional", help="the run to read")
+    out: Path = option(help="where to write")
+    images: tuple[Path, ...] = option((), cli="positional", help="the images to read")
+    size: int = option(3, low=1, help="how many")
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+def test_positional_arguments_and_required_flags_come_from_the_declaration(capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser(prog="toy")
+    add_arguments(parser, Positionals)
+    args = parser.parse_args(["r", "a.png", "b.png", "--out", "o"])
+    assert from_keywords(Positionals, typed_values(args, Positionals)) == Positionals(
+        run=Path("r"), images=(Path("a.png"), Path("b.png")), out=Path("o"))
+    assert "the images to read" in parser.format_help() and "--out OUT" in parser.format_usage()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["r", "--out", "o"])
+    assert "required: images" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["r", "a.png"])
+    assert "required: --out" in capsys.readouterr().err
