@@ -109,17 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command(commands: argparse._SubParsersAction, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+def _command(commands: argparse._SubParsersAction, name: str, handler: Handler, help: str, *,
+             config: type | None = None) -> argparse.ArgumentParser:
+    """A subcommand; its arguments are `config`'s options where one is given."""
     sub = commands.add_parser(name, help=help, description=help)
     sub.set_defaults(handler=handler)
-    return sub
-
-
-def _run_command(commands: argparse._SubParsersAction, name: str, handler: Handler, help: str,
-                 config: type) -> argparse.ArgumentParser:
-    """A command on one run directory (`cnnkit NAME RUN [flags]`) whose arguments are `config`'s options."""
-    sub = _command(commands, name, handler, help)
-    add_arguments(sub, config)
+    if config is not None:
+        add_arguments(sub, config)
     return sub
 
 
@@ -277,7 +273,7 @@ def _add_lr_find(commands: argparse._SubParsersAction) -> None:
 def _run_lr_find(args: argparse.Namespace) -> int:
     from cnnkit.training.lr_find import lr_find
 
-    finder = from_keywords(LRFindConfig, typed_values(args, LRFindConfig))
+    finder = _config(args, LRFindConfig)
     finding = lr_find(train_config(args.data, recipe=args.recipe, **typed_values(args, TrainConfig)), finder)
     print(finding.describe())
     print(f"Loss against learning rate ({len(finding.lrs)} steps, {finding.phase} phase): {finder.plot}")
@@ -343,7 +339,7 @@ def _without_option(argv: list[str], option: str) -> list[str]:
 
 # evaluate / predict ---------------------------------------------------------------------------------------------
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
-    _run_command(commands, "evaluate", _run_evaluate, "evaluate a run on its test data (or --data)", EvaluateConfig)
+    _command(commands, "evaluate", _run_evaluate, "evaluate a run on its test data (or --data)", config=EvaluateConfig)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -362,8 +358,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_calibrate(commands: argparse._SubParsersAction) -> None:
-    _run_command(commands, "calibrate", _run_calibrate, "fit the softmax temperature on held-out data, so that "
-                 "confidences match accuracy (predict, evaluate, export and serve then use it)", CalibrateConfig)
+    _command(commands, "calibrate", _run_calibrate, "fit the softmax temperature on held-out data, so that "
+             "confidences match accuracy (predict, evaluate, export and serve then use it)", config=CalibrateConfig)
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
@@ -379,8 +375,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 def _add_predict(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "predict", _run_predict, "classify images (files, folders, globs, @lists) with a run "
-                   "or an export")
-    add_arguments(sub, PredictConfig)
+                   "or an export", config=PredictConfig)
     sub.add_argument("--nproc", type=int, default=1, help="processes sharing the images (launches torchrun); "
                      "with --csv/--jsonl")
 
@@ -470,8 +465,8 @@ def _run_runs(args: argparse.Namespace) -> int:
 
 
 def _add_augment_preview(commands: argparse._SubParsersAction) -> None:
-    sub = _command(commands, "augment-preview", _run_augment_preview, "draw originals beside augmented samples")
-    add_arguments(sub, PreviewConfig)
+    _command(commands, "augment-preview", _run_augment_preview, "draw originals beside augmented samples",
+             config=PreviewConfig)
 
 
 def _run_augment_preview(args: argparse.Namespace) -> int:
@@ -484,8 +479,8 @@ def _run_augment_preview(args: argparse.Namespace) -> int:
 
 
 def _add_cache(commands: argparse._SubParsersAction) -> None:
-    sub = _command(commands, "cache", _run_cache, "list the decoded-image cache's entries (--prune: remove stale ones)")
-    add_arguments(sub, CacheConfig)
+    _command(commands, "cache", _run_cache, "list the decoded-image cache's entries (--prune: remove stale ones)",
+             config=CacheConfig)
 
 
 def _run_cache(args: argparse.Namespace) -> int:
@@ -494,7 +489,7 @@ def _run_cache(args: argparse.Namespace) -> int:
     from cnnkit.data.cache import cache_entries, prune_cache
     from cnnkit.evaluate.compare import text_table
 
-    config = from_keywords(CacheConfig, typed_values(args, CacheConfig))
+    config = _config(args, CacheConfig)
     if config.prune:
         removed = prune_cache(config.directory, everything=config.everything, unused_days=config.unused_days)
         print(f"Removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
@@ -514,8 +509,8 @@ def _run_cache(args: argparse.Namespace) -> int:
 
 # export / serve -------------------------------------------------------------------------------------------------
 def _add_export(commands: argparse._SubParsersAction) -> None:
-    _run_command(commands, "export", _run_export, "export a run to ONNX (and SavedModel, TFLite), checked against "
-                 "PyTorch", ExportConfig)
+    _command(commands, "export", _run_export, "export a run to ONNX (and SavedModel, TFLite), checked against "
+             "PyTorch", config=ExportConfig)
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -568,8 +563,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _add_explain(commands: argparse._SubParsersAction) -> None:
-    sub = _command(commands, "explain", _run_explain, "Grad-CAM heatmap of what drove a prediction")
-    add_arguments(sub, ExplainConfig)
+    _command(commands, "explain", _run_explain, "Grad-CAM heatmap of what drove a prediction", config=ExplainConfig)
 
 
 def _run_explain(args: argparse.Namespace) -> int:
@@ -583,8 +577,8 @@ def _run_explain(args: argparse.Namespace) -> int:
 
 # phishing application -------------------------------------------------------------------------------------------
 def _add_capture(commands: argparse._SubParsersAction) -> None:
-    sub = _command(commands, "capture", _run_capture, "screenshot URLs in headless Chromium, with a manifest")
-    add_arguments(sub, CaptureConfig)
+    _command(commands, "capture", _run_capture, "screenshot URLs in headless Chromium, with a manifest",
+             config=CaptureConfig)
 
 
 def _run_capture(args: argparse.Namespace) -> int:
@@ -597,9 +591,8 @@ def _run_capture(args: argparse.Namespace) -> int:
 
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
-    sub = _command(commands, "make-demo-screenshots", _run_demo,
-                   "generate a synthetic set of login-page screenshots (legitimate / phishing)")
-    add_arguments(sub, DemoConfig)
+    _command(commands, "make-demo-screenshots", _run_demo,
+             "generate a synthetic set of login-page screenshots (legitimate / phishing)", config=DemoConfig)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
