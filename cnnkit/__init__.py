@@ -11,9 +11,9 @@ from typing import Any
 from cnnkit.errors import CnnkitError
 
 __version__ = "0.1.0"
-__all__ = ["Classifier", "CnnkitError", "Prediction", "calibrate", "cross_validate", "export", "load", "lr_find",
-           "serve", "train"]
-_API = {"Classifier", "Prediction", "calibrate", "cross_validate", "export", "load", "lr_find", "serve", "train"}
+_API = ("Classifier", "DataCheck", "Prediction", "calibrate", "check_data", "compare", "cross_validate",
+        "evaluate_run", "explain", "export", "load", "lr_find", "runs", "serve", "summary", "train")
+__all__ = ["CnnkitError", *_API]
 
 
 def __getattr__(name: str) -> Any:

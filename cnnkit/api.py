@@ -2,13 +2,18 @@
 
     import cnnkit
     run = cnnkit.train("folder:photos", model="efficientnet_lite0", pretrained=True, freeze_base=True, epochs=5)
-    clf = cnnkit.load(run.run_dir)                # a run directory (PyTorch) or an export directory (ONNX Runtime)
-    clf.predict("cat.jpg")                         # one Prediction; a list (or a batch array) gives a list
-    clf.evaluate("folder:other")                   # the metrics `cnnkit evaluate` prints
-    cnnkit.calibrate(run.run_dir)                  # softmax temperature fitted on the validation split
-    cnnkit.export(run.run_dir)                     # RUN/export/model.onnx, checked against PyTorch
-    cnnkit.lr_find("cifar10").suggestion           # the learning-rate range test: a suggested lr
-    cnnkit.serve([run.run_dir], port=8501)         # TensorFlow Serving REST API
+    clf = cnnkit.load(run.run_dir)                     # a run directory (PyTorch) or an export directory (ONNX Runtime)
+    clf.predict("cat.jpg")                             # one Prediction; a list (or a batch array) gives a list
+    clf.evaluate("folder:other")                       # the metrics `cnnkit evaluate` prints
+    cnnkit.calibrate(run.run_dir)                      # softmax temperature fitted on the validation split
+    cnnkit.export(run.run_dir)                         # RUN/export/model.onnx, checked against PyTorch
+    cnnkit.lr_find("cifar10").suggestion               # the learning-rate range test: a suggested lr
+    cnnkit.serve([run.run_dir], port=8501)             # TensorFlow Serving REST API
+    print(cnnkit.summary("resnet50"))                  # Keras-style layer table (of a run's network too)
+    cnnkit.check_data("folder:photos")                 # splits, balance, duplicates, shortcuts; trains nothing
+    cnnkit.evaluate_run(run.run_dir, target_fpr=0.01)  # `cnnkit evaluate`: metrics, plots, a threshold
+    cnnkit.explain(run.run_dir, "cat.jpg")             # Grad-CAM heatmap
+    cnnkit.runs("runs"); cnnkit.compare([a, b])        # the runs under a folder; runs side by side
 
 Errors are `cnnkit.CnnkitError` with one clear message, the same ones the CLI prints.
 """
@@ -22,7 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cnnkit.config import EvaluateConfig, ExportConfig, ServeConfig, train_config
+from cnnkit import artifacts as names
+from cnnkit.config import EvaluateConfig, ExplainConfig, ExportConfig, ServeConfig, train_config
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
 from cnnkit.options import from_keywords
@@ -78,6 +84,85 @@ def lr_find(data: str, *, recipe: str | None = None, start_lr: float = 1e-7, end
 
     finder = LRFindConfig(start_lr=start_lr, end_lr=end_lr, steps=steps, plot=Path(plot), phase=phase)
     return sweep(train_config(data, recipe=recipe, **options), finder)
+
+
+def summary(model: str | Path, *, input_size: int | None = None, num_classes: int = 10) -> str:
+    """A Keras-style layer table (`cnnkit summary`): of a registered model, timm/NAME, at `input_size` (default: the
+    model's) with `num_classes` outputs; or of a run directory's network as it trained (its classes, input size and
+    head, trainable as in its last phase: a fine-tuned base counts as trainable, a base left frozen does not)."""
+    from cnnkit.models import create_model, default_input_size
+    from cnnkit.models import summary as layer_table
+
+    if (Path(model) / names.CONFIG).is_file():
+        from cnnkit.models.transfer import TransferNet, set_base_trainable
+        from cnnkit.runtime.model import load_run_model
+        from cnnkit.training.phases import plan_phases
+
+        run = Path(model)
+        loaded = load_run_model(run, device="cpu")
+        if isinstance(loaded.model, TransferNet):
+            set_base_trainable(loaded.model, plan_phases(loaded.config)[-1].trainable)
+        return layer_table(loaded.model, input_size=loaded.preprocess.input_size,
+                           name=f"{loaded.config.model}, run {run.name}: {len(loaded.class_names)} classes")
+    name = str(model)
+    size = input_size or default_input_size(name)
+    return layer_table(create_model(name, num_classes=num_classes, input_size=size), input_size=size, name=name)
+
+
+@dataclass(frozen=True)
+class DataCheck:
+    """`cnnkit check-data`'s findings: the lines it prints (splits, images per class, notes, warnings) and how many
+    of them are warnings."""
+
+    lines: list[str]
+    warnings: int
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
+def check_data(data: str, *, recipe: str | None = None, **options: Any) -> DataCheck:
+    """Load and check `data` as `train` with the same options would read it, training nothing (`cnnkit
+    check-data`); `options`: `train`'s keywords (model, input_size, val_split, test_source...)."""
+    from cnnkit.training.data import check_training_data
+
+    lines, warnings = check_training_data(train_config(data, recipe=recipe, **options))
+    return DataCheck(lines, warnings)
+
+
+def evaluate_run(run: str | Path, **options: Any) -> dict[str, Any]:
+    """`cnnkit evaluate`: the run's best weights on its test split (or `data=` another source), with metrics.json,
+    the confusion matrix and, for binary runs, ROC/PR curves written; `target_fpr=` also chooses a threshold.
+    Returns the metrics, and `output`: the folder they were written to. (Not `cnnkit.evaluate`: that name is the
+    subpackage; `cnnkit.load(run).evaluate()` gives the figures without writing anything.)"""
+    from cnnkit.evaluate.report import evaluate_run as evaluate
+
+    return evaluate(from_keywords(EvaluateConfig, {**options, "run": Path(run)}))
+
+
+def explain(run: str | Path, image: str | Path, **options: Any) -> Any:
+    """Grad-CAM (`cnnkit explain`): the image with the heatmap of what drove the prediction beside it, written to
+    `out=` (default heat.png); returns the explained label and probability."""
+    from cnnkit.evaluate.explain import explain as grad_cam
+
+    return grad_cam(from_keywords(ExplainConfig, {**options, "run": Path(run), "image": Path(image)}))
+
+
+def runs(directory: str | Path = "runs") -> list[dict[str, Any]]:
+    """`cnnkit runs`: a row per run directory under `directory` (progress, results, export state), oldest first."""
+    from cnnkit.evaluate.compare import list_runs
+
+    if not Path(directory).is_dir():
+        raise CnnkitError(f"{directory}: no such directory")
+    return list_runs(Path(directory))
+
+
+def compare(run_dirs: list[str | Path], *, out: str | Path | None = "compare.png") -> str:
+    """`cnnkit compare`: the runs side by side as a text table; their learning curves in one PNG at `out` (None:
+    no plot)."""
+    from cnnkit.evaluate.compare import compare_runs
+
+    return compare_runs(runs=[Path(r) for r in run_dirs], plot_path=Path(out) if out is not None else None)
 
 
 def load(path: str | Path, *, device: str = "auto", backend: Literal["auto", "torch", "onnx"] = "auto") -> Classifier:

@@ -165,30 +165,10 @@ def _add_summary(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_summary(args: argparse.Namespace) -> int:
-    from cnnkit.models import create_model, default_input_size, summary
+    from cnnkit.api import summary
 
-    if (Path(args.model) / "config.json").is_file():
-        print(_run_summary_table(Path(args.model)))
-        return 0
-    size = args.input_size or default_input_size(args.model)
-    model = create_model(args.model, num_classes=args.num_classes, input_size=size)
-    print(summary(model, input_size=size, name=args.model))
+    print(summary(args.model, input_size=args.input_size, num_classes=args.num_classes))
     return 0
-
-
-def _run_summary_table(run: Path) -> str:
-    """A run's network as it was built for training (its classes, input size and head), trainable as in its last
-    phase (a fine-tuned base counts as trainable, a base left frozen does not)."""
-    from cnnkit.models import summary
-    from cnnkit.models.transfer import TransferNet, set_base_trainable
-    from cnnkit.runtime.model import load_run_model
-    from cnnkit.training.phases import plan_phases
-
-    loaded = load_run_model(run, device="cpu")
-    if isinstance(loaded.model, TransferNet):
-        set_base_trainable(loaded.model, plan_phases(loaded.config)[-1].trainable)
-    return summary(loaded.model, input_size=loaded.preprocess.input_size,
-                   name=f"{loaded.config.model}, run {run.name}: {len(loaded.class_names)} classes")
 
 
 # train ----------------------------------------------------------------------------------------------------------
@@ -249,12 +229,12 @@ def _add_check_data(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_check_data(args: argparse.Namespace) -> int:
-    from cnnkit.training.data import check_training_data
+    from cnnkit.api import check_data
 
-    lines, warnings = check_training_data(train_config(args.data, **typed_values(args, TrainConfig)))
-    print("\n".join(lines))
-    print(f"{warnings} warning(s)" if warnings else "No warnings")
-    return 1 if warnings else 0
+    found = check_data(args.data, **typed_values(args, TrainConfig))
+    print(found)
+    print(f"{found.warnings} warning(s)" if found.warnings else "No warnings")
+    return 1 if found.warnings else 0
 
 
 # Where a run directory would go, and resuming one: no part of the range test, which writes only its plot.
@@ -442,9 +422,9 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from cnnkit.evaluate.compare import compare_runs
+    from cnnkit.api import compare
 
-    print(compare_runs(runs=list(args.runs), plot_path=args.out))
+    print(compare(args.runs, out=args.out))
     print(f"Learning curves: {args.out}")
     return 0
 
@@ -455,11 +435,10 @@ def _add_runs(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_runs(args: argparse.Namespace) -> int:
-    from cnnkit.evaluate.compare import list_runs, text_table
+    from cnnkit.api import runs
+    from cnnkit.evaluate.compare import text_table
 
-    if not args.directory.is_dir():
-        raise CnnkitError(f"{args.directory}: no such directory")
-    rows = list_runs(args.directory)
+    rows = runs(args.directory)
     print(text_table(rows) if rows else f"No runs under {args.directory}")
     return 0
 

@@ -77,3 +77,31 @@ def test_an_export_evaluates_arrays_stored_smaller_than_its_input(resized_run: P
     metrics = cnnkit.load(resized_run / "export").evaluate(f"npz:{shapes_npz}")
     tested = json.loads((resized_run / "metrics.json").read_text())["accuracy"]
     assert metrics["num_samples"] == 60 and abs(metrics["accuracy"] - tested) <= 1 / 60 + 1e-9
+
+
+def test_every_command_that_reports_has_its_function(exported_run: Path, shapes_npz: Path, tmp_path: Path) -> None:
+    """summary, check-data, evaluate, explain, runs and compare from Python: the CLI's figures, as values."""
+    import json
+    import shutil
+
+    run = tmp_path / "runs" / "shapes"
+    shutil.copytree(exported_run, run)
+    assert "Total params: 122,570" in cnnkit.summary("simple-cnn")
+    assert f"run {run.name}: 3 classes" in cnnkit.summary(run)
+    found = cnnkit.check_data(f"npz:{shapes_npz}", val_split=0.25)
+    assert found.lines[0].startswith(f"Data: npz:{shapes_npz} (3 classes; train 180, val 60, test 60)")
+    assert str(found).splitlines() == found.lines and found.warnings >= 0
+    metrics = cnnkit.evaluate_run(run)
+    assert metrics["accuracy"] == json.loads((run / "metrics.json").read_text())["accuracy"]
+    assert metrics["num_samples"] == 60 and Path(metrics["output"]) == run
+    image = tmp_path / "one.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(image)
+    explained = cnnkit.explain(run, image, out=tmp_path / "heat.png")
+    assert explained.label in cnnkit.load(run).class_names and (tmp_path / "heat.png").stat().st_size > 0
+    assert [row["run"] for row in cnnkit.runs(tmp_path / "runs")] == ["shapes"]
+    table = cnnkit.compare([run, run], out=None)
+    assert table.count("shapes") >= 2 and not (tmp_path / "compare.png").exists()
+    with pytest.raises(cnnkit.CnnkitError, match="no such directory"):
+        cnnkit.runs(tmp_path / "none")
