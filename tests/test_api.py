@@ -105,3 +105,14 @@ def test_every_command_that_reports_has_its_function(exported_run: Path, shapes_
     assert table.count("shapes") >= 2 and not (tmp_path / "compare.png").exists()
     with pytest.raises(cnnkit.CnnkitError, match="no such directory"):
         cnnkit.runs(tmp_path / "none")
+
+
+def test_every_public_name_is_the_api_object_not_a_subpackage() -> None:
+    """`cnnkit.evaluate` is a subpackage, so an API function of that name would be shadowed once it is imported."""
+    import types
+
+    import cnnkit.evaluate.report  # noqa: F401 - imports the subpackages the API's names must not collide with
+    import cnnkit.training.fit  # noqa: F401
+
+    for name in cnnkit.__all__:
+        assert not isinstance(getattr(cnnkit, name), types.ModuleType), name
