@@ -172,7 +172,14 @@ def _run_summary(args: argparse.Namespace) -> int:
 
 
 # train ----------------------------------------------------------------------------------------------------------
-DATA_HELP = "cifar10 | folder:PATH | npz:PATH | csv:PATH"
+def _add_data(sub: argparse.ArgumentParser, *, resumable: bool = False) -> None:
+    """The DATA argument of the commands that read data as train does, described as TrainConfig.data declares it
+    (train's may be left out with --resume, or name the run to resume)."""
+    declared = next(o for o in options_of(TrainConfig) if o.keyword == "data").meta["help"]
+    if resumable:
+        sub.add_argument("data", nargs="?", help=f"{declared}; with --resume: the run directory")
+    else:
+        sub.add_argument("data", help=declared)
 
 
 def _add_recipe(sub: argparse.ArgumentParser) -> None:
@@ -184,7 +191,7 @@ NPROC_HELP = "data-parallel processes on this machine (launches torchrun); see R
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "train", _run_train, "train a model and write a run directory")
-    sub.add_argument("data", nargs="?", help=f"{DATA_HELP}; with --resume: the run directory")
+    _add_data(sub, resumable=True)
     add_arguments(sub, TrainConfig)
     _add_recipe(sub)
     sub.add_argument("--nproc", type=int, default=1, help=NPROC_HELP)
@@ -193,7 +200,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 def _add_cv(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "cv", _run_cv, "k-fold cross-validation: one run per fold (ROOT/fold-I), every image "
                    "tested once; mean and spread over folds, pooled accuracy")
-    sub.add_argument("data", help=DATA_HELP)
+    _add_data(sub)
     sub.add_argument("--folds", type=int, default=5, help="number of stratified folds (default: 5)")
     add_arguments(sub, TrainConfig, skip=("resume", "fold", "test_source"))
     _add_recipe(sub)
@@ -223,7 +230,7 @@ DATA_OPTIONS = ("model", "data_dir", "val_split", "test_split", "test_source", "
 def _add_check_data(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "check-data", _run_check_data, "load and check data as train would (splits, class "
                    "balance, unreadable files, duplicates, shortcuts), training nothing; exit status 1 on warnings")
-    sub.add_argument("data", help=DATA_HELP)
+    _add_data(sub)
     add_arguments(sub, TrainConfig, skip=tuple(o.keyword for o in options_of(TrainConfig)
                                                if o.keyword not in DATA_OPTIONS))
 
@@ -244,7 +251,7 @@ NOT_SWEPT = ("out", "project", "name", "exist_ok", "overwrite", "resume")
 def _add_lr_find(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "lr-find", _run_lr_find, "learning-rate range test: the loss over a sweep of learning "
                    "rates, and a suggested --lr")
-    sub.add_argument("data", help=DATA_HELP)
+    _add_data(sub)
     add_arguments(sub, TrainConfig, skip=NOT_SWEPT)
     add_arguments(sub, LRFindConfig)
     _add_recipe(sub)

@@ -46,7 +46,8 @@ class ScheduleConfig:
 class TrainConfig:
     """Everything `cnnkit train` needs; saved as config.json in the run directory."""
 
-    data: str = option("", cli=False, help="cifar10 | folder:PATH | npz:PATH | csv:PATH")
+    data: str = option("", cli=False, help="cifar10 | folder:PATH | npz:PATH | csv:PATH (a bare folder, .npz or .csv "
+                       "path works too)")
     model: str = section("model and run directory", option(
         "simple-cnn", help="a registered model (cnnkit models) or timm/NAME"))
     out: Path | None = option(None, help="the run directory, exactly (default: PROJECT/NAME, numbered if taken)")
