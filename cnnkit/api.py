@@ -53,7 +53,7 @@ def train(data: str = "", *, recipe: str | None = None, resume: str | Path | Non
     `data`: cifar10 | folder:PATH | npz:PATH | csv:PATH. `options`: any `cnnkit train` flag as a keyword (`epochs=5`,
     `freeze_base=True`, `scheduler="cosine"`...). `recipe`: a preset whose values the options override.
     `resume=RUN`: continue that run directory from its checkpoint (only epochs, finetune_epochs, how it runs
-    (device, quiet, workers, caching, memory) and tensorboard may change).
+    (device, quiet, workers, caching, memory), tensorboard and data_dir may change).
     """
     from cnnkit.training.fit import resume_config
     from cnnkit.training.fit import train as fit

@@ -26,18 +26,28 @@ def cache_dir() -> Path:
 
 
 def find_or_download_cifar10(data_dir: Path | None) -> Path:
-    """Return a folder holding train.npz and test.npz, downloading into the cache only when none is found."""
-    candidates = [data_dir] if data_dir else []
+    """Return a folder holding train.npz and test.npz: `data_dir` when given (and nothing else: a folder the user
+    named is never silently swapped for another copy), else $CNNKIT_DATA or the cache, downloading into the cache
+    only when neither holds them."""
+    if data_dir is not None:
+        if _holds_cifar10(data_dir):
+            return data_dir
+        found = "no such folder" if not data_dir.is_dir() else "no train.npz and test.npz there"
+        raise CnnkitError(f"--data-dir {data_dir}: {found}; cifar10 reads the two files cnnkit writes when it "
+                          "downloads CIFAR-10 (leave --data-dir out to use the cache or download); a folder of "
+                          "class folders of images is folder:PATH")
+    candidates = []
     if os.environ.get("CNNKIT_DATA"):
         env = Path(os.environ["CNNKIT_DATA"])
         candidates += [env, env / "cifar10"]
-    candidates.append(cache_dir())
-    for folder in candidates:
-        if folder is not None and (folder / "train.npz").is_file() and (folder / "test.npz").is_file():
+    for folder in [*candidates, cache_dir()]:
+        if _holds_cifar10(folder):
             return folder
-    if data_dir is not None:
-        raise CnnkitError(f"{data_dir}: no train.npz/test.npz for CIFAR-10 there")
     return download_cifar10(cache_dir(), url=URL)
+
+
+def _holds_cifar10(folder: Path) -> bool:
+    return (folder / "train.npz").is_file() and (folder / "test.npz").is_file()
 
 
 def download_cifar10(target: Path, *, url: str) -> Path:

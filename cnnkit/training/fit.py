@@ -70,8 +70,9 @@ from cnnkit.training.rundirs import resolve_run_dir
 from cnnkit.training.tensorboard import TensorBoardLog, check_tensorboard
 
 # What may change when a run is resumed; and of that, how this process runs, not what it trains: never inherited.
+# data_dir may change because where files lie is not what they are: the splits' fingerprints (data.json) must match.
 RESUMABLE = ("epochs", "finetune_epochs", "device", "quiet", "workers", "cache_dir", "no_cache", "max_memory",
-             "grad_checkpointing", "micro_batch", "tensorboard")
+             "grad_checkpointing", "micro_batch", "tensorboard", "data_dir")
 PER_INVOCATION = ("device", "quiet", "workers", "cache_dir", "no_cache")
 
 
@@ -590,9 +591,9 @@ class Trainer:
                 callback.load_state_dict(state.callbacks[callback.name])
         self.history, self.elapsed_s = state.history, state.elapsed_s
         saved = run.read_json(names.CONFIG)
-        if self.ctx.is_main and any(saved.get(k) != getattr(self.config, k) for k in ("epochs", "finetune_epochs")):
-            run.write_json(names.CONFIG, saved | {"epochs": self.config.epochs,
-                                                  "finetune_epochs": self.config.finetune_epochs})
+        now = {k: v for k, v in self.config.to_dict().items() if k in ("epochs", "finetune_epochs", "data_dir")}
+        if self.ctx.is_main and any(saved.get(k) != v for k, v in now.items()):
+            run.write_json(names.CONFIG, saved | now)  # what evaluate and a later resume read
         self.log(f"Resuming {run.path} after epoch {state.epoch} of {self.config.total_epochs}")
         return state.epoch
 

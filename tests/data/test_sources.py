@@ -138,6 +138,11 @@ def test_cifar10_is_read_from_a_local_folder(tmp_path: Path) -> None:
     assert find_or_download_cifar10(tmp_path) == tmp_path
     bundle = load_data("cifar10", options=SourceOptions(data_dir=tmp_path))
     assert len(bundle.train) == 20 and bundle.class_names[0] == "c0"
+    with pytest.raises(CnnkitError, match=r"--data-dir .*/nowhere: no such folder; .* folder:PATH"):
+        find_or_download_cifar10(tmp_path / "nowhere")
+    (tmp_path / "test.npz").unlink()
+    with pytest.raises(CnnkitError, match="no train.npz and test.npz there"):
+        find_or_download_cifar10(tmp_path)
 
 
 def test_cifar10_download_without_network_fails_fast_with_advice(tmp_path: Path) -> None:

@@ -66,6 +66,35 @@ def test_a_moved_run_resumes_where_it_now_is(shapes_npz: Path, tmp_path: Path) -
     assert epochs_in(tmp_path / "m2") == 2 and not (tmp_path / "m").exists()
 
 
+def test_cifar10_files_that_moved_resume_from_where_they_now_are(tmp_path: Path) -> None:
+    """--data-dir names the one folder read (never another copy silently), and may change on resume: the files' new
+    place is saved for evaluate; other images there are refused by the splits' fingerprints."""
+    from cnnkit.config import EvaluateConfig
+    from cnnkit.evaluate.report import evaluate_run
+
+    def write_cifar(folder: Path, seed: int) -> Path:
+        folder.mkdir()
+        x, y = make_shapes(10, seed=seed)
+        for name in ("train", "test"):
+            np.savez(folder / f"{name}.npz", x=x, y=y, class_names=np.array(CLASSES))
+        return folder
+
+    first = write_cifar(tmp_path / "first", seed=1)
+    run = tmp_path / "run"
+    train(TrainConfig(data="cifar10", data_dir=first, out=run, epochs=1, batch_size=16, quiet=True, device="cpu"))
+    first.rename(tmp_path / "moved")
+    with pytest.raises(CnnkitError, match=r"--data-dir .*first: no such folder"):
+        train(resume_config(run, epochs=2))
+    other = write_cifar(tmp_path / "other", seed=2)
+    with pytest.raises(CnnkitError, match="changed since .* started"):
+        train(resume_config(run, epochs=2, data_dir=other))
+    assert epochs_in(run) == 1
+    train(resume_config(run, epochs=2, data_dir=tmp_path / "moved"))
+    assert epochs_in(run) == 2
+    assert json.loads((run / "config.json").read_text())["data_dir"] == str(tmp_path / "moved")
+    assert evaluate_run(EvaluateConfig(run=run))["num_samples"] == 30
+
+
 def test_resume_refuses_changed_settings_but_accepts_the_same_command_line(shapes_npz: Path, tmp_path: Path) -> None:
     train(small(shapes_npz, out=tmp_path / "r"))
     with pytest.raises(CnnkitError, match="cannot change --lr when resuming"):
