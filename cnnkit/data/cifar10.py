@@ -36,11 +36,8 @@ def find_or_download_cifar10(data_dir: Path | None) -> Path:
         raise CnnkitError(f"--data-dir {data_dir}: {found}; cifar10 reads the two files cnnkit writes when it "
                           "downloads CIFAR-10 (leave --data-dir out to use the cache or download); a folder of "
                           "class folders of images is folder:PATH")
-    candidates = []
-    if os.environ.get("CNNKIT_DATA"):
-        env = Path(os.environ["CNNKIT_DATA"])
-        candidates += [env, env / "cifar10"]
-    for folder in [*candidates, cache_dir()]:
+    env = os.environ.get("CNNKIT_DATA")
+    for folder in [*([Path(env), Path(env) / "cifar10"] if env else []), cache_dir()]:
         if _holds_cifar10(folder):
             return folder
     return download_cifar10(cache_dir(), url=URL)
