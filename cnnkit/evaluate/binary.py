@@ -102,7 +102,10 @@ def bootstrap_ci(scores: np.ndarray, positives: np.ndarray, statistic: Any, *, s
 
 
 def binary_metrics(scores: np.ndarray, positives: np.ndarray, *, threshold: float = 0.5) -> dict[str, Any]:
-    """AUCs, TPR at 1% and 0.1% FPR, and the confusion counts at `threshold`."""
+    """AUCs, TPR at 1% and 0.1% FPR (None where the negatives cannot support that FPR: fewer than 3 / FPR), and the
+    confusion counts at `threshold` with exact binomial intervals for its TPR, FPR and precision."""
+    from cnnkit.evaluate.metrics import exact_interval
+
     both = positives.any() and not positives.all()
     predicted = scores >= threshold
     tp = int((predicted & positives).sum())
@@ -114,18 +117,21 @@ def binary_metrics(scores: np.ndarray, positives: np.ndarray, *, threshold: floa
         "confusion_at_threshold": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
         "tpr_at_threshold": tp / max(tp + fn, 1),
         "fpr_at_threshold": fp / max(fp + tn, 1),
+        "precision_at_threshold": tp / (tp + fp) if tp + fp else None,
+        "tpr_at_threshold_ci95": exact_interval(tp, tp + fn),
+        "fpr_at_threshold_ci95": exact_interval(fp, fp + tn),
     }
+    if tp + fp:
+        result["precision_at_threshold_ci95"] = exact_interval(tp, tp + fp)
     if both:
         fpr, tpr, _ = roc_curve(positives, scores)
         result["roc_auc"] = float(roc_auc_score(positives, scores))
         result["roc_auc_ci95"] = bootstrap_ci(scores, positives, lambda s, p: roc_auc_score(p, s))
-        result["tpr_at_threshold_ci95"] = bootstrap_ci(scores, positives, lambda s, p: ((s >= threshold) & p).sum()
-                                                       / p.sum())
-        result["fpr_at_threshold_ci95"] = bootstrap_ci(scores, positives, lambda s, p: ((s >= threshold) & ~p).sum()
-                                                       / (~p).sum())
         result["pr_auc"] = float(average_precision_score(positives, scores))
         for target in REPORTED_FPRS:
-            result[f"tpr_at_fpr_{target:g}"] = tpr_at_fpr(fpr, tpr, target)
+            supported = fp + tn >= required_negatives(target)
+            result[f"tpr_at_fpr_{target:g}"] = tpr_at_fpr(fpr, tpr, target) if supported else None
+            result[f"negatives_for_fpr_{target:g}"] = required_negatives(target)
     return result
 
 

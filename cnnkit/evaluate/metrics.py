@@ -29,6 +29,15 @@ def wilson_interval(hits: int, n: int) -> tuple[float, float]:
     return float(interval.low), float(interval.high)
 
 
+def exact_interval(hits: int, n: int) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) 95% interval of a proportion, hits of n: for rates near 0 or 1 on few cases, where
+    0 false positives of 20 negatives is 0-0.17, not "0.000-0.000"."""
+    if n == 0:
+        return 0.0, 1.0
+    interval = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="exact")
+    return float(interval.low), float(interval.high)
+
+
 CALIBRATION_BINS = 15  # equal-width confidence bins of the expected calibration error (Guo et al. 2017)
 ROUGH_CALIBRATION = 1000  # below this many images the ECE is flagged as rough: few per bin, biased upward
 
@@ -175,12 +184,12 @@ def format_table(metrics: dict[str, Any]) -> str:
         if "roc_auc" in binary:
             lines.append(f"ROC AUC: {binary['roc_auc']:.4f}{_ci(binary, 'roc_auc_ci95')}   "
                          f"PR AUC: {binary['pr_auc']:.4f}   "
-                         f"TPR at 1% FPR: {binary['tpr_at_fpr_0.01']:.4f}   "
-                         f"TPR at 0.1% FPR: {binary['tpr_at_fpr_0.001']:.4f}")
+                         f"TPR at 1% FPR: {_tpr_at(binary, 0.01)}   TPR at 0.1% FPR: {_tpr_at(binary, 0.001)}")
         c = binary["confusion_at_threshold"]
         lines.append(f"At threshold {binary['threshold']:.4f}: TPR {binary['tpr_at_threshold']:.4f}"
                      f"{_ci(binary, 'tpr_at_threshold_ci95')}, FPR {binary['fpr_at_threshold']:.4f}"
-                     f"{_ci(binary, 'fpr_at_threshold_ci95')} (tp {c['tp']}, fp {c['fp']}, tn {c['tn']}, fn {c['fn']})")
+                     f"{_ci(binary, 'fpr_at_threshold_ci95')}, precision {_precision(binary)} "
+                     f"(tp {c['tp']}, fp {c['fp']}, tn {c['tn']}, fn {c['fn']}; exact binomial intervals)")
     return "\n".join(lines)
 
 
@@ -188,6 +197,20 @@ def selective_line(rows: list[dict[str, Any]]) -> str:
     return "Answering only the most confident: " + ", ".join(
         f"{row['coverage']:.0%} of images at accuracy {row['accuracy']:.4f} (confidence >= {row['min_confidence']:.3f})"
         for row in rows)
+
+
+def _tpr_at(binary: dict[str, Any], target: float) -> str:
+    value = binary.get(f"tpr_at_fpr_{target:g}")
+    if value is None:
+        return f"unsupported ({binary['confusion_at_threshold']['fp'] + binary['confusion_at_threshold']['tn']} " \
+               f"negatives; {target:g} FPR needs {binary.get(f'negatives_for_fpr_{target:g}')})"
+    return f"{value:.4f}"
+
+
+def _precision(binary: dict[str, Any]) -> str:
+    if binary.get("precision_at_threshold") is None:
+        return "undefined (nothing flagged)"
+    return f"{binary['precision_at_threshold']:.4f}{_ci(binary, 'precision_at_threshold_ci95')}"
 
 
 def _ci(metrics: dict[str, Any], key: str) -> str:

@@ -28,14 +28,39 @@ def test_threshold_meets_the_target_fpr_with_the_best_tpr() -> None:
 
 
 def test_binary_metrics_report_aucs_and_low_fpr_tpr() -> None:
-    scores, positives = scores_and_labels(1)
+    scores, positives = scores_and_labels(1, n=8000)  # 0.1% FPR needs 3,000 negatives
     metrics = binary_metrics(scores, positives, threshold=0.5)
     assert 0.9 < metrics["roc_auc"] <= 1.0 and 0.8 < metrics["pr_auc"] <= 1.0
     assert metrics["tpr_at_fpr_0.001"] <= metrics["tpr_at_fpr_0.01"] <= 1.0
     c = metrics["confusion_at_threshold"]
     assert c["tp"] + c["fp"] + c["tn"] + c["fn"] == len(scores)
+
+
+def test_tpr_at_an_fpr_the_negatives_cannot_support_is_not_reported() -> None:
+    scores, positives = scores_and_labels(1, n=2000)  # about 1,200 negatives: 1% is supported, 0.1% is not
+    metrics = binary_metrics(scores, positives, threshold=0.5)
+    assert metrics["tpr_at_fpr_0.01"] is not None and metrics["tpr_at_fpr_0.001"] is None
+    assert metrics["negatives_for_fpr_0.001"] == 3000
     perfect = binary_metrics(np.array([0.1, 0.2, 0.8, 0.9]), np.array([False, False, True, True]))
-    assert perfect["roc_auc"] == 1.0 and perfect["tpr_at_fpr_0.001"] == 1.0
+    assert perfect["roc_auc"] == 1.0 and perfect["tpr_at_fpr_0.01"] is None
+
+
+def test_rates_at_the_threshold_carry_exact_intervals_that_are_never_zero_width() -> None:
+    from cnnkit.evaluate.metrics import classification_metrics, format_table
+
+    # 0 false positives of 20 negatives: the exact interval is 0-0.168, not 0.000-0.000
+    scores = np.array([0.1] * 20 + [0.9] * 10)
+    positives = np.array([False] * 20 + [True] * 10)
+    metrics = binary_metrics(scores, positives, threshold=0.5)
+    low, high = metrics["fpr_at_threshold_ci95"]
+    assert low == 0.0 and high == pytest.approx(0.168, abs=1e-3)
+    assert metrics["precision_at_threshold"] == 1.0 and metrics["precision_at_threshold_ci95"][0] < 0.75
+    probabilities = np.stack([1 - scores, scores], axis=1)
+    table = classification_metrics(probabilities, positives.astype(int), class_names=["legitimate", "phishing"],
+                                   top_k=None)
+    text = format_table({**table, "binary": {"positive": "phishing", **metrics}})
+    assert "FPR 0.0000 (95% CI 0.000-0.168)" in text and "TPR at 1% FPR: unsupported (20 negatives; 0.01 FPR " \
+        "needs 300)" in text
 
 
 def test_positive_class_resolution() -> None:
