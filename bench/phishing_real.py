@@ -94,57 +94,6 @@ GALLERY = {"ATT": ("AT&T", "att.com"), "Adobe": ("Adobe", "adobe.com"), "Amazon"
            "Yahoo": ("Yahoo", "yahoo.com"), "eBay": ("eBay", "ebay.com")}
 
 
-def text_part(data: Path, work: Path) -> list[dict[str, object]]:
-    from cnnkit.apps.phishing.brands import Gallery
-
-    gallery = Gallery.open(work / "brands.json", create=True)
-    for name, domains in GALLERY.values():
-        gallery.add(name, domains=domains.split(","))
-    pages = [p for p in sorted((data / WWW24 / "phishing").glob("*.jpg")) if brand_of(p) in GALLERY]
-    others = sorted((data / "PhishOracle" / "legitimate").glob("*.jpg"))
-    started = time.perf_counter()
-    texts = page_texts(pages + others)
-    seconds = (time.perf_counter() - started) / len(texts)
-    expected = [GALLERY[brand_of(p)][0] for p in pages]
-    rows = []
-    for mentions in (1, 2, 3):
-        found = [gallery.identify(text, min_mentions=mentions)[0] for text in texts]
-        right = sum(b is not None and b.name == e for b, e in zip(found, expected))
-        wrong = sum(b is not None and b.name != e for b, e in zip(found, expected))
-        named = [(p.name, b.name) for p, b in zip(others, found[len(pages):]) if b is not None]
-        print(f"--min-mentions {mentions}: PhishOracle legitimate pages naming a gallery brand: {named}")
-        rows.append({"OCR, --min-mentions": mentions, "phishing pages": len(pages), "right brand": right / len(pages),
-                     "wrong brand": wrong / len(pages), "no brand": 1 - (right + wrong) / len(pages),
-                     "other sites' legit pages naming one": f"{len(named)} of {len(others)}",
-                     "OCR s/page (2 threads)": seconds})
-    return rows
-
-
-def brands_part(data: Path, runs: list[Path]) -> list[dict[str, object]]:
-    gallery_files = sorted((data / WWW24 / "legitimate").glob("*.jpg"))
-    gallery_brands = [brand_of(p) for p in gallery_files]
-    pages = sorted((data / WWW24 / "phishing").glob("*.jpg"))
-    rows = []
-    for run in [None, *runs]:
-        embed = Embedder(run=run)
-        references, queries = embed(gallery_files), embed(pages)
-        similarity = queries @ references.T  # one reference per brand
-        in_gallery = [brand_of(p) in gallery_brands for p in pages]
-        ranked = [[gallery_brands[i] for i in np.argsort(-row)] for row in similarity]
-        hits1 = [r[0] == brand_of(p) for r, p, g in zip(ranked, pages, in_gallery) if g]
-        hits3 = [brand_of(p) in r[:3] for r, p, g in zip(ranked, pages, in_gallery) if g]
-        best = similarity.max(axis=1)
-        matched = best[np.array(in_gallery)]
-        other = best[~np.array(in_gallery)]
-        rows.append({"embedder": embed.name, "pages": len(hits1),
-                     "brands": len(set(gallery_brands)), "top-1": float(np.mean(hits1)),
-                     "top-3": float(np.mean(hits3)),
-                     "best sim, gallery brands (min/median)": f"{matched.min():.3f}/{np.median(matched):.3f}",
-                     "best sim, other pages (max/median)": f"{other.max():.3f}/{np.median(other):.3f}",
-                     "other pages": len(other)})
-    return rows
-
-
 def penalised_logistic(cs: list[float]) -> object:
     """Logistic regression whose L2 penalty C is chosen among `cs` by 5-fold ROC AUC within the training data.
     Where scikit-learn has them (1.8+), the keywords that keep today's behaviour without FutureWarnings."""
@@ -189,10 +138,10 @@ def page_texts(paths: list[Path]) -> list[str]:
     """Each page's OCR text, lower-cased (Tesseract, two pages at a time)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from cnnkit.apps.phishing.brands import page_text
+    from cnnkit.apps.phishing.text import read_page
 
     with ThreadPoolExecutor(2) as pool:
-        return [t.lower() for t in pool.map(page_text, paths)]
+        return [t.text.lower() for t in pool.map(read_page, paths)]
 
 
 def login_split_aucs(scores: np.ndarray, labels: np.ndarray, texts: list[str]) -> dict[str, str]:
@@ -322,7 +271,7 @@ def classifier_part(data: Path, work: Path, settings: dict[str, object], folds: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--part", choices=("brands", "classifier", "probe", "words", "all"), default="all")
+    parser.add_argument("--part", choices=("detector", "classifier", "probe", "words", "all"), default="all")
     parser.add_argument("--run", type=Path, action="append", default=[], help="also embed with this run's base")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--finetune-epochs", type=int, default=2)
@@ -333,10 +282,12 @@ def main() -> None:
     args = parser.parse_args()
     manifest = list(csv.DictReader((args.data / "manifest.csv").open()))
     print(f"{len(manifest)} screenshots in {args.data}")
-    if args.part in ("brands", "all"):
+    if args.part in ("detector", "all"):
+        from phishing_detector import detector_part
+
         with tempfile.TemporaryDirectory() as work:
-            print(table(text_part(args.data, Path(work))))
-        print(table(brands_part(args.data, args.run)))
+            for rows in detector_part(args.data, Path(work)):
+                print(table(rows))
     if args.part in ("probe", "all"):
         print(table(probe_part(args.data)))
     if args.part in ("words", "all"):

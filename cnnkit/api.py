@@ -308,8 +308,11 @@ def export(run: str | Path, **options: Any) -> Any:
 
 def serve(paths: list[str | Path], **options: Any) -> None:
     """Serve exported runs over the TensorFlow Serving REST API until interrupted; `options`: `cnnkit serve`
-    flags (`port=`, `host=`, `max_batch=`...)."""
+    flags (`port=`, `host=`, `max_batch=`...; `brands=GALLERY` adds the phishing app's verdicts)."""
+    from cnnkit.apps.phishing.serving import server_hooks
     from cnnkit.serving.main import serve as run_server
 
+    gallery = options.pop("brands", None)
     base = ServeConfig(paths=tuple(Path(p) for p in paths))
-    run_server(from_keywords(ServeConfig, options, base=base))
+    run_server(from_keywords(ServeConfig, options, base=base),
+               hooks=server_hooks(Path(gallery) if gallery is not None else None))

@@ -19,16 +19,12 @@ from typing import Any
 from cnnkit import __version__
 from cnnkit.config import (
     RECIPES,
-    BrandConfig,
     CacheConfig,
     CalibrateConfig,
-    CaptureConfig,
-    DemoConfig,
     EvaluateConfig,
     ExplainConfig,
     ExportConfig,
     LRFindConfig,
-    PhishingCheckConfig,
     PredictConfig,
     PreviewConfig,
     ServeConfig,
@@ -104,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_models, _add_summary, _add_check_data, _add_train, _add_cv, _add_lr_find, _add_evaluate,
                 _add_calibrate, _add_predict, _add_compare, _add_runs, _add_augment_preview, _add_cache, _add_export,
-                _add_serve, _add_explain, _add_capture, _add_demo, _add_phishing):
+                _add_serve, _add_explain):
         add(commands)
+    for app in _apps():
+        app.add_commands(commands)
     return parser
 
 
@@ -522,6 +520,15 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--label", action="append", default=[], metavar="NAME:LABEL=VERSION",
                      help="point a version label at a version")
     add_arguments(sub, ServeConfig)
+    for app in _apps():
+        app.add_serve_options(sub)
+
+
+def _apps() -> list[Any]:
+    """The applications' command-line modules (plugins on the core: each adds its commands and serve options)."""
+    from cnnkit.apps.phishing import cli as phishing
+
+    return [phishing]
 
 
 def serve_config_from_args(args: argparse.Namespace) -> ServeConfig:
@@ -544,7 +551,8 @@ def serve_config_from_args(args: argparse.Namespace) -> ServeConfig:
 def _run_serve(args: argparse.Namespace) -> int:
     from cnnkit.serving.main import serve
 
-    serve(serve_config_from_args(args))
+    hooks = tuple(hook for app in _apps() for hook in app.serve_hooks(args))
+    serve(serve_config_from_args(args), hooks=hooks)
     return 0
 
 
@@ -558,87 +566,4 @@ def _run_explain(args: argparse.Namespace) -> int:
     config = _config(args, ExplainConfig)
     result = explain(config)
     print(f"{result.label} ({result.probability:.1%}); heatmap: {config.out}")
-    return 0
-
-
-# phishing application -------------------------------------------------------------------------------------------
-def _add_capture(commands: argparse._SubParsersAction) -> None:
-    _command(commands, "capture", _run_capture, "screenshot URLs in headless Chromium, with a manifest",
-             config=CaptureConfig)
-
-
-def _run_capture(args: argparse.Namespace) -> int:
-    from cnnkit.apps.phishing.capture import capture
-
-    config = _config(args, CaptureConfig)
-    report = capture(config)
-    print(f"Captured {report.captured}, failed {report.failed}; manifest: {report.manifest}")
-    return 0
-
-
-def _add_demo(commands: argparse._SubParsersAction) -> None:
-    _command(commands, "make-demo-screenshots", _run_demo,
-             "generate a synthetic set of login-page screenshots (legitimate / phishing)", config=DemoConfig)
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    from cnnkit.apps.phishing.demo import make_demo_screenshots
-
-    config = _config(args, DemoConfig)
-    out = make_demo_screenshots(config)
-    print(f"Wrote {config.count} synthetic screenshots to {out}/legitimate and {out}/phishing (manifest.json)")
-    return 0
-
-
-def _add_phishing(commands: argparse._SubParsersAction) -> None:
-    sub = commands.add_parser("phishing", help="protected brands, and verdicts from brand, domain and classifier",
-                              description="protected brands, and verdicts from brand, domain and classifier")
-    actions = sub.add_subparsers(dest="action", required=True, metavar="ACTION")
-    brands = actions.add_parser("brands", help="the gallery of protected brands").add_subparsers(
-        dest="brands_action", required=True, metavar="ACTION")
-    add = brands.add_parser("add", help="add (or replace) a protected brand")
-    add.set_defaults(handler=_run_brands_add)
-    add_arguments(add, BrandConfig)
-    listing = brands.add_parser("list", help="list the protected brands")
-    listing.set_defaults(handler=_run_brands_list)
-    listing.add_argument("--gallery", type=Path, default=Path("brands.json"), help="the brand gallery file")
-    check = actions.add_parser("check", help="phishing or legitimate, and why, for screenshots")
-    check.set_defaults(handler=_run_phishing_check)
-    add_arguments(check, PhishingCheckConfig)
-    check.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-def _run_brands_add(args: argparse.Namespace) -> int:
-    from cnnkit.apps.phishing.brands import Gallery
-
-    config = _config(args, BrandConfig)
-    keywords = config.keywords.split(",") if config.keywords else None
-    brand = Gallery.open(config.gallery, create=True).add(config.name, domains=config.domains.split(","),
-                                                          keywords=keywords)
-    print(f"{brand.name}: domains {', '.join(brand.domains)}; recognised by {', '.join(brand.keywords)} "
-          f"({config.gallery})")
-    return 0
-
-
-def _run_brands_list(args: argparse.Namespace) -> int:
-    from cnnkit.apps.phishing.brands import Gallery
-    from cnnkit.evaluate.compare import text_table
-
-    gallery = Gallery.open(args.gallery)
-    print(text_table([{"brand": b.name, "domains": ", ".join(b.domains), "keywords": ", ".join(b.keywords)}
-                      for b in gallery.brands.values()]))
-    return 0
-
-
-def _run_phishing_check(args: argparse.Namespace) -> int:
-    from cnnkit.apps.phishing.check import check_pages
-
-    config = _config(args, PhishingCheckConfig)
-    results = check_pages(config)
-    if args.json:
-        print(json.dumps([{"image": str(r.path), "domain": r.domain, **r.verdict.to_dict()} for r in results],
-                         indent=2))
-        return 0
-    for r in results:
-        print(f"{r.path}: {r.verdict.label.upper()} ({r.verdict.reason})")
     return 0

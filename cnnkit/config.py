@@ -435,8 +435,6 @@ class ServeConfig:
     cors_origin: str | None = option(None, help="web origins whose pages may call the API, comma-separated "
                                      "(default: none but the server's own page)")
     docs: bool = option(False, help="serve the OpenAPI docs at /docs (they load scripts from a public CDN)")
-    brands: Path | None = option(None, help="a protected-brand gallery (cnnkit phishing brands add): :classify "
-                                 "examples that carry a \"domain\" are checked against it (Tesseract OCR)")
     # Request budgets: what one request, and all requests at once, may ask of the decoder (see README, Security).
     max_images: int = option(1024, low=1, help="images in one request (400 above it)")
     max_request_mpx: float = option(128.0, low=0.001, help="decoded pixels of one request's images together, "
@@ -477,61 +475,3 @@ class ExplainConfig:
 
     def __post_init__(self) -> None:
         check(self)
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    out: Path = option(help="output folder")
-    count: int = option(200, low=2, help="screenshots in all, half of them phishing")
-    width: int = option(1280, low=64, help="pixels")
-    height: int = option(800, low=64, help="pixels")
-    seed: int = option(0, low=0, help="random seed")
-
-    def __post_init__(self) -> None:
-        check(self)
-
-
-@dataclass(frozen=True)
-class CaptureConfig:
-    urls: Path = option(cli="positional", help="a text file: one URL per line; blank lines and # comments are "
-                        "skipped")
-    out: Path = option(help="output folder")
-    label: str | None = option(None, help="save under OUT/LABEL/ (e.g. phishing), making OUT a folder data set")
-    width: int = option(1280, low=64, help="viewport width, pixels")
-    height: int = option(800, low=64, help="viewport height, pixels")
-    timeout_s: float = option(20.0, flag="timeout", low=0.1, help="seconds per page load")
-    full_page: bool = option(False, help="the whole page, not just the viewport")
-    browser: Path = option(Path("/usr/bin/chromium"), help="Chromium binary")
-    driver: Path = option(Path("/usr/bin/chromedriver"), help="ChromeDriver binary")
-
-    def __post_init__(self) -> None:
-        check(self)
-
-
-@dataclass(frozen=True)
-class BrandConfig:
-    name: str = option(cli="positional", help="the brand's name, as pages show it (e.g. 'Bank of America')")
-    domains: str = option(help="its domains, comma-separated (subdomains count as the brand's)")
-    keywords: str | None = option(None, help="words that name it on a page, comma-separated (default: its name, "
-                                  "and its domains' second-level labels)")
-    gallery: Path = option(Path("brands.json"), help="the brand gallery file")
-
-    def __post_init__(self) -> None:
-        check(self)
-
-
-@dataclass(frozen=True)
-class PhishingCheckConfig:
-    images: tuple[Path, ...] = option((), cli="positional", help="screenshots")
-    domain: str | None = option(None, help="the domain the pages were served from")
-    manifest: Path | None = option(None, help="cnnkit capture's manifest.json: each screenshot's URL")
-    run: Path | None = option(None, help="a phishing classifier run (or export): its score decides when no "
-                              "protected brand is shown")
-    min_mentions: int = option(1, low=1, help="times a page must name a brand to count as showing it (more: fewer "
-                               "false alarms on pages that merely mention one, fewer clones caught; README)")
-    gallery: Path = option(Path("brands.json"), help="the brand gallery file")
-
-    def __post_init__(self) -> None:
-        check(self)
-        if self.domain is not None and self.manifest is not None:
-            raise CnnkitError("give --domain or --manifest, not both")

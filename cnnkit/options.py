@@ -195,6 +195,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
         else:
             if opt.choices is not None:
                 kwargs["choices"] = opt.choices
+            elif typing.get_origin(base) is tuple:  # --reference a.png b.png
+                item = typing.get_args(base)[0]
+                kwargs |= {"nargs": "+", "type": item if item in (int, float, Path) else str}
             else:
                 kwargs["type"] = base if base in (int, float, Path) else str
             if opt.meta.get("const") is not None:

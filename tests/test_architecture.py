@@ -81,6 +81,7 @@ def test_dependencies_point_one_way() -> None:
     assert "cnnkit.training" not in graph["cnnkit.evaluate"] | graph["cnnkit.runtime"] | graph["cnnkit.deploy"]
     assert "cnnkit.evaluate" not in graph["cnnkit.runtime"]
     assert {"cnnkit.training", "cnnkit.evaluate", "cnnkit.models"}.isdisjoint(graph["cnnkit.serving"])
+    assert "cnnkit.apps" not in graph["cnnkit.serving"], "applications plug into the server through its hooks"
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
@@ -121,7 +122,7 @@ from cnnkit.cli import main
 from cnnkit.config import ServeConfig
 from cnnkit.serving.app import create_app
 from cnnkit.serving.main import build_repository, serve
-import cnnkit.serving.brands, cnnkit.serving.http, cnnkit.serving.memory
+import cnnkit.apps.phishing.serving, cnnkit.serving.http, cnnkit.serving.memory
 export = Path(sys.argv[1]) / "export"
 config = ServeConfig(paths=(str(export),))
 create_app(build_repository(config), config)

@@ -31,6 +31,7 @@ from cnnkit.config import ServeConfig
 from cnnkit.serving.batching import MicroBatcher, Overloaded
 from cnnkit.serving.decoding import RETRY_AFTER_S, Budget, Decoder
 from cnnkit.serving.guard import Guard, default_hosts, page_csp
+from cnnkit.serving.hooks import ClassifyHook
 from cnnkit.serving.memory import Trimmer
 from cnnkit.serving.runtime import ModelRepository, ServedVersion
 from cnnkit.serving.tfserving import (
@@ -69,8 +70,9 @@ class Metrics:
 class Server:
     """Models, their batchers and the metrics; the routes below are thin wrappers around it."""
 
-    def __init__(self, repository: ModelRepository, config: ServeConfig) -> None:
+    def __init__(self, repository: ModelRepository, config: ServeConfig, hooks: tuple[ClassifyHook, ...] = ()) -> None:
         self.repository = repository
+        self.hooks = hooks
         self.config = config
         self.metrics = Metrics()
         self.batchers: dict[tuple[str, int], MicroBatcher] = {}
@@ -80,11 +82,6 @@ class Server:
                              flag="--body-budget-mb")
         self.trimmer = Trimmer()
         self.decoder.on_decoded = self.trimmer.note
-        self.brands = None
-        if config.brands is not None:
-            from cnnkit.serving.brands import BrandChecker
-
-            self.brands = BrandChecker(config.brands)
 
     def batcher(self, served: ServedVersion) -> MicroBatcher:
         key = (served.name, served.version)
@@ -111,9 +108,9 @@ class Server:
         self.decoder.close()
 
 
-def create_app(repository: ModelRepository, config: ServeConfig) -> FastAPI:
-    """The ASGI app serving `repository`."""
-    server = Server(repository, config)
+def create_app(repository: ModelRepository, config: ServeConfig, *, hooks: tuple[ClassifyHook, ...] = ()) -> FastAPI:
+    """The ASGI app serving `repository`; `hooks` add to :classify answers (cnnkit.serving.hooks)."""
+    server = Server(repository, config, hooks)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
@@ -231,15 +228,15 @@ async def _infer(server: Server, path: str, request: Request) -> dict[str, Any]:
                                                      body_bytes=len(raw))
         probs = await server.infer(served, await server.decoder.decode(items, served))
         return {"outputs" if columnar else "predictions": probs}
-    body, items = await server.decoder.parse(lambda: _parse_classify(raw, served, max_images=max_images),
-                                             body_bytes=len(raw))
+    body, items, contexts = await server.decoder.parse(
+        lambda: _parse_classify(raw, served, max_images=max_images, hooks=server.hooks), body_bytes=len(raw))
     probs = await server.infer(served, await server.decoder.decode(items, served))
     answer: dict[str, Any] = {"results": classify_results(probs, served, top_k=server.config.top_k)}
     decisions = threshold_decisions(probs, served)
     if decisions is not None:
         answer["decisions"] = decisions
-    if server.brands is not None:
-        answer["brand_checks"] = await server.brands.check(body, decisions)
+    for hook, context in zip(server.hooks, contexts):
+        answer[hook.key] = await hook.answer(context, decisions)
     return answer
 
 
@@ -304,9 +301,11 @@ async def _drain(stream: AsyncIterator[bytes], *, already: int = 0) -> None:
         pass  # the 413 goes out anyway; the client may not see it
 
 
-def _parse_classify(raw: bytes, served: ServedVersion, *, max_images: int) -> tuple[Any, list[Any]]:
+def _parse_classify(raw: bytes, served: ServedVersion, *, max_images: int,
+                    hooks: tuple[ClassifyHook, ...]) -> tuple[Any, list[Any], list[Any]]:
     body = _parse_json(raw)
-    return body, parse_classify(body, served, max_images=max_images)
+    items = parse_classify(body, served, max_images=max_images)
+    return body, items, [hook.prepare(body) for hook in hooks]
 
 
 def _parse_json(raw: bytes) -> Any:

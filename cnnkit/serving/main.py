@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cnnkit.config import ServeConfig
 from cnnkit.errors import CnnkitError
+from cnnkit.serving.hooks import ClassifyHook
 from cnnkit.serving.runtime import ModelRepository
 
 
@@ -21,8 +22,8 @@ def build_repository(config: ServeConfig) -> ModelRepository:
     return repository
 
 
-def serve(config: ServeConfig) -> None:
-    """Serve until interrupted."""
+def serve(config: ServeConfig, *, hooks: tuple[ClassifyHook, ...] = ()) -> None:
+    """Serve until interrupted; `hooks`: applications' additions to :classify answers."""
     import uvicorn
     from PIL import Image
 
@@ -34,7 +35,7 @@ def serve(config: ServeConfig) -> None:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's decompression-bomb guard stays on
     map_large_blocks()
     repository = build_repository(config)
-    app = create_app(repository, config)
+    app = create_app(repository, config, hooks=hooks)
     for name, model in repository.models.items():
         print(f"Serving {name} versions {sorted(model.versions)} at http://{config.host}:{config.port}/v1/models/{name}",
               flush=True)

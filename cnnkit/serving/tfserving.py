@@ -174,7 +174,8 @@ def threshold_decisions(probs: np.ndarray, served: ServedVersion) -> list[dict[s
     negative = served.class_names[1 - positive]
     threshold = float(stored["threshold"])
     return [{"label": stored["positive"] if row[positive] >= threshold else negative,
-             "score": float(row[positive]), "threshold": threshold, "flagged": bool(row[positive] >= threshold)}
+             "score": float(row[positive]), "threshold": threshold, "flagged": bool(row[positive] >= threshold),
+             "target_fpr": stored.get("target_fpr")}
             for row in probs]
 
 

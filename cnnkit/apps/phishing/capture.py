@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cnnkit.config import CaptureConfig
+from cnnkit.apps.phishing.config import BrowserConfig, CaptureConfig
 from cnnkit.errors import CnnkitError
 from cnnkit.files import write_bytes, write_json
 
@@ -48,25 +48,26 @@ def capture(config: CaptureConfig) -> CaptureReport:
     manifest_path = config.out / "manifest.json"
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as profile:
-        browser = _Browser(config, Path(profile))
+        browser = Browser(config.browser_options, Path(profile))
         try:
             for index, url in enumerate(urls):
                 record = browser.shoot(index, url, folder)
                 if record.get("file"):
                     record["file"] = str(Path(record["file"]).relative_to(config.out))
                 records.append(record)
-                write_json(manifest_path, {"label": config.label, "viewport": [config.width, config.height],
-                                           "full_page": config.full_page, "entries": records})
+                options = config.browser_options
+                write_json(manifest_path, {"label": config.label, "viewport": [options.width, options.height],
+                                           "full_page": options.full_page, "entries": records})
         finally:
             browser.close()
     failed = sum(1 for r in records if r["error"])
     return CaptureReport(manifest_path, len(records) - failed, failed)
 
 
-class _Browser:
+class Browser:
     """One headless Chromium through ChromeDriver, restarted if it dies."""
 
-    def __init__(self, config: CaptureConfig, profile: Path) -> None:
+    def __init__(self, config: BrowserConfig, profile: Path) -> None:
         self.config = config
         self.profile = profile
         self.driver: Any = None
@@ -95,7 +96,8 @@ class _Browser:
         from selenium.common.exceptions import TimeoutException, WebDriverException
 
         record: dict[str, Any] = {"url": url, "time": datetime.now(UTC).isoformat(timespec="seconds"),
-                                  "status": None, "file": None, "sha256": None, "error": None}
+                                  "status": None, "final_url": None, "title": None, "file": None, "sha256": None,
+                                  "error": None}
         try:
             if self.driver is None:
                 self.driver = self._start()
@@ -105,6 +107,8 @@ class _Browser:
                 # Chromium drew its own error page: the site never answered (refused, DNS, TLS, ...).
                 record["error"] = "no HTTP response (connection refused, DNS or TLS failure)"
                 return record
+            # Where the page ended up after redirects is where it was served from: that is the URL decided on.
+            record.update(final_url=self.driver.current_url, title=self.driver.title or None)
             png = self._png()
             path = folder / f"{index:05d}-{_slug(url)}.png"
             write_bytes(path, png)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from cnnkit.config import DemoConfig
+from cnnkit.apps.phishing.config import DemoConfig
 from cnnkit.files import write_bytes, write_json
 
 BRANDS = [  # invented names and colours

@@ -1,0 +1,163 @@
+"""What a page's words say about its brand: Tesseract OCR with word boxes, each mention weighted by where it is.
+
+A brand's name in the logo area or in large type is strong evidence that the page presents itself as that brand; the
+same name in a footer, inside a paragraph of running text, on a "Sign in with Google" button or an app-store badge is
+not (a university's page that mentions eBay, a bank's page with a Google Play badge). Weights are relative: 1.0 is
+one mention in body-sized type in the middle of the page.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import CnnkitError
+
+OCR_TIMEOUT_S = 60.0
+MIN_CONFIDENCE = 30.0  # Tesseract's 0-100 word confidence; below it logos and noise read as random letters
+HEADER = 0.2  # top fifth of the first screen: logo and navigation bar
+FOOTER = 0.85  # below 85% of the height: footers, legal lines, partner strips
+RUNNING_TEXT_WORDS = 9  # a line this long is a sentence, where a name is a passing mention
+# A brand named after these is someone else's button or badge: "Sign in with Google", "Follow us on Facebook".
+THIRD_PARTY_BEFORE = re.compile(r"(?:\bwith|\busing|\bvia|\bon|\bby|\bthrough)\s*$")
+THIRD_PARTY_AFTER = re.compile(r"^\s*(?:play|store|pay|wallet|ads|maps|analytics|recaptcha|translate|fonts)\b")
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    box: tuple[int, int, int, int]  # left, top, width, height in pixels
+    line: tuple[int, int, int]  # Tesseract's block, paragraph and line numbers
+
+
+@dataclass(frozen=True)
+class PageText:
+    words: tuple[Word, ...]
+    size: tuple[int, int]  # width, height of the image read, pixels
+    title: str | None = None  # the document's title where the page was captured by a browser
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.text for w in self.words)
+
+
+@dataclass(frozen=True)
+class Mention:
+    keyword: str
+    weight: float
+    where: str  # "title", "header", "large type", "body", "footer", "running text" or "third-party"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keyword": self.keyword, "weight": round(self.weight, 3), "where": self.where}
+
+
+def read_page(image: Path | bytes | Any, *, title: str | None = None) -> PageText:
+    """The words Tesseract reads in a screenshot (a path, encoded image bytes or a PIL image), with their boxes."""
+    binary = shutil.which("tesseract")
+    if binary is None:
+        raise CnnkitError("reading brands needs Tesseract OCR: apt-get install tesseract-ocr")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(image) if isinstance(image, (str, Path)) else Path(tmp) / "page"
+        if isinstance(image, bytes):
+            path.write_bytes(image)
+        elif not isinstance(image, (str, Path)):
+            image.save(path, format="PNG")
+        if not path.is_file():
+            raise CnnkitError(f"{path}: no such file")
+        try:
+            # --psm 11: sparse text, as on web pages (logos, buttons, scattered labels) rather than paragraphs
+            result = subprocess.run([binary, str(path), "-", "--psm", "11", "tsv"], capture_output=True, text=True,
+                                    timeout=OCR_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired:
+            raise CnnkitError(f"{path}: OCR took longer than {OCR_TIMEOUT_S:g} s") from None
+    if result.returncode != 0:
+        raise CnnkitError(f"{path}: Tesseract could not read it ({result.stderr.strip()[:200]})")
+    return parse_tsv(result.stdout, title=title)
+
+
+def parse_tsv(tsv: str, *, title: str | None = None) -> PageText:
+    """Tesseract's TSV output -> the page's confident words and the image size."""
+    words, size = [], (0, 0)
+    for row in csv.DictReader(io.StringIO(tsv), delimiter="\t", quoting=csv.QUOTE_NONE):
+        box = tuple(int(row[k]) for k in ("left", "top", "width", "height"))
+        if row["level"] == "1":
+            size = (box[2], box[3])
+        text = (row.get("text") or "").strip()
+        if text and float(row["conf"]) >= MIN_CONFIDENCE:
+            words.append(Word(text, box, (int(row["block_num"]), int(row["par_num"]), int(row["line_num"]))))
+    return PageText(tuple(words), size, title)
+
+
+def mentions(page: PageText, keywords: Iterable[str]) -> list[Mention]:
+    """Every mention of one brand's keywords on the page, weighted by where it stands. Longer keywords are matched
+    first and their words taken, so "Central Bank of India" is not also a mention of "Bank of India"."""
+    ordered = sorted({k.lower() for k in keywords}, key=len, reverse=True)
+    found = [m for line in _lines(page) for m in _line_mentions(line, page, ordered)]
+    if page.title:
+        title = page.title.lower()
+        for keyword in ordered:
+            hits = len(_find(keyword, title))
+            title = _pattern(keyword).sub(" ", title)
+            found += [Mention(keyword, 2.0, "title")] * min(hits, 1)
+    return found
+
+
+def _lines(page: PageText) -> list[list[Word]]:
+    lines: dict[tuple[int, int, int], list[Word]] = {}
+    for word in page.words:
+        lines.setdefault(word.line, []).append(word)
+    return list(lines.values())
+
+
+def _line_mentions(line: list[Word], page: PageText, keywords: list[str]) -> list[Mention]:
+    text = " ".join(w.text for w in line).lower()
+    starts, position = [], 0
+    for word in line:  # character offset of each word in `text`
+        starts.append(position)
+        position += len(word.text) + 1
+    heights = sorted(w.box[3] for w in page.words) or [1]
+    median_height = heights[len(heights) // 2]
+    found = []
+    taken = [False] * len(text)
+    for keyword in keywords:
+        for match in _find(keyword, text):
+            if any(taken[match.start():match.end()]):
+                continue
+            taken[match.start():match.end()] = [True] * (match.end() - match.start())
+            covered = [w for w, s in zip(line, starts) if s < match.end() and s + len(w.text) > match.start()]
+            found.append(_weigh(keyword, covered, line, text, match, page, median_height))
+    return found
+
+
+def _weigh(keyword: str, covered: list[Word], line: list[Word], text: str, match: re.Match[str], page: PageText,
+           median_height: int) -> Mention:
+    if THIRD_PARTY_BEFORE.search(text[:match.start()]) or THIRD_PARTY_AFTER.match(text[match.end():]):
+        return Mention(keyword, 0.0, "third-party")
+    height = max(w.box[3] for w in covered)
+    middle = (min(w.box[1] for w in covered) + height / 2) / max(page.size[1], 1)
+    size = min(max(height / max(median_height, 1), 0.5), 3.0)  # relative type size, capped
+    if middle >= FOOTER:
+        return Mention(keyword, 0.2 * size, "footer")
+    if len(line) >= RUNNING_TEXT_WORDS:
+        return Mention(keyword, 0.3 * size, "running text")
+    if middle < HEADER:
+        return Mention(keyword, 1.5 * size, "header")
+    return Mention(keyword, size, "large type" if size >= 1.5 else "body")
+
+
+def _pattern(keyword: str) -> re.Pattern[str]:
+    # A keyword's words may be read with any spacing ("bank of america", "bankofamerica" is its own keyword).
+    words = [re.escape(w) for w in keyword.split()]
+    return re.compile(r"(?<![a-z0-9])" + r"\s+".join(words) + r"(?![a-z0-9])")
+
+
+def _find(keyword: str, text: str) -> list[re.Match[str]]:
+    return list(_pattern(keyword).finditer(text))
