@@ -57,3 +57,33 @@ def test_dropping_an_image_shows_top_k_bars(browser, exported_run: Path, tmp_pat
         assert widths[0] >= widths[-1] > 0
     finally:
         stop_server(process)
+
+
+@pytest.mark.skipif(__import__("shutil").which("tesseract") is None, reason="needs Debian's tesseract-ocr")
+def test_a_page_url_gets_the_phishing_verdict(browser, exported_run: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from cnnkit.apps.phishing.config import DemoConfig
+    from cnnkit.apps.phishing.demo import make_demo_screenshots
+    from cnnkit.apps.phishing.gallery import Gallery
+
+    shots = make_demo_screenshots(DemoConfig(out=tmp_path / "shots", count=2, width=1024, height=640, seed=4))
+    entry = json.loads((shots / "manifest.json").read_text())["entries"][0]
+    Gallery.open(tmp_path / "brands.json", create=True).add(entry["brand"], domains=[f"{entry['brand'].lower()}.com"],
+                                                            references=[shots / entry["file"]])
+    port = free_port()
+    process = start_server("--model", f"shapes={exported_run}", "--brands", str(tmp_path / "brands.json"), port=port)
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#model option"))
+        browser.find_element(By.ID, "url").send_keys("https://login-secure.example.top/")
+        browser.find_element(By.ID, "file").send_keys(str(shots / entry["file"]))
+        wait.until(lambda d: d.find_element(By.ID, "verdict").text)
+        verdict = browser.find_element(By.ID, "verdict").text
+        assert verdict.startswith("PHISHING: shows " + entry["brand"]) and "login-secure.example.top" in verdict
+    finally:
+        stop_server(process)
