@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnkit.apps.phishing.identify import BRAND_THRESHOLD
 from cnnkit.errors import CnnkitError
 from cnnkit.options import check, option
 
@@ -79,8 +80,8 @@ class DetectorConfig:
     """What decides: the gallery, the brand threshold and the optional classifier run."""
 
     gallery: Path = option(Path("brands.json"), help=GALLERY_HELP)
-    brand_threshold: float = option(1.0, low=0.0, help="brand score a page needs to show a brand (lower: more "
-                                    "clones caught, more pages of other sites taken for a brand; see the docs)")
+    brand_threshold: float = option(BRAND_THRESHOLD, low=0.0, help="brand score a page needs to show a brand "
+                                    "(lower: more clones caught, more pages of other sites taken for a brand; docs)")
     run: Path | None = option(None, help="a phishing classifier run (or export): its score is reported as a "
                               "separate signal, and flags pages without a protected brand only above the run's "
                               "low-FPR threshold (cnnkit evaluate RUN --target-fpr 0.01)")

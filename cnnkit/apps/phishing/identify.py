@@ -19,7 +19,7 @@ from cnnkit.apps.phishing.visual import VisualIndex, VisualMatch, keypoints
 TEXT_WEIGHT = 0.5  # score per weighted mention (1.0: one body-sized mention mid-page)
 TEXT_CAP = 4.0  # weighted mentions beyond this add nothing: a page that repeats a name is no more that brand
 INLIERS_PER_POINT = 10  # verified keypoint matches worth 1.0 of score
-BRAND_THRESHOLD = 1.0
+BRAND_THRESHOLD = 1.2
 
 
 @dataclass(frozen=True)

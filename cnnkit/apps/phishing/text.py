@@ -23,7 +23,9 @@ from cnnkit.errors import CnnkitError
 
 OCR_TIMEOUT_S = 60.0
 MIN_CONFIDENCE = 30.0  # Tesseract's 0-100 word confidence; below it logos and noise read as random letters
-HEADER = 0.2  # top fifth of the first screen: logo and navigation bar
+HEADER = 0.2  # top fifth of the page: logo and navigation bar, where a name weighs most
+HEADER_BAND = 0.25  # the top quarter of the first screen is read again at twice the size
+HEADER_BLOCKS = 10_000  # Tesseract block numbers of the second reading start here, apart from the first's
 FOOTER = 0.85  # below 85% of the height: footers, legal lines, partner strips
 RUNNING_TEXT_WORDS = 9  # a line this long is a sentence, where a name is a passing mention
 # A brand named after these is someone else's button or badge: "Sign in with Google", "Follow us on Facebook".
@@ -60,27 +62,54 @@ class Mention:
 
 
 def read_page(image: Path | bytes | Any, *, title: str | None = None) -> PageText:
-    """The words Tesseract reads in a screenshot (a path, encoded image bytes or a PIL image), with their boxes."""
+    """The words Tesseract reads in a screenshot (a path, encoded image bytes or a PIL image), with their boxes.
+
+    The top band of the first screen (logo and navigation) is read a second time at twice the size, in parallel:
+    logos and small brand names there are often missed at screen resolution, and they are what a clone copies."""
+    from PIL import Image
+
     binary = shutil.which("tesseract")
     if binary is None:
         raise CnnkitError("reading brands needs Tesseract OCR: apt-get install tesseract-ocr")
+    if isinstance(image, (str, Path)) and not Path(image).is_file():
+        raise CnnkitError(f"{image}: no such file")
+    source = Image.open(io.BytesIO(image)) if isinstance(image, bytes) else (
+        Image.open(image) if isinstance(image, (str, Path)) else image)
+    picture = source.convert("RGB")
+    width, height = picture.size
+    band = max(1, round(HEADER_BAND * min(height, 0.75 * width)))  # the first screen's top quarter
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(image) if isinstance(image, (str, Path)) else Path(tmp) / "page"
-        if isinstance(image, bytes):
-            path.write_bytes(image)
-        elif not isinstance(image, (str, Path)):
-            image.save(path, format="PNG")
-        if not path.is_file():
-            raise CnnkitError(f"{path}: no such file")
-        try:
-            # --psm 11: sparse text, as on web pages (logos, buttons, scattered labels) rather than paragraphs
-            result = subprocess.run([binary, str(path), "-", "--psm", "11", "tsv"], capture_output=True, text=True,
-                                    timeout=OCR_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired:
-            raise CnnkitError(f"{path}: OCR took longer than {OCR_TIMEOUT_S:g} s") from None
-    if result.returncode != 0:
-        raise CnnkitError(f"{path}: Tesseract could not read it ({result.stderr.strip()[:200]})")
-    return parse_tsv(result.stdout, title=title)
+        whole, top = Path(tmp) / "page.png", Path(tmp) / "top.png"
+        picture.save(whole)
+        picture.crop((0, 0, width, band)).resize((2 * width, 2 * band), Image.Resampling.LANCZOS).save(top)
+        outputs = _tesseract(binary, [whole, top], name=str(image) if isinstance(image, (str, Path)) else "image")
+    page, header = parse_tsv(outputs[0], title=title), parse_tsv(outputs[1])
+    words = [w for w in page.words if w.box[1] + w.box[3] / 2 >= band]
+    words += [Word(w.text, tuple(v // 2 for v in w.box), (HEADER_BLOCKS + w.line[0], *w.line[1:]))  # type: ignore[arg-type]
+              for w in header.words]
+    return PageText(tuple(words), (width, height), title)
+
+
+def _tesseract(binary: str, paths: list[Path], *, name: str) -> list[str]:
+    """Tesseract's TSV for each image, the processes run side by side."""
+    # --psm 11: sparse text, as on web pages (logos, buttons, scattered labels) rather than paragraphs
+    running = [subprocess.Popen([binary, str(p), "-", "--psm", "11", "tsv"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for p in paths]
+    outputs = []
+    try:
+        for process in running:
+            out, err = process.communicate(timeout=OCR_TIMEOUT_S)
+            if process.returncode != 0:
+                raise CnnkitError(f"{name}: Tesseract could not read it ({err.strip()[:200]})")
+            outputs.append(out)
+    except subprocess.TimeoutExpired:
+        raise CnnkitError(f"{name}: OCR took longer than {OCR_TIMEOUT_S:g} s") from None
+    finally:
+        for process in running:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return outputs
 
 
 def parse_tsv(tsv: str, *, title: str | None = None) -> PageText:
