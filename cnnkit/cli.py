@@ -11,10 +11,11 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from cnnkit import __version__
 from cnnkit.config import (
@@ -33,7 +34,7 @@ from cnnkit.config import (
 )
 from cnnkit.errors import CnnkitError
 from cnnkit.files import DISK_FULL
-from cnnkit.options import add_arguments, from_keywords, options_of, typed_values
+from cnnkit.options import add_arguments, did_you_mean, from_keywords, options_of, typed_values
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -48,9 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnkitError as exc:
         print(f"cnnkit: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("cnnkit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"cnnkit: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:
         # The reader went away (`cnnkit models | head`): stop quietly, as Unix tools do, and point stdout at
         # /dev/null so that flushing it at exit does not fail again.
@@ -76,7 +78,9 @@ def run() -> None:
     without an active exception", SIGABRT) although its work is done, which torchrun reports as a failed job.
     Everything cnnkit writes is closed by the time main() returns.
 
-    A command that trains starts once more with tcmalloc preloaded where it is installed (runtime.allocator)."""
+    A command that trains starts once more with tcmalloc preloaded where it is installed (runtime.allocator).
+    SIGTERM (what kill, timeout, Docker and Kubernetes send) is handled as Ctrl-C is: a training run says which epoch
+    is saved and how to resume, and the command exits with 143."""
     if sys.argv[1:2] and sys.argv[1] in TRAINING_COMMANDS:
         from cnnkit.runtime.allocator import restart_with_tcmalloc
 
@@ -85,6 +89,7 @@ def run() -> None:
         except CnnkitError as exc:
             print(f"cnnkit: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+    signal.signal(signal.SIGTERM, _terminated)
     code = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         sys.stdout.flush()
@@ -93,9 +98,43 @@ def run() -> None:
     raise SystemExit(code)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a suggestion for a misspelt command or flag (`cnnkit trian`, `--epohcs`), as cnnkit already
+    suggests for model names and data sources. Subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            message += did_you_mean(choice[1], re.findall(r"'([^']*)'", choice[2]))
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            flags = sorted(_all_flags(self))
+            words = [word.split("=")[0] for word in unknown[1].split() if word.startswith("--")]
+            hints = [did_you_mean(word, flags, n=1) for word in words]
+            message += "".join(h for h in hints if h)
+        super().error(message)
+
+
+def _all_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """Every long flag of `parser` and of its subcommands, recursively."""
+    flags = {s for action in parser._actions for s in action.option_strings if s.startswith("--")}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= _all_flags(sub)
+    return flags
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it stops as Ctrl-C stops it."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnkit",
-                                     description="Train, evaluate, export and serve CNN image classifiers.")
+    parser = _Parser(prog="cnnkit", description="Train, evaluate, export and serve CNN image classifiers.")
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_models, _add_summary, _add_check_data, _add_train, _add_cv, _add_lr_find, _add_evaluate,

@@ -76,3 +76,19 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def no_such_path(path: Path) -> CnnkitError:
+    """The error for a path that does not exist, naming the closest names beside it (a typo, usually)."""
+    import difflib
+
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    hint = ""
+    if parent.is_dir():
+        close = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir()], n=3, cutoff=0.6)
+        if close:
+            hint = "; did you mean " + " or ".join(str(parent / c) for c in close) + "?"
+    elif str(parent) not in (".", ""):
+        hint = f" ({parent} does not exist either)"
+    return CnnkitError(f"{path}: no such file or directory{hint}")

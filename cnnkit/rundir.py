@@ -23,7 +23,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from cnnkit.artifacts import CONFIG, MANIFEST
 from cnnkit.errors import CnnkitError
-from cnnkit.files import read_json, sha256_file, write_bytes, write_json
+from cnnkit.files import no_such_path, read_json, sha256_file, write_bytes, write_json
 
 RUN_MARKERS = (CONFIG, MANIFEST)
 
@@ -52,6 +52,8 @@ class RunDir:
     def open(cls, path: Path) -> RunDir:
         """An existing run directory (one with config.json)."""
         path = Path(path)
+        if not path.exists():
+            raise no_such_path(path)
         if not cls.started(path):
             raise CnnkitError(f"{path}: not a cnnkit run directory (no config.json)")
         return cls(path)

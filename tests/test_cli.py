@@ -3,6 +3,7 @@ command's main() in this process, see cnnkit_here)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +186,58 @@ def test_a_full_disk_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(cli, "_run_runs", breaks)
     with pytest.raises(OSError, match="Input/output"):  # anything else is a bug to see whole
         cli.main(["runs"])
+
+
+def test_a_wrong_path_gets_one_message_whatever_the_command(capsys: pytest.CaptureFixture[str],
+                                                            trained_run: Path, tmp_path: Path) -> None:
+    import cnnkit as api
+
+    typo = trained_run.parent / (trained_run.name[:-1] + "x")  # runs/shapex beside runs/shapes
+    for command in (("predict", typo, "img.png"), ("evaluate", typo), ("export", typo)):
+        result = cnnkit_here(capsys, *command)
+        assert_clean_error(result, f"{typo}: no such file or directory; did you mean {trained_run}?")
+    with pytest.raises(api.CnnkitError, match="no such file or directory; did you mean"):
+        api.load(typo)
+    assert_clean_error(cnnkit_here(capsys, "predict", tmp_path, "img.png"),
+                       f"{tmp_path}: neither a run directory (no config.json) nor an export")
+    unexported = tmp_path / "unexported"
+    shutil.copytree(trained_run, unexported, ignore=shutil.ignore_patterns("export"))
+    assert_clean_error(cnnkit_here(capsys, "serve", unexported, "--port", "0"),
+                       f"{unexported}: no exported model (run `cnnkit export {unexported}` first)")
+
+
+def test_misspelt_commands_and_flags_get_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, hint in ((("trian",), "did you mean train?"), (("train", "cifar10", "--epohcs", "3"),
+                                                             "did you mean --epochs?"),
+                       (("phishing", "chek"), "did you mean check?")):
+        with pytest.raises(SystemExit) as stopped:
+            cnnkit_here(capsys, *argv)
+        assert stopped.value.code == 2
+        assert hint in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_says_how_to_train_on(trained_run: Path) -> None:
+    result = cnnkit("train", "--resume", trained_run)
+    assert f"already finished its 5 epochs; nothing to train. To train on, resume it with more: cnnkit train " \
+           f"--resume {trained_run} --epochs 15" in result.stdout
+
+
+def test_sigterm_stops_training_as_ctrl_c_does_saying_how_to_resume(shapes_npz: Path, tmp_path: Path) -> None:
+    import signal
+
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "cnnkit", "train", f"npz:{shapes_npz}", "--out", str(out),
+                                "--epochs", "500", "--batch-size", "32", "--device", "cpu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:  # type: ignore[union-attr]
+            if line.startswith("Epoch 2/"):  # an epoch is saved: wait on that event, not on a clock
+                break
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert f"which is saved; go on with: cnnkit train --resume {out}" in stdout
+    assert "cnnkit: terminated (SIGTERM)" in stderr and "Traceback" not in stderr
+    assert (out / "checkpoint.safetensors").is_file()

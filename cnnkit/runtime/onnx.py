@@ -11,7 +11,7 @@ import numpy as np
 from cnnkit import artifacts as names
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
-from cnnkit.files import read_json
+from cnnkit.files import no_such_path, read_json
 from cnnkit.runtime.exports import check_current, find_export_dir, read_verified_model
 
 
@@ -37,7 +37,12 @@ def load_export(path: Path) -> OnnxModel:
 
     export = find_export_dir(path)
     if export is None:
-        raise CnnkitError(f"{path}: no exported model (run `cnnkit export RUN` first)")
+        if not Path(path).exists():
+            raise no_such_path(path)
+        if not (Path(path) / names.CONFIG).is_file():
+            raise CnnkitError(f"{path}: neither a run directory (no config.json) nor an export (no "
+                              f"{names.EXPORT_INFO})")
+        raise CnnkitError(f"{path}: no exported model (run `cnnkit export {path}` first)")
     check_current(export)
     info, model = read_verified_model(export)
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])

@@ -15,6 +15,7 @@ import numpy as np
 from cnnkit import artifacts as names
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
+from cnnkit.files import no_such_path
 from cnnkit.runtime.exports import check_current, export_temperature, find_export_dir, read_verified_model
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -93,8 +94,10 @@ class ModelRepository:
     def add_path(self, path: Path, *, name: str | None = None) -> None:
         """A run dir, an export dir, or a TF-Serving-style base dir NAME/ with numbered version subdirs."""
         path = Path(path)
+        if not path.exists():
+            raise no_such_path(path)
         if not path.is_dir():
-            raise CnnkitError(f"{path}: no such directory")
+            raise CnnkitError(f"{path}: a file; serve a run directory or an export directory")
         versions = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and _is_version(p.name))
         if versions and find_export_dir(path) is None:
             for version in versions:
@@ -107,7 +110,10 @@ class ModelRepository:
             raise CnnkitError(f"model name {name!r}: use letters, digits, '.', '_' and '-'")
         export = find_export_dir(path)
         if export is None:
-            raise CnnkitError(f"{path}: no model.onnx (run `cnnkit export {path}` first)")
+            if not (Path(path) / names.CONFIG).is_file():
+                raise CnnkitError(f"{path}: neither a run directory (no config.json) nor an export (no "
+                                  f"{names.EXPORT_INFO})")
+            raise CnnkitError(f"{path}: no exported model (run `cnnkit export {path}` first)")
         check_current(export)  # never serve an export made from weights the run no longer has
         model = self.models.setdefault(name, ServedModel(name))
         if version in model.versions:

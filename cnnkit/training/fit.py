@@ -250,6 +250,11 @@ class Trainer:
             if start and self.best.should_stop and epoch > config.total_epochs:
                 self.log(f"Early stopping ended this run after epoch {start} ({self._stop_reason()}): more epochs "
                          "would stop at once; nothing to train")
+            elif start and epoch > config.total_epochs:
+                more = "--finetune-epochs" if config.finetune_epochs else "--epochs"
+                now = config.finetune_epochs if config.finetune_epochs else config.epochs
+                self.log(f"This run has already finished its {config.total_epochs} epochs; nothing to train. To "
+                         f"train on, resume it with more: cnnkit train --resume {self.run.path} {more} {now + 10}")
             while epoch <= config.total_epochs:
                 phase = phase_of(self.phases, epoch)
                 if epoch == phase.first_epoch and epoch > 1:
@@ -267,6 +272,13 @@ class Trainer:
             result = self._finish(diverged=str(exc))
             raise Diverged(f"{exc}; the run keeps epoch {self.history[-1]['epoch']}'s checkpoint and its best "
                            f"weights (epoch {self.best.best_epoch}), evaluated in {result.run_dir}") from None
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (kill, timeout, Docker, Kubernetes: cli.run maps it here)
+            if not self.history:
+                self._remove_unfinished_run()
+            elif self.ctx.is_main and self.run.exists(names.CHECKPOINT):
+                self.log(f"Interrupted after epoch {TrainingState.epoch_of(self.run)}, which is saved; go on with: "
+                         f"cnnkit train --resume {self.run.path}")
+            raise
         except BaseException:
             if not self.history:
                 self._remove_unfinished_run()

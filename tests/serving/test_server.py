@@ -267,4 +267,4 @@ def test_a_process_that_cannot_load_its_models_fails_before_serving(tmp_path: Pa
 
     result = subprocess.run([sys.executable, "-m", "cnnkit", "serve", str(tmp_path)], capture_output=True,
                             text=True, timeout=60)
-    assert result.returncode == 2 and "no model.onnx" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "neither a run directory" in result.stderr and "Traceback" not in result.stderr
