@@ -115,8 +115,18 @@ def _check_reachable(spec: WeightsSpec) -> None:
     except OSError:
         raise CnnkitError(
             f"cannot reach {host} to download pretrained {spec.hub_name} weights (no internet?); "
-            "pass --weights PATH (a .safetensors or .pth state dict) instead"
+            f"pass --weights PATH (a .safetensors or .pth state dict) instead{_offline_twin(spec)}"
         ) from None
+
+
+def _offline_twin(spec: WeightsSpec) -> str:
+    """'; --model M has the same weights offline' where a registered model's packaged weights are these."""
+    from cnnkit.models.weights import WEIGHTS
+
+    for _, twin in WEIGHTS.items():
+        if twin.hub_name == spec.hub_name and twin.model != spec.model and twin.package_file() is not None:
+            return f", or --model {twin.model} --pretrained: the same weights, installed here (offline)"
+    return ""
 
 
 def _local_weights(spec: WeightsSpec, *, weights: Path | None) -> tuple[Path, str] | None:

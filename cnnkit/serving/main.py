@@ -22,6 +22,23 @@ def build_repository(config: ServeConfig) -> ModelRepository:
     return repository
 
 
+def check_port(host: str, port: int) -> None:
+    """A clear error, before any work, where the address is taken (a second `cnnkit serve`, say). The probe binds
+    as uvicorn does (SO_REUSEADDR), so a port whose old connections linger in TIME_WAIT is still free."""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CnnkitError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (another server there? stop it, "
+                              "or choose another --port)") from None
+
+
 def serve(config: ServeConfig, *, hooks: tuple[ClassifyHook, ...] = ()) -> None:
     """Serve until interrupted; `hooks`: applications' additions to :classify answers."""
     import uvicorn
@@ -32,6 +49,7 @@ def serve(config: ServeConfig, *, hooks: tuple[ClassifyHook, ...] = ()) -> None:
     from cnnkit.serving.http import HttpLimits, limited_protocol, max_connections
     from cnnkit.serving.memory import map_large_blocks
 
+    check_port(config.host, config.port)  # before loading anything, and before saying "Serving ... at"
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's decompression-bomb guard stays on
     map_large_blocks()
     repository = build_repository(config)

@@ -67,7 +67,7 @@ from cnnkit.training.islands import Fp32Islands
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.phases import Phase, phase_of, plan_phases
 from cnnkit.training.rundirs import resolve_run_dir
-from cnnkit.training.tensorboard import TensorBoardLog, check_tensorboard
+from cnnkit.training.tensorboard import TensorBoardLog, check_tensorboard, viewing_hint
 
 # What may change when a run is resumed; and of that, how this process runs, not what it trains: never inherited.
 # data_dir may change because where files lie is not what they are: the splits' fingerprints (data.json) must match.
@@ -240,6 +240,7 @@ class Trainer:
         self.log(f"Run directory: {self.run.path}")
         if config.tensorboard and self.ctx.is_main:
             self.board = TensorBoardLog(self.run.path)
+            self.log(viewing_hint(self.run.path))
         try:
             start = self._restore() if config.resume else 0
             if start == 0:

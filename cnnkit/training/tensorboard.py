@@ -40,6 +40,14 @@ def check_tensorboard() -> None:
                           "(and tensorboard, to view them)")
 
 
+def viewing_hint(run: Path) -> str:
+    """How to look at the logs, and how to install the viewer where it is missing (tensorboardX only writes)."""
+    where = f"TensorBoard logs: {Path(run) / 'tensorboard'}; view them with `tensorboard --logdir {Path(run).parent}`"
+    if importlib.util.find_spec("tensorboard") is None:
+        where += " (not installed here: pip install tensorboard, or 'cnnkit[tensorboard]')"
+    return where
+
+
 def scalar_tags(row: dict[str, Any]) -> dict[str, dict[str, float]]:
     """One history row as {split: {tag: value}}: val_loss is validation's epoch_loss, lr train's
     epoch_learning_rate."""

@@ -89,3 +89,12 @@ def test_drop_path_is_refused_for_a_model_without_residual_blocks() -> None:
         create_model("simple-cnn", num_classes=3, drop_path=0.1)
     with pytest.raises(CnnkitError, match="--drop-path: timm's vgg11 does not take a drop-path rate"):
         create_model("timm/vgg11", num_classes=3, drop_path=0.1)
+
+
+def test_timms_name_for_packaged_weights_points_at_the_offline_model() -> None:
+    from cnnkit.models.pretrained import _offline_twin
+    from cnnkit.models.weights import timm_weights
+
+    hint = _offline_twin(timm_weights("tf_efficientnet_lite0"))
+    assert "--model efficientnet_lite0 --pretrained: the same weights, installed here (offline)" in hint
+    assert _offline_twin(timm_weights("resnet18")) == ""

@@ -18,6 +18,8 @@ import pytest
 from helpers import CLASSES, draw_shape, free_port, start_server, stop_server
 from PIL import Image
 
+from cnnkit.errors import CnnkitError
+
 
 @pytest.fixture(scope="module")
 def server(exported_run: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
@@ -268,3 +270,19 @@ def test_a_process_that_cannot_load_its_models_fails_before_serving(tmp_path: Pa
     result = subprocess.run([sys.executable, "-m", "cnnkit", "serve", str(tmp_path)], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2 and "neither a run directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_taken_port_is_one_line_before_anything_loads(exported_run: Path) -> None:
+    import socket
+
+    from cnnkit.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CnnkitError, match=f"cannot serve on 127.0.0.1:{port}: .*another server there"):
+            from cnnkit.serving.main import check_port
+
+            check_port("127.0.0.1", port)
+        assert main(["serve", str(exported_run), "--port", str(port)]) == 2
