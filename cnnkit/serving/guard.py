@@ -60,10 +60,19 @@ class Guard:
             await _refuse(send, 431, f"{len(scope['headers'])} header fields, over the limit of {self.max_headers} "
                                      "(--max-headers)")
             return
+        if sum(1 for k, _ in scope["headers"] if k.lower() == b"host") > 1:
+            # Which one a proxy or this server reads differs: request smuggling's favourite ambiguity (RFC 9112 3.2).
+            await _refuse(send, 400, "more than one Host header")
+            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
         if self.hosts is not None and _hostname(host) not in self.hosts:
             await _refuse(send, 400, f"Host {host!r} is not served here (--allowed-hosts)")
+            return
+        authority = scope.get("cnnkit.authority")
+        if authority is not None and (_hostname(authority) != _hostname(host)
+                                      or (self.hosts is not None and _hostname(authority) not in self.hosts)):
+            await _refuse(send, 400, f"request target names host {authority!r}, not served here (--allowed-hosts)")
             return
         origin = headers.get("origin")
         if origin is not None and not self._origin_allowed(origin, host):

@@ -116,7 +116,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._time("body")
+        url = getattr(self, "url", b"")
         super().on_headers_complete()
+        if url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
+            # Absolute-form request target (`GET http://host/path`): uvicorn keeps only its path, so the authority
+            # goes into the scope for the Guard to check against --allowed-hosts, as it checks Host.
+            import httptools
+
+            authority = httptools.parse_url(url).host or b""
+            self.scope["cnnkit.authority"] = authority.decode("latin-1")  # type: ignore[typeddict-unknown-key]
 
     def on_message_complete(self) -> None:
         self._time(None)

@@ -91,3 +91,28 @@ def test_a_huge_integer_is_a_400(servers: tuple[int, int]) -> None:
     body = b'{"instances": [' + b"9" * 5000 + b"]}"
     status, _, answer = call(servers[0], "POST", "/v1/models/shapes:predict", body)
     assert status == 400 and "malformed JSON" in json.loads(answer)["error"]
+
+
+def raw(port: int, request: bytes) -> tuple[int, str]:
+    """Send bytes as they are (http.client would fix them) and read the status and body."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def test_a_second_host_header_and_a_foreign_absolute_target_are_refused(servers: tuple[int, int]) -> None:
+    port, _ = servers
+    close = b"Connection: close\r\n\r\n"
+    status, body = raw(port, b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\nHost: 127.0.0.1\r\n" + close)
+    assert status == 400 and "more than one Host header" in body
+    status, body = raw(port, b"GET http://evil.example/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + close)
+    assert status == 400 and "evil.example" in body
+    here = f"127.0.0.1:{port}".encode()
+    status, _ = raw(port, b"GET http://" + here + b"/healthz HTTP/1.1\r\nHost: " + here + b"\r\n" + close)
+    assert status == 200, "an absolute target naming this server is fine"
