@@ -274,9 +274,12 @@ def _add_check_data(commands: argparse._SubParsersAction) -> None:
 
 def _run_check_data(args: argparse.Namespace) -> int:
     from cnnkit.api import check_data
+    from cnnkit.data.checks import SHORTCUT_ADVICE
 
     found = check_data(args.data, **typed_values(args, TrainConfig))
     print(found)
+    if "a possible shortcut" in str(found):
+        print(f"\n{SHORTCUT_ADVICE}\n")
     print(f"{found.warnings} warning(s)" if found.warnings else "No warnings")
     return 1 if found.warnings else 0
 

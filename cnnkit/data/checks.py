@@ -220,12 +220,18 @@ def _separating(features: dict[str, torch.Tensor], labels: torch.Tensor, class_n
             auc = float(roc_auc_score(members, values.numpy()))
             if max(auc, 1 - auc) >= SHORTCUT_AUC:
                 what = f"{cls!r} from {class_names[1 - index]!r}" if len(class_names) == 2 else f"{cls!r} from the rest"
-                warnings.append(f"{name} alone separates {what} {where} (AUC {max(auc, 1 - auc):.2f}): "
-                                "a shortcut the model can learn instead of what matters, from how the images were "
-                                "captured (browser frames, sizes, crops, encodings) or what was collected (home "
-                                "pages against login pages); capture, crop and encode every class alike (screenshots: "
-                                "--crop-browser-frame, --first-screen), and check cnnkit explain")
+                warnings.append(f"{name} alone separates {what} {where} (AUC {max(auc, 1 - auc):.2f}): a possible "
+                                "shortcut (cnnkit check-data says more)")
     return warnings
+
+
+SHORTCUT_ADVICE = (
+    "A possible shortcut: a number that says nothing of what an image shows (its brightness, its size, how it was "
+    "encoded) separates a class on its own, and a model learns such a thing first. It comes from how the images were "
+    "captured or collected: one class photographed in daylight, scanned at another size, saved as PNG while the other "
+    "is JPEG, screenshots of one class with a browser frame. Capture, crop and encode every class alike (for "
+    "screenshots: --crop-browser-frame, --first-screen), and look at what drives the model with cnnkit explain. "
+    "Where the feature is the content itself (bright sky in 'beach' photos), ignore it.")
 
 
 def _counts(split: ArrayData, num_classes: int) -> list[int]:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import CnnkitError
 
@@ -42,6 +42,17 @@ class DistContext:
 
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
+
+    def describe(self) -> dict[str, Any] | None:
+        """How the run is distributed, for its header and config.json (None: one process). Nodes and processes per
+        node come from torchrun's LOCAL_WORLD_SIZE (homogeneous nodes, as torchrun launches them)."""
+        if not self.enabled:
+            return None
+        import torch.distributed as dist
+
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
+        return {"world_size": self.world_size, "backend": dist.get_backend() if dist.is_initialized() else None,
+                "nodes": max(1, self.world_size // max(per_node, 1)), "processes_per_node": per_node}
 
     def barrier(self) -> None:
         if self.enabled:

@@ -536,11 +536,17 @@ class Trainer:
             "weights_source": self.weights.source if self.weights else None,
             "precision_used": {phase.name: self._precision(phase).describe() for phase in self.phases},
             "allocator": allocator_name() if self.device.type == "cpu" else None,
+            "distributed": self.ctx.describe(),
         })
         run.write_json(names.CLASSES, data.class_names)
         run.write_json(names.PREPROCESS, self.preprocess.to_dict())
         run.write_json(names.DATA_SPLITS, self.fingerprints)
         trainable, frozen = count_params(self.net)
+        spread = self.ctx.describe()
+        if spread:
+            self.log(f"Distributed: {spread['world_size']} processes ({spread['backend']}) on {spread['nodes']} "
+                     f"node{'s' * (spread['nodes'] != 1)}, {spread['processes_per_node']} a node; each rank takes "
+                     f"1/{spread['world_size']} of every global batch of {config.batch_size}")
         self.log(f"Data: {config.data} ({data.num_classes} classes; {split_sizes(data)})")
         if self.step.class_weights is not None:
             weights = ", ".join(f"{name} {w:.3g}"

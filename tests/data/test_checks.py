@@ -86,3 +86,16 @@ def test_test_images_copied_from_the_validation_split_are_flagged() -> None:
     warnings = duplicate_warnings(splits, {k: image_digests(v) for k, v in splits.items()}, ["a", "b"])
     assert warnings == ["2 distinct test image(s) are exact copies of validation images: the best epoch was chosen "
                         "on them, so test accuracy on them is optimistic; remove the copies from one side"]
+
+
+def test_shortcut_warnings_are_one_short_line_and_the_advice_is_said_once() -> None:
+    from cnnkit.data.checks import SHORTCUT_ADVICE
+    from cnnkit.data.datasets import ArrayData
+
+    bright, dark = pages(20, frame=True, seed=0), pages(20, frame=False, seed=1) // 3
+    warnings = shortcut_warnings(ArrayData(torch.cat([bright, dark]), torch.tensor([0] * 20 + [1] * 20)),
+                                 ["circle", "square"])
+    assert warnings and all(len(w) <= 240 and w.endswith("a possible shortcut (cnnkit check-data says more)")
+                            for w in warnings), warnings
+    assert not any("browser" in w or "home pages" in w for w in warnings), "worded for any images, not screenshots"
+    assert "cnnkit explain" in SHORTCUT_ADVICE and "--crop-browser-frame" in SHORTCUT_ADVICE

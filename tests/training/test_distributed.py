@@ -38,6 +38,10 @@ def test_two_processes_match_one(even_npz: Path, tmp_path: Path) -> None:
     double = train(even_npz, tmp_path / "double", "--nproc", "2")
     assert double.returncode == 0, double.stdout + double.stderr
     assert double.stdout.count("Epoch 3/3") == 1, "only rank 0 prints"
+    assert "Distributed: 2 processes (gloo) on 1 node, 2 a node" in double.stdout
+    assert json.loads((tmp_path / "double" / "config.json").read_text())["distributed"] == {
+        "world_size": 2, "backend": "gloo", "nodes": 1, "processes_per_node": 2}
+    assert json.loads((tmp_path / "single" / "config.json").read_text())["distributed"] is None
     one = json.loads((tmp_path / "single" / "history.json").read_text())
     two = json.loads((tmp_path / "double" / "history.json").read_text())
     for a, b in zip(one, two, strict=True):
