@@ -263,10 +263,9 @@ def _reusable(previous: tuple[Path, dict[str, object]] | None, stats: list[list[
 
 
 def _progress(items: Iterator[None], *, total: int, quiet: bool, desc: str) -> Iterator[None]:
-    from tqdm import tqdm
+    from cnnkit.progress import progress_bar
 
-    return iter(tqdm(items, total=total, desc=desc, unit="image", file=sys.stderr, leave=False,
-                     disable=quiet or not sys.stderr.isatty()))
+    return iter(progress_bar(iterable=items, total=total, desc=desc, unit="image", leave=False, enabled=not quiet))
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ import csv
 import glob
 import json
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -122,7 +121,7 @@ CSV_FIELDS = ["path", "label", "score", "top", "decision", "error"]
 def write_rows(rows: Iterable[dict[str, Any]], output: Path, *, jsonl: bool, append: bool) -> int:
     """Write rows to a CSV or JSON-lines file as they come (flushed every row), appending when `append` and the file
     has rows; returns how many rows were errors."""
-    from tqdm import tqdm
+    from cnnkit.progress import progress_bar
 
     if append:
         cut_partial_line(output)
@@ -134,7 +133,7 @@ def write_rows(rows: Iterable[dict[str, Any]], output: Path, *, jsonl: bool, app
             writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
             if fresh:
                 writer.writeheader()
-        for row in tqdm(rows, desc="Predicting", unit="image", file=sys.stderr, disable=not sys.stderr.isatty()):
+        for row in progress_bar(iterable=rows, desc="Predicting", unit="image"):
             failed += "error" in row
             if writer is not None:
                 writer.writerow({**row, "top": ";".join(f"{label}:{p:.6f}" for label, p in row.get("top", []))})

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from cnnkit.data.datasets import ArrayData
 from cnnkit.data.loader import Batch, iterate
 from cnnkit.data.mixing import Mixer
 from cnnkit.data.preprocess import Preprocess
+from cnnkit.progress import progress_bar
 from cnnkit.runtime.engine import StepSettings, Totals
 from cnnkit.runtime.parallel import SINGLE_PROCESS, DistContext
 from cnnkit.training.features import Features
@@ -72,8 +71,8 @@ def train_one_epoch(
     settings, ctx = step.settings, step.ctx
     model.train()
     totals = Totals(settings.device, step.top_k)
-    bar = tqdm(total=len(batches), desc=description, unit="batch", leave=False, file=sys.stderr,
-               disable=not (step.show_progress and ctx.is_main and sys.stderr.isatty()), dynamic_ncols=True)
+    bar = progress_bar(total=len(batches), desc=description, unit="batch", leave=False,
+                       enabled=step.show_progress and ctx.is_main)
     if isinstance(data, Features):
         loaded: Iterator[tuple[torch.Tensor, torch.Tensor]] = (
             (data.values[b.index.to(data.values.device)], data.labels[b.index.to(data.labels.device)])
