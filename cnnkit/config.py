@@ -315,8 +315,8 @@ class LRFindConfig:
 @dataclass(frozen=True)
 class PredictConfig:
     run: Path = option(cli="positional", help="a run directory, or an export directory (ONNX Runtime)")
-    images: tuple[str, ...] = option((), cli="positional", help="image files, folders (recursive), globs, or @FILE "
-                                     "(one path a line)")
+    images: tuple[str, ...] = option((), cli="positional", help="image files, http(s) URLs, folders (recursive), "
+                                     "globs, or @FILE (one path or URL a line)")
     top_k: int = option(3, low=1, help="classes per image")
     device: Device = option("auto", help=DEVICE_HELP)
     batch_size: int = option(64, low=1, help="images decoded and run at a time (bounds memory)")

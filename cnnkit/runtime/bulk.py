@@ -16,17 +16,21 @@ import numpy as np
 from cnnkit.data.images import IMAGE_SUFFIXES, ImageError
 from cnnkit.errors import CnnkitError
 from cnnkit.files import write_json
+from cnnkit.runtime.remote import fetch, is_url
 
 
-def expand(specs: Iterable[str | Path]) -> Iterator[Path]:
-    """Files from paths, folders (searched recursively for images), globs, and @FILE lists (one path a line)."""
+def expand(specs: Iterable[str | Path]) -> Iterator[Path | str]:
+    """Files from paths, folders (searched recursively for images), globs, and @FILE lists (one path a line);
+    http(s) URLs as they are (fetched when their batch is decoded)."""
     for spec in map(str, specs):
-        if spec.startswith("@"):
+        if is_url(spec):
+            yield spec
+        elif spec.startswith("@"):
             listing = Path(spec[1:])
             if not listing.is_file():
                 raise CnnkitError(f"{listing}: no such list of paths")
             lines = [line.strip() for line in listing.read_text().splitlines()]
-            yield from (Path(line) for line in lines if line and not line.startswith("#"))
+            yield from (line if is_url(line) else Path(line) for line in lines if line and not line.startswith("#"))
         elif Path(spec).is_dir():
             yield from sorted(p for p in Path(spec).rglob("*")
                               if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
@@ -48,9 +52,9 @@ def predict_rows(model: Any, paths: Iterable[Path], *, batch_size: int = 64, top
     from concurrent.futures import ThreadPoolExecutor
     from itertools import islice
 
-    def load(path: Path) -> np.ndarray | str:
+    def load(path: Path | str) -> np.ndarray | str:
         try:
-            return model.preprocess.load(path)
+            return model.preprocess.load(fetch(path), name=path) if is_url(path) else model.preprocess.load(path)
         except ImageError as exc:
             return str(exc)
 

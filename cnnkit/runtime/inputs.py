@@ -1,5 +1,6 @@
-"""What users hand to `predict`: file paths, PIL images, NumPy or torch arrays, one or many; turned into one
-uint8 [N, S, S, 3] batch at the model's input size. No torch import: tensors are recognised by their methods."""
+"""What users hand to `predict`: file paths, http(s) URLs, PIL images, NumPy or torch arrays, one or many; turned
+into one uint8 [N, S, S, 3] batch at the model's input size. No torch import: tensors are recognised by their
+methods."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from PIL import Image
 from cnnkit.data.images import ImageError, to_rgb
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
+from cnnkit.runtime.remote import fetch, is_url
 
 CHANNELS = (1, 3, 4)
 
@@ -27,7 +29,9 @@ def to_batch(inputs: Any, *, preprocess: Preprocess) -> tuple[np.ndarray, list[s
         raise CnnkitError("no images given")
     arrays, names = [], []
     for index, item in enumerate(items):
-        if isinstance(item, (str, Path)):
+        if is_url(item):
+            name, pixels = item, preprocess.load(fetch(item), name=item)
+        elif isinstance(item, (str, Path)):
             name, pixels = str(item), preprocess.load(Path(item))
         else:
             name = f"<image {index}>"
