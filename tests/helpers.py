@@ -92,3 +92,18 @@ def stop_server(process) -> None:  # type: ignore[no-untyped-def]
         process.wait(timeout=10)
     except Exception:  # noqa: BLE001
         process.kill()
+
+
+def tiny_chunk_png(chunks: int) -> bytes:
+    """A valid 32 x 32 grey PNG whose compressed data is cut into `chunks` IDAT chunks (the last one the rest)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    stream = zlib.compress(b"".join(b"\x00" + bytes(range(32)) for _ in range(32)))
+    pieces = [stream[i:i + 1] for i in range(min(chunks - 1, len(stream) - 1))]
+    pieces += [b""] * (chunks - 1 - len(pieces)) + [stream[len(pieces):]]
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 0, 0, 0, 0))
+            + b"".join(chunk(b"IDAT", p) for p in pieces) + chunk(b"IEND", b""))

@@ -53,9 +53,33 @@ class ImageInfo:
 
 
 def peek(source: Path | bytes, *, name: str | None = None) -> ImageInfo:
-    """Size, mode and format from an image's header; the same errors as open_rgb for what is not an image."""
+    """Size, mode and format from an image's header; the same errors as open_rgb for what is not an image, and for
+    images whose decoding would cost far more than their pixels say (check_cost)."""
     with _opened(source, name) as image:
-        return ImageInfo(image.width, image.height, image.mode, image.format)
+        info = ImageInfo(image.width, image.height, image.mode, image.format)
+    check_cost(info, source if isinstance(source, bytes) else None, name=name or str(source))
+    return info
+
+
+def check_cost(info: ImageInfo, data: bytes | None, *, name: str) -> None:
+    """Refuse what costs far more to decode than its pixels say, before decoding: a strip (a 1 x 64,000,000 PNG costs
+    Pillow bookkeeping per row, 20x its pixels), and a PNG cut into thousands of tiny data chunks (each costs a call:
+    a 32 x 32 PNG of 540,000 one-byte chunks took 1.7 s to decode)."""
+    long, short = max(info.width, info.height), max(1, min(info.width, info.height))
+    if long > MAX_ASPECT * short and long > MAX_ASPECT:
+        raise ImageError(f"{name}: {info.width} x {info.height} pixels, an aspect ratio over {MAX_ASPECT}:1 (such a "
+                         "strip costs far more to decode than its pixels); crop or pad it first")
+    if data is not None and info.format == "PNG":
+        chunks = data.count(b"IDAT")  # an upper bound on the data chunks, counted at memchr speed
+        if chunks > MAX_PNG_CHUNKS and len(data) < chunks * MIN_PNG_CHUNK_BYTES:
+            raise ImageError(f"{name}: a PNG of {len(data):,} bytes in up to {chunks:,} data chunks (encoders write "
+                             f"chunks of 8 KB or more; over {MAX_PNG_CHUNKS:,} chunks averaging under "
+                             f"{MIN_PNG_CHUNK_BYTES} bytes are refused: each costs the decoder a call)")
+
+
+MAX_ASPECT = 100  # width:height or height:width; a full-page screenshot of 1280 x 20,000 is 1:16
+MAX_PNG_CHUNKS = 2000
+MIN_PNG_CHUNK_BYTES = 256
 
 
 def open_rgb(source: Path | bytes, *, name: str | None = None, min_side: int | None = None) -> Image.Image:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ class MicroBatcher:
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, max_batch: int, max_wait_ms: float,
                  max_queue: int, lanes: int = 1, run_alone: Callable[[np.ndarray], np.ndarray] | None = None,
-                 on_batch: Callable[[int], None] = lambda n: None) -> None:
+                 on_batch: Callable[[int], None] = lambda n: None, max_queue_s: float = 0.0) -> None:
         self._run = run
         self._run_alone = run_alone or run
         self.max_batch = max_batch
@@ -44,6 +45,11 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="cnnkit-infer")
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0  # lanes running (or gathering) a batch
+        # Load shedding: queued images times the measured seconds an image takes, over the lanes, is how long a new
+        # request would wait before its turn; over max_queue_s (0: never) it is refused at once, not queued.
+        self.max_queue_s = max_queue_s
+        self._queued_images = 0
+        self.seconds_per_image: float | None = None  # a moving average of the model calls' time per image
 
     @property
     def waiting(self) -> int:
@@ -67,14 +73,31 @@ class MicroBatcher:
         parts = [images[start : start + self.max_batch] for start in range(0, len(images), self.max_batch)]
         if self._queue.maxsize - self._queue.qsize() < len(parts):
             raise Overloaded("server overloaded: too many requests waiting; retry later")
+        wait = self.expected_wait()
+        if self.max_queue_s and wait > self.max_queue_s:
+            raise Overloaded(f"server busy: about {wait:.1f} s of model work queued ahead, over {self.max_queue_s:g} s "
+                             "(--max-queue-wait); retry later")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[np.ndarray]] = []
         for part in parts:
             futures.append(loop.create_future())
             self._queue.put_nowait(_Job(part, futures[-1]))
+            self._queued_images += len(part)
         if len(futures) == 1:
             return await futures[0]
         return np.concatenate(await asyncio.gather(*futures))
+
+    def expected_wait(self) -> float:
+        """Seconds a new request would wait behind the work queued ahead of it, by the measured time per image (0
+        before any model call was timed). A request's own size is not counted: a large request to an idle server
+        always runs."""
+        if self.seconds_per_image is None:
+            return 0.0
+        return self._queued_images * self.seconds_per_image / self.lanes
+
+    def _took(self, job: _Job) -> _Job:
+        self._queued_images -= len(job.images)
+        return job
 
     async def _serve(self) -> None:
         """One lane: take whatever is queued (up to max_batch images and its share of a backlog) and run it; while
@@ -86,7 +109,7 @@ class MicroBatcher:
         carry: _Job | None = None
         scratch: list[np.ndarray] = []  # this lane's batch buffer, made at its first batch of several requests
         while True:
-            first = carry if carry is not None else await self._queue.get()
+            first = carry if carry is not None else self._took(await self._queue.get())
             self._busy += 1
             try:
                 jobs, carry = await self._gather(first)
@@ -109,13 +132,13 @@ class MicroBatcher:
         deadline = loop.time() + self.max_wait_s
         while size < self.max_batch and len(jobs) < share:
             try:
-                job = self._queue.get_nowait()
+                job = self._took(self._queue.get_nowait())
             except asyncio.QueueEmpty:
                 timeout = deadline - loop.time()
                 if timeout <= 0:
                     break
                 try:
-                    job = await asyncio.wait_for(self._queue.get(), timeout)
+                    job = self._took(await asyncio.wait_for(self._queue.get(), timeout))
                 except TimeoutError:
                     break
             if size + len(job.images) > self.max_batch:
@@ -135,8 +158,12 @@ class MicroBatcher:
             size = sum(len(job.images) for job in jobs)
             batch = np.concatenate([job.images for job in jobs], out=scratch[0][:size])
         self._on_batch(len(batch))
+        started = time.perf_counter()
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self._executor, run, batch)
+            per_image = (time.perf_counter() - started) / max(len(batch), 1)
+            old = self.seconds_per_image
+            self.seconds_per_image = per_image if old is None else 0.8 * old + 0.2 * per_image
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request, never lost
             for job in jobs:
                 if not job.future.done():

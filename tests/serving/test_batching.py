@@ -180,3 +180,40 @@ def test_a_lane_puts_batches_together_in_one_buffer_made_once() -> None:
     answers = one_image_requests(run, count=13, max_batch=4)
     assert [float(a[0, 0]) for a in answers] == [2.0 * i for i in range(13)]
     assert len(buffers) >= 2 and len(set(buffers)) == 1  # several multi-request batches, one buffer
+
+
+def test_a_request_that_would_wait_past_the_deadline_is_shed_at_once() -> None:
+    """The lane is held on an event (no clock in the assertion): once a call has been timed, requests that find more
+    queued work ahead than --max-queue-wait are refused at once, while the queued ones are all answered."""
+    import threading
+
+    gate = threading.Event()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        time.sleep(0.02)  # at least 20 ms an image: the measured rate the deadline is judged by
+        gate.wait(timeout=60)
+        return batch
+
+    async def main() -> tuple[int, int, list[str], bool]:
+        batcher = MicroBatcher(run, max_batch=1, max_wait_ms=0, max_queue=1000, max_queue_s=0.5)
+        try:
+            gate.set()
+            await batcher.submit(np.zeros((1, 2), np.float32))  # times one call
+            assert batcher.seconds_per_image is not None and batcher.seconds_per_image >= 0.02
+            gate.clear()
+            # 80 requests while the lane is held: the first ones queue (25 images at 20 ms is 0.5 s), the rest are shed
+            requests = [asyncio.ensure_future(batcher.submit(np.zeros((1, 2), np.float32))) for _ in range(80)]
+            await asyncio.sleep(0.05)
+            gate.set()
+            results = await asyncio.gather(*requests, return_exceptions=True)
+            shed = [str(r) for r in results if isinstance(r, Overloaded)]
+            answered = sum(isinstance(r, np.ndarray) for r in results)
+            idle = await batcher.submit(np.zeros((40, 2), np.float32))  # a large request to an idle server runs
+            return answered, len(shed), shed, len(idle) == 40
+        finally:
+            gate.set()
+            await batcher.close()
+
+    answered, shed, messages, idle_ok = asyncio.run(main())
+    assert answered >= 1 and shed >= 1 and answered + shed == 80 and idle_ok
+    assert all("--max-queue-wait" in m for m in messages)

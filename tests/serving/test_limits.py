@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import free_port, start_server, stop_server
+from helpers import free_port, start_server, stop_server, tiny_chunk_png
 from PIL import Image
 
 LIMITS = ("--header-timeout", "1", "--body-timeout", "1", "--max-connections", "40", "--max-request-mpx", "5",
@@ -220,3 +220,31 @@ print(out.shape, (after - before) // 1024)
     shape, grown_mb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                      check=True).stdout.rsplit(" ", 1)
     assert shape == "(32, 32, 3)" and int(grown_mb) < 150, (shape, grown_mb)
+
+
+def test_images_that_cost_far_more_than_their_pixels_are_refused_before_decoding(port: int) -> None:
+    assert Image.open(io.BytesIO(tiny_chunk_png(5000))).size == (32, 32)  # a valid PNG, only slow to decode
+    status, _, answer = classify(port, [tiny_chunk_png(5000)])
+    assert status == 400 and "data chunks" in str(answer["error"])
+    assert classify(port, [tiny_chunk_png(50)])[0] == 200, "a few small chunks are fine"
+    status, _, answer = classify(port, [png(Image.new("1", (1, 200_000), 1))])
+    assert status == 400 and "aspect ratio over 100:1" in str(answer["error"])
+    still_serves(port)
+
+
+def test_a_body_denser_in_arrays_than_any_request_is_refused_unparsed(port: int) -> None:
+    import http.client
+
+    body = b'{"instances": [[' + b"[]," * 300_000 + b"[]]]}"
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/v1/models/shapes:predict", body=body, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    status, answer = response.status, json.loads(response.read())
+    connection.close()
+    assert status == 400 and "JSON arrays and objects" in answer["error"]
+    nested = json.dumps({"instances": np.zeros((2, 32, 32, 3), int).tolist()})
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/v1/models/shapes:predict", body=nested, headers={"Content-Type": "application/json"})
+    assert connection.getresponse().status == 200, "nested lists at the model's input size still parse"
+    connection.close()
+    still_serves(port)
