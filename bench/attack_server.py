@@ -421,7 +421,8 @@ def verdict(name: str, counts: collections.Counter[int], watch: Watch, window: t
         if answered and 1000 * max(answered) > MAX_SHED_MS:
             missed.append("normal requests waited over 1 s (no shedding)")
     else:
-        during = sorted(watch.latencies(start, end))
+        # An attack over before the normal client's next request (every 0.5 s) is judged by the requests after it.
+        during = sorted(watch.latencies(start, end) or watch.latencies(end, after))
         if not during or 1000 * during[len(during) // 2] > MAX_P50_MS or 1000 * during[-1] > MAX_MS:
             missed.append("normal p50 over 50 ms or max over 500 ms")
     return "PASS" if not missed else "FAIL: " + "; ".join(missed)

@@ -77,7 +77,8 @@ class Server:
         self.metrics = Metrics()
         self.batchers: dict[tuple[str, int], MicroBatcher] = {}
         self.decoder = Decoder(threads=config.decode_threads, budget_bytes=int(config.decode_budget_mb * 2**20),
-                               max_request_pixels=int(config.max_request_mpx * 1e6), timeout_s=config.decode_timeout)
+                               max_request_pixels=int(config.max_request_mpx * 1e6), timeout_s=config.decode_timeout,
+                               max_wait_s=config.max_queue_wait)
         self.bodies = Budget(int(config.body_budget_mb * 2**20), what="request bodies being received",
                              flag="--body-budget-mb")
         self.trimmer = Trimmer()

@@ -57,13 +57,54 @@ class Budget:
             self.used -= amount
 
 
-class Decoder:
-    """Parses and decodes request images off the event loop, within per-request and per-server budgets."""
+class Backlog:
+    """Work queued on a pool and not yet started, in units of cost, and the measured seconds a unit takes: how long
+    new work would wait (for load shedding). Thread-safe."""
 
-    def __init__(self, *, threads: int, budget_bytes: int, max_request_pixels: int, timeout_s: float) -> None:
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.units = 0
+        self.seconds_per_unit: float | None = None
+        self._lock = threading.Lock()
+
+    def wait_s(self) -> float:
+        with self._lock:
+            return 0.0 if self.seconds_per_unit is None else self.units * self.seconds_per_unit / self.workers
+
+    def run(self, work: Callable[[], T], units: int) -> Callable[[], T]:
+        """`work`, counted as `units` queued until it starts, then timed."""
+        with self._lock:
+            self.units += units
+
+        def counted() -> T:
+            with self._lock:
+                self.units -= units
+            started = time.perf_counter()
+            try:
+                return work()
+            finally:
+                rate = (time.perf_counter() - started) / max(units, 1)
+                with self._lock:
+                    old = self.seconds_per_unit
+                    self.seconds_per_unit = rate if old is None else 0.8 * old + 0.2 * rate
+
+        return counted
+
+
+IMAGE_UNITS = 100_000  # a decode's cost in pixels, plus this per image: small images cost their calls, not pixels
+
+
+class Decoder:
+    """Parses and decodes request images off the event loop, within per-request and per-server budgets. Work that
+    would wait longer than `max_wait_s` behind what is queued on its pool is refused at once (429), not queued."""
+
+    def __init__(self, *, threads: int, budget_bytes: int, max_request_pixels: int, timeout_s: float,
+                 max_wait_s: float = 0.0) -> None:
         threads = threads or os.cpu_count() or 1
         self.light = ThreadPoolExecutor(threads, thread_name_prefix="cnnkit-decode")
         self.heavy = ThreadPoolExecutor(max(1, threads // 2), thread_name_prefix="cnnkit-decode-large")
+        self.backlogs = {self.light: Backlog(threads), self.heavy: Backlog(max(1, threads // 2))}
+        self.max_wait_s = max_wait_s
         self.budget = Budget(budget_bytes, what="images being decoded", flag="--decode-budget-mb")
         self.max_request_pixels = max_request_pixels
         self.timeout_s = timeout_s
@@ -72,7 +113,15 @@ class Decoder:
     async def parse(self, work: Callable[[], T], *, body_bytes: int) -> T:
         """Run JSON parsing (and header reading) for a body of `body_bytes` on the pool its size calls for."""
         pool = self.light if body_bytes <= LIGHT_BODY_BYTES else self.heavy
-        return await asyncio.wrap_future(pool.submit(work))
+        self._shed(pool)
+        return await asyncio.wrap_future(pool.submit(self.backlogs[pool].run(work, body_bytes)))
+
+    def _shed(self, pool: ThreadPoolExecutor) -> None:
+        wait = self.backlogs[pool].wait_s()
+        if self.max_wait_s and wait > self.max_wait_s:
+            raise RequestError(429, f"server busy: about {wait:.1f} s of parsing and decoding queued ahead, over "
+                                    f"{self.max_wait_s:g} s (--max-queue-wait); retry later",
+                               retry_after_s=RETRY_AFTER_S)
 
     async def decode(self, items: list[Item], served: ServedVersion) -> np.ndarray:
         """float32 [N, H, W, 3] model inputs of a parsed request, decoded within the budgets."""
@@ -82,10 +131,12 @@ class Decoder:
             raise RequestError(413, f"the request's images hold {pixels / 1e6:.1f} megapixels, over the "
                                     f"{self.max_request_pixels / 1e6:g}-megapixel limit (--max-request-mpx)")
         cost = sum(item.info.decoded_bytes for item in encoded)
-        self.budget.reserve(cost)
         pool = self.light if pixels <= LIGHT_PIXELS else self.heavy
+        self._shed(pool)
+        self.budget.reserve(cost)
+        units = pixels + IMAGE_UNITS * len(encoded)
         try:
-            future = pool.submit(_decode_all, items, served, self.timeout_s)
+            future = pool.submit(self.backlogs[pool].run(lambda: _decode_all(items, served, self.timeout_s), units))
         except BaseException:
             self.budget.release(cost)
             raise
