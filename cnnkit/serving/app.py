@@ -225,16 +225,18 @@ async def _infer(server: Server, path: str, request: Request) -> dict[str, Any]:
     # JSON parsing and image decoding run on the decoder's pools, so the event loop keeps serving other requests.
     # A body counts against --body-budget-mb until it is parsed, not only while it arrives: bodies queued for the
     # parser are memory too, and what the parser builds from them more.
-    max_images = server.config.max_images
+    max_images, max_pixels = server.config.max_images, server.decoder.max_request_pixels
     try:
         check_structure(raw, served, max_images=max_images)
         if target.verb == "predict":
             items, columnar = await server.decoder.parse(lambda: parse_predict(_parse_json(raw), served,
-                                                                               max_images=max_images),
+                                                                               max_images=max_images,
+                                                                               max_pixels=max_pixels),
                                                          body_bytes=len(raw))
         else:
             body, items, contexts = await server.decoder.parse(
-                lambda: _parse_classify(raw, served, max_images=max_images, hooks=server.hooks), body_bytes=len(raw))
+                lambda: _parse_classify(raw, served, max_images=max_images, max_pixels=max_pixels, hooks=server.hooks),
+                body_bytes=len(raw))
     finally:
         server.bodies.release(len(raw))
     if target.verb == "predict":
@@ -313,10 +315,10 @@ async def _drain(stream: AsyncIterator[bytes], *, already: int = 0) -> None:
         pass  # the 413 goes out anyway; the client may not see it
 
 
-def _parse_classify(raw: bytes, served: ServedVersion, *, max_images: int,
+def _parse_classify(raw: bytes, served: ServedVersion, *, max_images: int, max_pixels: int,
                     hooks: tuple[ClassifyHook, ...]) -> tuple[Any, list[Any], list[Any]]:
     body = _parse_json(raw)
-    items = parse_classify(body, served, max_images=max_images)
+    items = parse_classify(body, served, max_images=max_images, max_pixels=max_pixels)
     return body, items, [hook.prepare(body) for hook in hooks]
 
 

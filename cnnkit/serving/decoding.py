@@ -24,7 +24,7 @@ import numpy as np
 from cnnkit.data.images import ImageError
 from cnnkit.serving.memory import LARGE_BLOCK_BYTES
 from cnnkit.serving.runtime import ServedVersion
-from cnnkit.serving.tfserving import Encoded, Item, RequestError
+from cnnkit.serving.tfserving import Encoded, Item, RequestError, too_many_pixels
 
 T = TypeVar("T")
 LIGHT_PIXELS = 4_000_000  # a request's encoded images together; two full-HD screenshots
@@ -128,8 +128,7 @@ class Decoder:
         encoded = [item for item in items if isinstance(item, Encoded)]
         pixels = sum(item.info.pixels for item in encoded)
         if pixels > self.max_request_pixels:
-            raise RequestError(413, f"the request's images hold {pixels / 1e6:.1f} megapixels, over the "
-                                    f"{self.max_request_pixels / 1e6:g}-megapixel limit (--max-request-mpx)")
+            raise too_many_pixels(pixels, self.max_request_pixels)
         cost = sum(item.info.decoded_bytes for item in encoded)
         pool = self.light if pixels <= LIGHT_PIXELS else self.heavy
         self._shed(pool)

@@ -111,7 +111,8 @@ def metadata(served: ServedVersion) -> dict[str, Any]:
 
 
 # predict ----------------------------------------------------------------------------------------------------------
-def parse_predict(body: Any, served: ServedVersion, *, max_images: int) -> tuple[list[Item], bool]:
+def parse_predict(body: Any, served: ServedVersion, *, max_images: int,
+                  max_pixels: int = 0) -> tuple[list[Item], bool]:
     """The images of a predict body, and whether it used the columnar ("inputs") form."""
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
@@ -133,10 +134,10 @@ def parse_predict(body: Any, served: ServedVersion, *, max_images: int) -> tuple
             items = [items]
         if not isinstance(items, list):
             raise RequestError(400, '"inputs" must be a list of images or {"%s": [...]}' % served.input_name)
-    return _images(items, served, max_images=max_images), has_columns
+    return _images(items, served, max_images=max_images, max_pixels=max_pixels), has_columns
 
 
-def parse_classify(body: Any, served: ServedVersion, *, max_images: int) -> list[Item]:
+def parse_classify(body: Any, served: ServedVersion, *, max_images: int, max_pixels: int = 0) -> list[Item]:
     """Images from {"examples": [{"image": {"b64": ...}} | {"image": [[...]]}, ...]}."""
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
@@ -152,7 +153,7 @@ def parse_classify(body: Any, served: ServedVersion, *, max_images: int) -> list
         if key not in example:
             raise RequestError(400, f'example {i} has no "image" feature')
         items.append(example[key])
-    return _images(items, served, max_images=max_images)
+    return _images(items, served, max_images=max_images, max_pixels=max_pixels)
 
 
 def classify_results(probs: np.ndarray, served: ServedVersion, *, top_k: int) -> list[list[list[Any]]]:
@@ -194,12 +195,26 @@ def _unwrap_named(item: Any, served: ServedVersion) -> Any:
     return item
 
 
-def _images(items: list[Any], served: ServedVersion, *, max_images: int) -> list[Item]:
+def _images(items: list[Any], served: ServedVersion, *, max_images: int, max_pixels: int = 0) -> list[Item]:
+    """The request's images; with `max_pixels`, a request whose encoded images' headers add up to more is refused
+    as soon as they do (413), before the rest are base64-decoded and read."""
     if not items:
         raise RequestError(400, "no images in the request")
     if len(items) > max_images:
         raise RequestError(400, f"too many images in one request: {len(items)} > {max_images} (--max-images)")
-    return [_image(item, i, served) for i, item in enumerate(items)]
+    parsed, pixels = [], 0
+    for i, item in enumerate(items):
+        parsed.append(_image(item, i, served))
+        if isinstance(parsed[-1], Encoded):
+            pixels += parsed[-1].info.pixels
+            if max_pixels and pixels > max_pixels:
+                raise too_many_pixels(pixels, max_pixels, at_least=i + 1 < len(items))
+    return parsed
+
+
+def too_many_pixels(pixels: int, limit: int, *, at_least: bool = False) -> RequestError:
+    return RequestError(413, f"the request's images hold {'at least ' if at_least else ''}{pixels / 1e6:.1f} "
+                             f"megapixels, over the {limit / 1e6:g}-megapixel limit (--max-request-mpx)")
 
 
 def _image(item: Any, index: int, served: ServedVersion) -> Item:
