@@ -11,8 +11,10 @@ most half the cores and ordinary requests never queue behind it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import mmap
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -66,12 +68,19 @@ class Backlog:
         cold server is not all admitted on no estimate."""
         self.workers = workers
         self.units = 0
-        self.seconds_per_unit: float | None = prior_s
+        self.prior_s = prior_s
+        self.recent: collections.deque[float] = collections.deque(maxlen=RECENT)  # seconds a unit, last few works
         self._lock = threading.Lock()
+
+    @property
+    def seconds_per_unit(self) -> float:
+        """The median of the recent works' cost a unit (the prior before any): one slow outlier, a pause or a
+        neighbour's burst, does not make the server refuse work."""
+        return statistics.median(self.recent) if self.recent else self.prior_s
 
     def wait_s(self) -> float:
         with self._lock:
-            return 0.0 if self.seconds_per_unit is None else self.units * self.seconds_per_unit / self.workers
+            return self.units * self.seconds_per_unit / self.workers
 
     def run(self, work: Callable[[], T], units: int) -> Callable[[], T]:
         """`work`, counted as `units` queued until it starts, then timed."""
@@ -87,13 +96,13 @@ class Backlog:
             finally:
                 rate = (time.perf_counter() - started) / max(units, 1)
                 with self._lock:
-                    old = self.seconds_per_unit
-                    self.seconds_per_unit = rate if old is None else 0.8 * old + 0.2 * rate
+                    self.recent.append(rate)
 
         return counted
 
 
 IMAGE_UNITS = 100_000  # a decode's cost in pixels, plus this per image: small images cost their calls, not pixels
+RECENT = 32  # works whose cost a unit the median is taken over
 PRIOR_S_PER_UNIT = 5e-9  # until measured: 0.5 ms a small image, 80 ms for 16 Mpx, 75 ms to parse 15 MB
 
 

@@ -122,6 +122,8 @@ def test_a_name_in_the_header_counts_more_than_in_a_footer_a_sentence_or_a_third
     longest = mentions(parse_tsv(tsv(("Central", 1, 500, 12), ("Bank", 1, 500, 12), ("of", 1, 500, 12),
                                       ("India", 1, 500, 12))), ["bank of india", "central bank of india"])
     assert [m.keyword for m in longest] == ["central bank of india"]
+    merged = mentions(parse_tsv(tsv(("Bankof", 1, 20, 30), ("America", 1, 20, 30))), ["bank of america"])
+    assert [m.where for m in merged] == ["header"], "OCR's dropped spaces still name the brand"
 
 
 def match(brand: object, score: float = 2.0) -> BrandMatch:

@@ -57,3 +57,13 @@ def test_the_logs_hold_the_history_once_after_a_resume(shapes_npz: Path, tmp_pat
     assert train["epoch_loss"] == [(row["epoch"], pytest.approx(row["loss"])) for row in history]
     assert validation["epoch_accuracy"] == [(row["epoch"], pytest.approx(row["val_accuracy"])) for row in history]
     assert [step for step, _ in train["epoch_learning_rate"]] == [1, 2]
+
+
+def test_the_run_says_where_its_logs_are_and_how_to_get_the_viewer(tmp_path: Path) -> None:
+    from cnnkit.training.tensorboard import viewing_hint
+
+    hint = viewing_hint(tmp_path / "runs" / "cifar")
+    assert f"TensorBoard logs: {tmp_path / 'runs' / 'cifar' / 'tensorboard'}" in hint
+    assert f"tensorboard --logdir {tmp_path / 'runs'}" in hint
+    missing = importlib.util.find_spec("tensorboard") is None
+    assert ("pip install tensorboard" in hint) == missing, "the install hint only where the viewer is missing"

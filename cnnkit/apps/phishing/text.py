@@ -183,9 +183,9 @@ def _weigh(keyword: str, covered: list[Word], line: list[Word], text: str, match
 
 
 def _pattern(keyword: str) -> re.Pattern[str]:
-    # A keyword's words may be read with any spacing ("bank of america", "bankofamerica" is its own keyword).
+    # A keyword's words may be read with any spacing, or none: OCR reads "Bankof America" as often as not.
     words = [re.escape(w) for w in keyword.split()]
-    return re.compile(r"(?<![a-z0-9])" + r"\s+".join(words) + r"(?![a-z0-9])")
+    return re.compile(r"(?<![a-z0-9])" + r"\s*".join(words) + r"(?![a-z0-9])")
 
 
 def _find(keyword: str, text: str) -> list[re.Match[str]]:
