@@ -444,7 +444,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = tiny_export(Path(tmp))
         port = free_port()
-        server = start_server("--model", f"{MODEL}={run}", *args.serve_flags, port=port)
+        # The test helper turns load shedding off unless asked; the bench attacks the server as `cnnkit serve` runs.
+        from cnnkit.config import ServeConfig
+
+        default_wait = ("--max-queue-wait", str(ServeConfig(paths=()).max_queue_wait))
+        shedding = () if "--max-queue-wait" in args.serve_flags else default_wait
+        server = start_server("--model", f"{MODEL}={run}", *args.serve_flags, *shedding, port=port)
         watch = Watch(port, server.pid, classify_body([p["normal"]]))
         # Warm up: the first requests load lazily-created state, and one request of 256 images gives every lane's
         # ONNX Runtime arena its working size for full batches, so that "before" is the server's working footprint.

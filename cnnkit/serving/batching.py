@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +49,7 @@ class MicroBatcher:
         # request would wait before its turn; over max_queue_s (0: never) it is refused at once, not queued.
         self.max_queue_s = max_queue_s
         self._queued_images = 0
-        self._recent: collections.deque[float] = collections.deque(maxlen=32)  # recent model calls' s an image
+        self.seconds_per_image: float | None = None  # a moving average of the model calls' time per image
 
     @property
     def waiting(self) -> int:
@@ -88,11 +86,6 @@ class MicroBatcher:
         if len(futures) == 1:
             return await futures[0]
         return np.concatenate(await asyncio.gather(*futures))
-
-    @property
-    def seconds_per_image(self) -> float | None:
-        """The median of the recent model calls' time per image (None before any): one slow call does not shed."""
-        return statistics.median(self._recent) if self._recent else None
 
     def expected_wait(self) -> float:
         """Seconds a new request would wait behind the work queued ahead of it, by the measured time per image (0
@@ -167,7 +160,9 @@ class MicroBatcher:
         started = time.perf_counter()
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self._executor, run, batch)
-            self._recent.append((time.perf_counter() - started) / max(len(batch), 1))
+            per_image = (time.perf_counter() - started) / max(len(batch), 1)
+            old = self.seconds_per_image
+            self.seconds_per_image = per_image if old is None else 0.8 * old + 0.2 * per_image
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request, never lost
             for job in jobs:
                 if not job.future.done():

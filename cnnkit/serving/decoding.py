@@ -14,7 +14,6 @@ import asyncio
 import collections
 import mmap
 import os
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -60,49 +59,50 @@ class Budget:
 
 
 class Backlog:
-    """Work queued on a pool and not yet started, in units of cost, and the measured seconds a unit takes: how long
-    new work would wait (for load shedding). Thread-safe."""
+    """Work queued on a pool and not yet started, in units of cost per kind of work (parsing: body bytes; decoding:
+    pixels), and the seconds a unit of each kind takes: how long new work would wait (for load shedding). The
+    kinds are timed apart, as their units differ a thousandfold. Thread-safe."""
 
     def __init__(self, workers: int, *, prior_s: float) -> None:
-        """`prior_s`: the seconds a unit is taken to cost until work has been timed, so that a burst arriving at a
-        cold server is not all admitted on no estimate."""
+        """`prior_s`: the seconds a unit is taken to cost until work of its kind has been timed, so that a burst
+        arriving at a cold server is not all admitted on no estimate."""
         self.workers = workers
-        self.units = 0
         self.prior_s = prior_s
-        self.recent: collections.deque[float] = collections.deque(maxlen=RECENT)  # seconds a unit, last few works
+        self.units: dict[str, int] = collections.defaultdict(int)
+        self.rate: dict[str, float] = {}  # seconds a unit of each kind, a moving average of recent works
         self._lock = threading.Lock()
 
-    @property
-    def seconds_per_unit(self) -> float:
-        """The median of the recent works' cost a unit (the prior before any): one slow outlier, a pause or a
-        neighbour's burst, does not make the server refuse work."""
-        return statistics.median(self.recent) if self.recent else self.prior_s
+    def seconds_per_unit(self, kind: str) -> float:
+        """A moving average of the recent works' cost a unit (the prior before any). It follows the server's load
+        (work takes longer on a busy machine), which is what a queued request will wait for: a median of recent
+        costs was tried and shed too little under a flood (bench/README.md)."""
+        return self.rate.get(kind, self.prior_s)
 
     def wait_s(self) -> float:
         with self._lock:
-            return self.units * self.seconds_per_unit / self.workers
+            return sum(units * self.seconds_per_unit(kind) for kind, units in self.units.items()) / self.workers
 
-    def run(self, work: Callable[[], T], units: int) -> Callable[[], T]:
-        """`work`, counted as `units` queued until it starts, then timed."""
+    def run(self, work: Callable[[], T], units: int, *, kind: str) -> Callable[[], T]:
+        """`work`, counted as `units` of `kind` queued until it starts, then timed."""
         with self._lock:
-            self.units += units
+            self.units[kind] += units
 
         def counted() -> T:
             with self._lock:
-                self.units -= units
+                self.units[kind] -= units
             started = time.perf_counter()
             try:
                 return work()
             finally:
                 rate = (time.perf_counter() - started) / max(units, 1)
                 with self._lock:
-                    self.recent.append(rate)
+                    old = self.rate.get(kind)
+                    self.rate[kind] = rate if old is None else 0.8 * old + 0.2 * rate
 
         return counted
 
 
 IMAGE_UNITS = 100_000  # a decode's cost in pixels, plus this per image: small images cost their calls, not pixels
-RECENT = 32  # works whose cost a unit the median is taken over
 PRIOR_S_PER_UNIT = 5e-9  # until measured: 0.5 ms a small image, 80 ms for 16 Mpx, 75 ms to parse 15 MB
 
 
@@ -127,7 +127,7 @@ class Decoder:
         """Run JSON parsing (and header reading) for a body of `body_bytes` on the pool its size calls for."""
         pool = self.light if body_bytes <= LIGHT_BODY_BYTES else self.heavy
         self._shed(pool)
-        return await asyncio.wrap_future(pool.submit(self.backlogs[pool].run(work, body_bytes)))
+        return await asyncio.wrap_future(pool.submit(self.backlogs[pool].run(work, body_bytes, kind="parse")))
 
     def _shed(self, pool: ThreadPoolExecutor) -> None:
         wait = self.backlogs[pool].wait_s()
@@ -148,7 +148,8 @@ class Decoder:
         self.budget.reserve(cost)
         units = pixels + IMAGE_UNITS * len(encoded)
         try:
-            future = pool.submit(self.backlogs[pool].run(lambda: _decode_all(items, served, self.timeout_s), units))
+            future = pool.submit(self.backlogs[pool].run(lambda: _decode_all(items, served, self.timeout_s), units,
+                                                         kind="decode"))
         except BaseException:
             self.budget.release(cost)
             raise
