@@ -102,27 +102,20 @@ def detector_part(data: Path, work: Path) -> list[list[dict[str, object]]]:
 
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # Tesseract: one thread a page, two pages at once
     every = pages(data)
-    references = {}
     for key, (name, domains) in GALLERY.items():
         own = [p.path for p in every if p.brand == key and p.label == "legitimate" and p.source != "PhishOracle"]
-        started = time.perf_counter()
-        brand = Gallery.open(work / "brands.json", create=True).add(name, domains=domains.split(","),
-                                                                   references=own)
-        del started
-        references[key] = brand
+        Gallery.open(work / "brands.json", create=True).add(name, domains=domains.split(","), references=own)
     gallery = Gallery.open(work / "brands.json")
     started = time.perf_counter()
     identifier = BrandIdentifier(gallery)
     print(f"gallery: {len(gallery.brands)} brands, {sum(len(b.references) for b in gallery.brands.values())} "
           f"references; index built in {time.perf_counter() - started:.1f} s")
-    ref_of = {sha256_file(p.path): None for p in every}
     ref_id = {r.sha256: r.file for b in gallery.brands.values() for r in b.references}
     key_of = {name: key for key, (name, _) in GALLERY.items()}
     started = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
         texts = list(pool.map(read_page, [p.path for p in every]))
     ocr_seconds = (time.perf_counter() - started) / len(every)
-    del ref_of
     results = []
     started = time.perf_counter()
     for page, text in zip(every, texts):

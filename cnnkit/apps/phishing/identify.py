@@ -59,7 +59,7 @@ class BrandIdentifier:
 
         picture = Image.open(image).convert("RGB") if isinstance(image, (str, Path)) else image.convert("RGB")
         if page is None:
-            page = read_page(image if isinstance(image, (str, Path)) else picture, title=title)
+            page = read_page(picture, title=title)  # the image decoded once, for OCR and keypoints alike
         visual = self.index.match(keypoints(picture), exclude=exclude)
         return self.rank(page, visual, leave_out=leave_out)
 
