@@ -94,7 +94,7 @@ def wilson(hits: int, n: int) -> str:
     return f"{hits}/{n} = {hits / max(n, 1):.3f} ({low:.3f}-{high:.3f})"
 
 
-def detector_part(data: Path, work: Path) -> list[list[dict[str, object]]]:
+def detector_part(data: Path, work: Path, *, pages_csv: Path | None = None) -> list[list[dict[str, object]]]:
     from cnnkit.apps.phishing.gallery import Gallery
     from cnnkit.apps.phishing.identify import BrandIdentifier
     from cnnkit.apps.phishing.text import read_page
@@ -134,7 +134,27 @@ def detector_part(data: Path, work: Path) -> list[list[dict[str, object]]]:
         rows_id.append(_identification(results, gallery, key_of, threshold))
         rows_det.append(_detection(results, key_of, threshold))
     print(f"OCR {ocr_seconds:.2f} s a page (two at once); keypoints and matching {match_seconds:.2f} s a page")
+    if pages_csv is not None:
+        _write_pages(pages_csv, results)
     return [rows_id, rows_det, [timing], _third_party(results, key_of)]
+
+
+def _write_pages(path: Path, results: list) -> None:
+    """One row per identification: what the page is, what was found, and the evidence (to study misses)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "source", "label", "brand", "against", "candidate", "score", "keypoints", "words",
+                         "runner_up"])
+        for page, own, left, _ in results:
+            for against, match in (("gallery", own), ("brand left out", left)):
+                if match is None:
+                    continue
+                found = match.to_dict()
+                writer.writerow([page.path.relative_to(page.path.parents[1]), page.source, page.label, page.brand,
+                                 against, match.candidate, f"{match.score:.3f}", found["matched_keypoints"],
+                                 "; ".join(f"{w['keyword']}@{w['where']}={w['weight']}" for w in found["words"]),
+                                 found["runner_up"] and f"{found['runner_up']['brand']}={found['runner_up']['score']}"])
+    print(f"per-page results: {path}")
 
 
 def _shown(match: object, threshold: float) -> str | None:

@@ -351,6 +351,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5, help="pooled folds (0: cross-source only)")
     parser.add_argument("--crop-browser-frame", action="store_true", help="train and score with frames cropped")
     parser.add_argument("--first-screen", action="store_true", help="train and score in one capture format")
+    parser.add_argument("--pages-csv", type=Path, help="detector: write each page's brand, score and words here")
     args = parser.parse_args()
     manifest = list(csv.DictReader((args.data / "manifest.csv").open()))
     print(f"{len(manifest)} screenshots in {args.data}")
@@ -358,7 +359,7 @@ def main() -> None:
         from phishing_detector import detector_part
 
         with tempfile.TemporaryDirectory() as work:
-            for rows in detector_part(args.data, Path(work)):
+            for rows in detector_part(args.data, Path(work), pages_csv=args.pages_csv):
                 print(table(rows))
     if args.part in ("probe", "all"):
         print(table(probe_part(args.data)))

@@ -221,13 +221,14 @@ async def _infer(server: Server, path: str, request: Request) -> dict[str, Any]:
                            f"unsupported method {target.verb!r}; use :predict or :classify")
     model = _model(server, target.name)
     served = resolve(model, target)
-    raw = await _read_body(request, server)
+    max_containers = _most_containers(served, max_images=server.config.max_images)
+    raw = await _read_body(request, server, max_containers=max_containers)
     # JSON parsing and image decoding run on the decoder's pools, so the event loop keeps serving other requests.
     # A body counts against --body-budget-mb until it is parsed, not only while it arrives: bodies queued for the
     # parser are memory too, and what the parser builds from them more.
     max_images, max_pixels = server.config.max_images, server.decoder.max_request_pixels
     try:
-        check_structure(raw, served, max_images=max_images)
+        check_structure(raw, max_containers=max_containers)
         if target.verb == "predict":
             items, columnar = await server.decoder.parse(lambda: parse_predict(_parse_json(raw), served,
                                                                                max_images=max_images,
@@ -265,8 +266,11 @@ DRAIN_MAX_BYTES = 64 * 1024 * 1024
 DRAIN_MAX_S = 5.0
 
 
-async def _read_body(request: Request, server: Server) -> bytes:
-    """The body, within --max-body-mb (413), --body-timeout (408) and the server's --body-budget-mb (429)."""
+async def _read_body(request: Request, server: Server, *, max_containers: int | None = None) -> bytes:
+    """The body, within --max-body-mb (413), --body-timeout (408) and the server's --body-budget-mb (429). With
+    `max_containers`, a body is refused (400) as soon as it has brought more JSON arrays and objects than that: the
+    rest of a 15 MB body of empty arrays is not waited for. That body is not drained: a client that sends one is
+    not owed a clean connection."""
     limit = server.config.max_body_bytes
     too_large = RequestError(413, f"request body over the {limit}-byte limit (--max-body-mb)")
     stream = request.stream()
@@ -280,7 +284,7 @@ async def _read_body(request: Request, server: Server) -> bytes:
     reserved = declared_bytes if declared_bytes is not None else limit  # a chunked body may grow to the limit
     server.bodies.reserve(reserved)
     chunks: list[bytes] = []
-    size = 0
+    size = containers = 0
     try:
         async with asyncio.timeout(server.config.body_timeout):
             async for chunk in stream:
@@ -288,6 +292,10 @@ async def _read_body(request: Request, server: Server) -> bytes:
                 if size > limit:
                     await _drain(stream, already=size)
                     raise too_large
+                if max_containers is not None:
+                    containers += chunk.count(b"[") + chunk.count(b"{")
+                    if containers > max_containers:
+                        raise _too_many_containers(containers, size, max_containers)
                 chunks.append(chunk)
             body = b"".join(chunks)
             reserved -= len(body)  # the rest is released once the body is parsed (_infer)
@@ -325,19 +333,28 @@ def _parse_classify(raw: bytes, served: ServedVersion, *, max_images: int, max_p
 MIN_BYTES_PER_CONTAINER = 6  # "[0,0,0]," is 8: a pixel's list; a body denser in arrays and objects is no request
 
 
-def check_structure(raw: bytes, served: ServedVersion, *, max_images: int) -> None:
-    """Refuse, before parsing, a body with more JSON arrays and objects than any request to this model can need:
-    parsing builds an object for each while holding the GIL (a 15 MB body of 5 million empty arrays took seconds,
-    and stalled every other request meanwhile). Counting brackets is a memchr-speed scan, milliseconds for 16 MiB.
-    A request needs at most one array per pixel row and pixel of each image at the model's input size, plus a few,
-    and at most one per MIN_BYTES_PER_CONTAINER bytes."""
-    containers = raw.count(b"[") + raw.count(b"{")
+def _most_containers(served: ServedVersion, *, max_images: int) -> int:
+    """The most JSON arrays and objects a request to this model can need: one per pixel row and pixel of each image
+    at the model's input size, plus a few per image and per request."""
     side = served.input_shape[0] * served.input_shape[1] + served.input_shape[0]
-    needed = min(max_images * (side + 4) + 16, len(raw) // MIN_BYTES_PER_CONTAINER + 16)
+    return max_images * (side + 4) + 16
+
+
+def check_structure(raw: bytes, *, max_containers: int) -> None:
+    """Refuse, before parsing, a body with more JSON arrays and objects than any request to this model can need
+    (`max_containers`), or more than one per MIN_BYTES_PER_CONTAINER bytes: parsing builds an object for each while
+    holding the GIL (a 15 MB body of 5 million empty arrays took seconds, and stalled every other request meanwhile).
+    Counting brackets is a memchr-speed scan, milliseconds for 16 MiB."""
+    containers = raw.count(b"[") + raw.count(b"{")
+    needed = min(max_containers, len(raw) // MIN_BYTES_PER_CONTAINER + 16)
     if containers > needed:
-        raise RequestError(400, f"the body holds {containers:,} JSON arrays and objects in {len(raw):,} bytes, more "
-                                f"than a request to this model can need ({needed:,}); images go as base64 or as "
-                                "nested lists at the model's input size")
+        raise _too_many_containers(containers, len(raw), needed)
+
+
+def _too_many_containers(containers: int, size: int, needed: int) -> RequestError:
+    return RequestError(400, f"the body holds {containers:,} JSON arrays and objects in its first {size:,} bytes, "
+                             f"more than a request to this model can need ({needed:,}); images go as base64 or as "
+                             "nested lists at the model's input size")
 
 
 def _parse_json(raw: bytes) -> Any:

@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -34,8 +35,6 @@ def test_urls_and_domains_give_a_host_and_malformed_ones_a_clear_error() -> None
 
 def page(tmp_path: Path, name: str, colour: tuple[int, int, int]) -> Path:
     """A small 'screenshot': a coloured header with a patterned logo, distinct per brand."""
-    import numpy as np
-
     rng = np.random.default_rng(sum(colour))
     pixels = np.full((300, 400, 3), 250, np.uint8)
     pixels[:60] = colour
@@ -63,6 +62,10 @@ def test_a_gallery_keeps_checksummed_references_and_refuses_what_is_not_an_image
     assert (tmp_path / "brands.json").read_bytes() == before, "a refused add writes nothing"
     stored = tmp_path / Gallery.open(tmp_path / "brands.json").brands["PayPal"].references[0].file
     assert len(Gallery.open(tmp_path / "brands.json").keypoints()) == 1
+    cache = stored.with_suffix(".sift.npz")
+    np.savez(cache, xy=np.zeros((1, 2), np.float32), descriptors=np.zeros((1, 128), np.uint8))  # an older cache
+    (_, _, points), = Gallery.open(tmp_path / "brands.json").keypoints()
+    assert len(points.xy) > 1, "keypoints cached under other settings are found again, not trusted"
     stored.write_bytes(stored.read_bytes() + b"tampered")
     with pytest.raises(CnnkitError, match="changed since it was added"):
         Gallery.open(tmp_path / "brands.json").keypoints()

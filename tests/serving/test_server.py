@@ -212,6 +212,11 @@ def test_an_undeclared_body_is_cut_off_at_the_limit() -> None:
         asyncio.run(_read_body(request_of([b"a" * 1000, b"b" * 1000, b"c"]), server))
     assert refused.value.status == 413
     assert server.bodies.used == 0  # a refused body's reservation is given back at once
+    arrays = request_of([b"[" * 600, b"[" * 600, b"]" * 1200])
+    with pytest.raises(RequestError, match="1,200 JSON arrays and objects in its first 1,200 bytes") as refused:
+        asyncio.run(_read_body(arrays, server, max_containers=1000))
+    assert refused.value.status == 400 and server.bodies.used == 0
+    assert asyncio.run(arrays.receive())["body"] == b"]" * 1200, "the rest of the body is not waited for"
 
 
 def test_unrouted_paths_and_methods_answer_in_the_same_error_shape(server: str) -> None:

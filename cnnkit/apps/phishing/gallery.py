@@ -139,9 +139,7 @@ class Gallery:
 
     def keypoints(self) -> list[tuple[str, str, Any]]:
         """(brand, reference id, its keypoints) for every reference, checked against its checksum; keypoints are
-        read from their cache beside the image, or found again (and cached) where it is missing."""
-        from cnnkit.apps.phishing.visual import Keypoints
-
+        read from their cache beside the image, or found again (and cached) where it is missing or stale."""
         found = []
         for brand in self.brands.values():
             for reference in brand.references:
@@ -152,11 +150,8 @@ class Gallery:
                 if hashlib.sha256(data).hexdigest() != reference.sha256:
                     raise CnnkitError(f"{image}: changed since it was added to the gallery (checksum mismatch); "
                                       f"add it again with `cnnkit phishing brands add {brand.name!r} --reference`")
-                cache = image.with_suffix(".sift.npz")
-                if cache.is_file():
-                    with np.load(cache, allow_pickle=False) as stored:
-                        points = Keypoints(stored["xy"], stored["descriptors"])
-                else:
+                points = _cached_keypoints(image.with_suffix(".sift.npz"))
+                if points is None:
                     points = _write_keypoints(image, _decode(data, str(image)))
                 found.append((brand.name, reference.file, points))
         return found
@@ -191,14 +186,26 @@ def _decode(data: bytes, name: str) -> Any:
                           f"{str(exc)[:120]})") from None
 
 
+def _cached_keypoints(cache: Path) -> Any:
+    """The keypoints cached in `cache`, or None where there are none or they were found with other settings."""
+    from cnnkit.apps.phishing.visual import SETTINGS, Keypoints
+
+    if not cache.is_file():
+        return None
+    with np.load(cache, allow_pickle=False) as stored:
+        if "settings" not in stored.files or not np.array_equal(stored["settings"], SETTINGS):
+            return None
+        return Keypoints(stored["xy"], stored["descriptors"])
+
+
 def _write_keypoints(image_path: Path, image: Any) -> Any:
-    from cnnkit.apps.phishing.visual import keypoints
+    from cnnkit.apps.phishing.visual import SETTINGS, keypoints
 
     points = keypoints(image)
 
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.savez(handle, xy=points.xy, descriptors=points.descriptors)
+            np.savez(handle, xy=points.xy, descriptors=points.descriptors, settings=SETTINGS)
 
     write_atomic(image_path.with_suffix(".sift.npz"), save)
     return points

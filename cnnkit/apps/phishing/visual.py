@@ -28,6 +28,8 @@ NEIGHBOURS = 24  # nearest reference keypoints looked at per page keypoint
 RANSAC_PX = 8.0  # reprojection error allowed for an inlier, pixels at WIDTH
 MIN_MATCHES = 4
 SCALES = (1 / 3, 3.0)
+# What a cached keypoint file was found with; a cache written under other settings is stale and found again.
+SETTINGS = np.array([WIDTH, MAX_HEIGHT, FEATURES], np.int64)
 
 
 @dataclass(frozen=True)
