@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from sklearn.metrics import roc_auc_score
 
 from cnnkit.data.datasets import ArrayData, DataBundle
 from cnnkit.data.images import peek
@@ -209,6 +208,8 @@ def file_shortcut_warnings(files: list[tuple[Path, int]], class_names: list[str]
 
 def _separating(features: dict[str, torch.Tensor], labels: torch.Tensor, class_names: list[str], *,
                 where: str) -> list[str]:
+    from sklearn.metrics import roc_auc_score  # loaded where used: a second off every command's start
+
     warnings = []
     for name, values in features.items():
         if bool((values == values[0]).all()):

@@ -7,18 +7,14 @@ threshold is chosen on validation data for a target FPR rather than left at 0.5.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from sklearn.metrics import (
-    average_precision_score,
-    precision_recall_curve,
-    roc_auc_score,
-    roc_curve,
-)
 
 from cnnkit.errors import CnnkitError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORTED_FPRS = (0.01, 0.001)
 NEGATIVES_PER_FPR = 3  # a target FPR F is estimated from at least 3 / F negatives: a few false positives, not 0
@@ -80,6 +76,8 @@ def choose_threshold(scores: np.ndarray, positives: np.ndarray, *, target_fpr: f
             f"takes at least {required_negatives(target_fpr)} ({NEGATIVES_PER_FPR} / FPR); with {negatives} the "
             f"lowest target is {NEGATIVES_PER_FPR / negatives:.2g}. Give more negatives with --calibration-data "
             "FOLDER, or a larger --target-fpr")
+    from sklearn.metrics import roc_curve  # scikit-learn loads where it is used: a second off every command's start
+
     fpr, tpr, thresholds = roc_curve(positives, scores)
     allowed = np.flatnonzero(fpr <= target_fpr + 1e-12)
     best = allowed[np.argmax(tpr[allowed])]
@@ -124,6 +122,8 @@ def binary_metrics(scores: np.ndarray, positives: np.ndarray, *, threshold: floa
     if tp + fp:
         result["precision_at_threshold_ci95"] = exact_interval(tp, tp + fp)
     if both:
+        from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
         fpr, tpr, _ = roc_curve(positives, scores)
         result["roc_auc"] = float(roc_auc_score(positives, scores))
         result["roc_auc_ci95"] = bootstrap_ci(scores, positives, lambda s, p: roc_auc_score(p, s))
@@ -137,6 +137,9 @@ def binary_metrics(scores: np.ndarray, positives: np.ndarray, *, threshold: floa
 
 def roc_pr_figure(scores: np.ndarray, positives: np.ndarray, *, threshold: float | None = None) -> Figure:
     """ROC (log-scaled FPR, where the low-FPR region is readable) beside the precision-recall curve."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
     figure = Figure(figsize=(10, 4))
     roc_ax, pr_ax = figure.subplots(1, 2)
     fpr, tpr, thresholds = roc_curve(positives, scores)

@@ -8,16 +8,16 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from matplotlib.figure import Figure
-from scipy.stats import binomtest
+from typing import TYPE_CHECKING, Any
 
 from cnnkit import artifacts as names
 from cnnkit.config import TrainConfig
 from cnnkit.files import write_atomic
 from cnnkit.rundir import RunDir
 from cnnkit.runtime.exports import export_status
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def run_summary(run: RunDir) -> dict[str, Any]:
@@ -102,6 +102,8 @@ def _paired(runs: list[RunDir]) -> str:
         if other is None or len(other) != len(base):
             continue
         gained, lost = sum(o and not b for o, b in zip(other, base)), sum(b and not o for o, b in zip(other, base))
+        from scipy.stats import binomtest
+
         p = binomtest(min(gained, lost), gained + lost).pvalue if gained + lost else 1.0
         verdict = ("the two models differ" if p < 0.05 else "no evidence that the two models differ") + \
             f" (McNemar p = {p:.3g})"
@@ -188,6 +190,8 @@ def _notes(runs: list[RunDir]) -> str:
 
 
 def _curves(runs: list[RunDir]) -> Figure:
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(11, 4))
     axes = figure.subplots(1, 2)
     for run in runs:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib import colormaps
 from PIL import Image
 from torch import nn
 
@@ -88,6 +87,8 @@ def explain(config: ExplainConfig) -> Explanation:
 def _side_by_side(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """The image and its overlay side by side, small inputs (CIFAR-10's 32 px) enlarged by a whole factor to at
     least DISPLAY_PIXELS, each pixel a square block: a 32-px picture is otherwise too small to look at."""
+    from matplotlib import colormaps
+
     colours = (colormaps["jet"](heatmap)[..., :3] * 255).astype(np.float32)
     overlay = ((1 - OVERLAY_ALPHA) * pixels.astype(np.float32) + OVERLAY_ALPHA * colours).clip(0, 255).astype(np.uint8)
     pixels, overlay = (enlarged(panel, at_least=DISPLAY_PIXELS) for panel in (pixels, overlay))

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
 def finite_probabilities(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -25,6 +23,8 @@ def wilson_interval(hits: int, n: int) -> tuple[float, float]:
     within [0, 1] and is honest for small n and for proportions near 0 or 1 (12 test images at 0.33: 0.14-0.61)."""
     if n == 0:
         return 0.0, 1.0
+    from scipy.stats import binomtest  # SciPy and scikit-learn load where used: a second off every command's start
+
     interval = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
     return float(interval.low), float(interval.high)
 
@@ -34,6 +34,8 @@ def exact_interval(hits: int, n: int) -> tuple[float, float]:
     0 false positives of 20 negatives is 0-0.17, not "0.000-0.000"."""
     if n == 0:
         return 0.0, 1.0
+    from scipy.stats import binomtest
+
     interval = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="exact")
     return float(interval.low), float(interval.high)
 
@@ -98,6 +100,8 @@ def classification_metrics(
     non_finite = int(bad.sum())
     k = min(top_k or 1, n_classes)
     top = np.argsort(-probs, axis=1)[:, :k]
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=np.arange(n_classes), zero_division=0)
     per_class = {

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def learning_curves(history: list[dict[str, Any]], *, title: str = "", kept_epoch: int | None = None) -> Figure:
     """Loss and accuracy per epoch, training against validation; a line at `kept_epoch`, the epoch whose weights
     were kept (and tested), and where fine-tuning began."""
+    from matplotlib.figure import Figure  # matplotlib loads when a figure is drawn
+
     figure = Figure(figsize=(10, 4))
     epochs = [row["epoch"] for row in history]
     finetune = next((row["epoch"] for row in history if row.get("phase") == "finetune"), None)
@@ -35,6 +39,8 @@ def mistakes_figure(images: np.ndarray, captions: list[str], *, title: str) -> F
     """A grid of HxWx3 uint8 `images`, each with its caption (what it is, what the model said)."""
     columns = min(4, len(images))
     rows = -(-len(images) // columns)
+    from matplotlib.figure import Figure  # matplotlib loads when a figure is drawn
+
     figure = Figure(figsize=(3 * columns, 3.2 * rows))
     for ax, image, caption in zip(figure.subplots(rows, columns, squeeze=False).flat, images, captions):
         ax.imshow(image, interpolation="nearest")  # a 32-px image shown as blocks, not blurred into false detail
@@ -50,6 +56,8 @@ def confusion_matrix_figure(matrix: list[list[int]], class_names: list[str]) -> 
     counts = np.asarray(matrix)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     side = max(4.0, 0.6 * len(class_names) + 2)
+    from matplotlib.figure import Figure  # matplotlib loads when a figure is drawn
+
     figure = Figure(figsize=(side + 1, side))
     ax = figure.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
@@ -70,6 +78,8 @@ def reliability_figure(calibration: dict[str, Any], *, title: str = "") -> Figur
     """Reliability diagram: accuracy against mean top-1 confidence per confidence bin (the diagonal is a perfectly
     calibrated model), and how many images each bin holds."""
     bins = calibration["bins"]
+    from matplotlib.figure import Figure  # matplotlib loads when a figure is drawn
+
     figure = Figure(figsize=(5, 6))
     top, bottom = figure.subplots(2, 1, height_ratios=(3, 1), sharex=True)
     width = [b["high"] - b["low"] for b in bins]

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import minimize_scalar
 
 from cnnkit import artifacts as names
 from cnnkit.config import CalibrateConfig, EvaluateConfig
@@ -86,6 +85,8 @@ class Calibration:
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The T that minimises the mean negative log-likelihood of softmax(logits / T) on these labels. It is a
     one-dimensional, well-behaved problem (the NLL is convex in 1/T), solved by bounded search over log T."""
+    from scipy.optimize import minimize_scalar  # SciPy loads where used: a second off every command's start
+
     logits, labels = logits.double(), labels.long()
 
     def nll(log_t: float) -> float:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from cnnkit.config import LRFindConfig, TrainConfig
 from cnnkit.errors import CnnkitError
@@ -20,6 +20,9 @@ from cnnkit.files import write_atomic
 from cnnkit.runtime.allocator import reuse_freed_memory
 from cnnkit.runtime.device import respect_thread_limit
 from cnnkit.runtime.parallel import SINGLE_PROCESS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SMOOTHING = 0.98  # weight of the running loss in the exponential average (fastai's and Lightning's)
 DIVERGED = 4.0  # the sweep stops once the smoothed loss exceeds this multiple of its lowest value
@@ -108,6 +111,8 @@ def _rising(losses: list[float]) -> bool:
 
 
 def lr_figure(finding: LRFinding, *, title: str) -> Figure:
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(7, 4.5))
     ax = figure.subplots()
     ax.plot(finding.lrs, finding.losses)

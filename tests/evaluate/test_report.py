@@ -35,8 +35,8 @@ def test_evaluating_a_run_gives_the_test_figures_training_reported(binary_tree: 
         import timm
         from safetensors.torch import save_file
 
-        save_file(timm.create_model("resnet18", num_classes=1000).state_dict(), tmp_path / "r18.safetensors")
-        model = {"model": "timm/resnet18", "weights": tmp_path / "r18.safetensors", "input_size": 24,
+        save_file(timm.create_model("test_resnet", num_classes=1000).state_dict(), tmp_path / "base.safetensors")
+        model = {"model": "timm/test_resnet", "weights": tmp_path / "base.safetensors", "input_size": 24,
                  "freeze_base": True, "finetune_epochs": 1}
     else:
         model = {"model": "simple-cnn", "input_size": 32, "tta": "flip"}

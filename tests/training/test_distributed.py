@@ -99,8 +99,8 @@ def test_two_processes_stop_the_head_phase_early_and_fine_tune_as_one_does(even_
     import timm
     from safetensors.torch import save_file
 
-    save_file(timm.create_model("resnet18").state_dict(), tmp_path / "r18.safetensors")
-    transfer = ("--model", "timm/resnet18", "--weights", str(tmp_path / "r18.safetensors"), "--input-size", "32",
+    save_file(timm.create_model("test_resnet").state_dict(), tmp_path / "base.safetensors")
+    transfer = ("--model", "timm/test_resnet", "--weights", str(tmp_path / "base.safetensors"), "--input-size", "32",
                 "--freeze-base", "--epochs", "4", "--lr", "1e-9", "--optimizer", "sgd", "--finetune-epochs", "1",
                 "--finetune-lr", "1e-3", "--early-stopping", "2", "--monitor", "val_accuracy",
                 "--head-dropout", "0")  # dropout draws differ between one process and two

@@ -227,9 +227,9 @@ def test_pretrained_runs_train_on_images_decoded_as_evaluation_decodes_them(shap
     from cnnkit.runtime.parallel import SINGLE_PROCESS
     from cnnkit.training.fit import Trainer
 
-    save_file(timm.create_model("resnet18", num_classes=1000).state_dict(), tmp_path / "r18.safetensors")
+    save_file(timm.create_model("resnet18", num_classes=1000).state_dict(), tmp_path / "base.safetensors")
     config = TrainConfig(data=f"folder:{shapes_tree}", out=tmp_path / "run", model="timm/resnet18",
-                         weights=tmp_path / "r18.safetensors", input_size=24, epochs=1, quiet=True, device="cpu")
+                         weights=tmp_path / "base.safetensors", input_size=24, epochs=1, quiet=True, device="cpu")
     trainer = Trainer.prepare(config, SINGLE_PROCESS)
     assert trainer.preprocess.interpolation == "bicubic"
     files = sorted(p for p in (shapes_tree / "test").rglob("*") if p.is_file())
@@ -244,23 +244,24 @@ def test_a_pretrained_run_resumes_without_its_weights_file(shapes_npz: Path, tmp
     import timm
     from safetensors.torch import save_file
 
-    save_file(timm.create_model("resnet18").state_dict(), tmp_path / "r18.safetensors")
-    config = small_config(shapes_npz, tmp_path / "full", model="timm/resnet18", weights=tmp_path / "r18.safetensors",
-                          freeze_base=True, epochs=1, finetune_epochs=1)
+    save_file(timm.create_model("test_resnet").state_dict(), tmp_path / "base.safetensors")  # a small ResNet
+    config = small_config(shapes_npz, tmp_path / "full", model="timm/test_resnet",
+                          weights=tmp_path / "base.safetensors", freeze_base=True, epochs=1, finetune_epochs=1)
     full = train(config)
     train(replace(config, out=tmp_path / "part", finetune_epochs=0))
-    (tmp_path / "r18.safetensors").rename(tmp_path / "moved.safetensors")
+    (tmp_path / "base.safetensors").rename(tmp_path / "moved.safetensors")
     resumed = train(replace(config, out=tmp_path / "part", resume=True))
     assert [row["loss"] for row in resumed.history] == pytest.approx([row["loss"] for row in full.history], rel=1e-5)
     saved = json.loads((tmp_path / "part" / "config.json").read_text())
-    assert saved["weights_source"] == str(tmp_path / "r18.safetensors")
+    assert saved["weights_source"] == str(tmp_path / "base.safetensors")
 
 
 def test_fp16_training_scales_the_loss_and_resumes_exactly(shapes_npz: Path, tmp_path: Path) -> None:
     """--precision fp16 (what auto picks on T4/V100 GPUs; on this CPU only when asked for): the loss is scaled for
     backward (torch.amp.GradScaler), the scale is in the history and the checkpoint, a resumed run continues to the
     same history, and it learns."""
-    config = small_config(shapes_npz, tmp_path / "full", precision="fp16", epochs=4)
+    # LeNet-5: fp16 convolutions on a CPU are emulated, slowly; the scaler's logic is the same for any network.
+    config = small_config(shapes_npz, tmp_path / "full", precision="fp16", epochs=4, model="lenet5")
     full = train(config)
     scales = [row["loss_scale"] for row in full.history]  # 2^16 at first, halved after each overflowing step
     assert all(scale in {2.0**k for k in range(17)} for scale in scales) and scales == sorted(scales, reverse=True)
@@ -307,11 +308,11 @@ def test_early_stopping_ends_the_head_phase_and_fine_tuning_starts_from_the_best
 
     import cnnkit.training.fit as fit
 
-    save_file(timm.create_model("resnet18").state_dict(), tmp_path / "r18.safetensors")
-    config = small_config(shapes_npz, tmp_path / "full", model="timm/resnet18", weights=tmp_path / "r18.safetensors",
-                          input_size=32, freeze_base=True, epochs=8, lr=0.5, optimizer="sgd", finetune_epochs=2,
-                          finetune_lr=1e-4,
-                          early_stopping=2, schedule=ScheduleConfig(monitor="val_accuracy"), precision="fp32")
+    save_file(timm.create_model("test_resnet").state_dict(), tmp_path / "base.safetensors")  # a small ResNet
+    config = small_config(shapes_npz, tmp_path / "full", model="timm/test_resnet",
+                          weights=tmp_path / "base.safetensors", input_size=32, freeze_base=True, epochs=8, lr=0.5,
+                          optimizer="sgd", finetune_epochs=2, finetune_lr=1e-4, early_stopping=2,
+                          schedule=ScheduleConfig(monitor="val_accuracy"), precision="fp32")
     started_from: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
     start_phase = fit.Trainer._start_phase
 
