@@ -23,8 +23,9 @@ demo: install
 	$(VENV)/bin/cnnkit evaluate $(DEMO_RUN)
 	@echo "Results: $(DEMO_RUN)/ (metrics.json, learning_curves.png, confusion_matrix.png, mistakes.png, model.safetensors)"
 
+# One pytest worker per core, each test file on one worker (its module fixtures built once).
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 bench: install
 	$(PY) bench/cifar10_simple_cnn.py

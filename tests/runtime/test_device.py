@@ -26,7 +26,7 @@ print(json.dumps({"threads": torch.get_num_threads(), "changed": changed, "logit
 
 
 def _child(*, limit: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_THREAD_LIMIT"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_THREAD_LIMIT", "OMP_NUM_THREADS")}
     if limit is not None:
         env["OMP_THREAD_LIMIT"] = limit
     out = subprocess.run([sys.executable, "-c", LOGITS], env=env, capture_output=True, text=True, check=True)
