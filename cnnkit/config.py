@@ -423,8 +423,9 @@ class ServeConfig:
     max_wait_ms: float = option(0.0, low=0, help="extra wait for a fuller batch (0: run what is queued at once)")
     max_queue: int = option(1024, low=1, help="waiting model calls (a request's images in groups of "
                             "--max-batch) before answering 429")
-    max_queue_wait: float = option(1.0, low=0, help="seconds of model work a request may find queued ahead of it "
-                                   "(measured per image); more is answered 429 with Retry-After at once (0: no "
+    max_queue_wait: float = option(1.0, low=0, help="seconds a request may wait in the parsing, decoding and model "
+                                   "queues, all together, from its body's arrival (judged by the measured cost of "
+                                   "the work queued ahead); more is answered 429 with Retry-After at once (0: no "
                                    "limit)")
     max_body_mb: float = option(16.0, low=0.001, help="largest request body, MiB (413 above it)")
     threads: int = option(0, low=0, help="ONNX Runtime threads per model version (0: one per core)")

@@ -97,9 +97,9 @@ class Server:
             self.metrics.busy.labels(**labels).set_function(lambda: batcher.busy)
         return self.batchers[key]
 
-    async def infer(self, served: ServedVersion, images: Any) -> Any:
+    async def infer(self, served: ServedVersion, images: Any, *, deadline: float | None = None) -> Any:
         try:
-            return await self.batcher(served).submit(images)
+            return await self.batcher(served).submit(images, deadline=deadline)
         except Overloaded as exc:
             raise RequestError(429, str(exc), retry_after_s=RETRY_AFTER_S) from None
 
@@ -227,23 +227,27 @@ async def _infer(server: Server, path: str, request: Request) -> dict[str, Any]:
     # A body counts against --body-budget-mb until it is parsed, not only while it arrives: bodies queued for the
     # parser are memory too, and what the parser builds from them more.
     max_images, max_pixels = server.config.max_images, server.decoder.max_request_pixels
+    # --max-queue-wait is the request's whole wait, from its body's arrival, over the parsing, decoding and model
+    # queues together: each refuses it (429) as soon as the work queued ahead would take longer than it has left.
+    wait = server.config.max_queue_wait
+    deadline = time.monotonic() + wait if wait else None
     try:
         check_structure(raw, max_containers=max_containers)
         if target.verb == "predict":
             items, columnar = await server.decoder.parse(lambda: parse_predict(_parse_json(raw), served,
                                                                                max_images=max_images,
                                                                                max_pixels=max_pixels),
-                                                         body_bytes=len(raw))
+                                                         body_bytes=len(raw), deadline=deadline)
         else:
             body, items, contexts = await server.decoder.parse(
                 lambda: _parse_classify(raw, served, max_images=max_images, max_pixels=max_pixels, hooks=server.hooks),
-                body_bytes=len(raw))
+                body_bytes=len(raw), deadline=deadline)
     finally:
         server.bodies.release(len(raw))
+    images = await server.decoder.decode(items, served, deadline=deadline)
+    probs = await server.infer(served, images, deadline=deadline)
     if target.verb == "predict":
-        probs = await server.infer(served, await server.decoder.decode(items, served))
         return {"outputs" if columnar else "predictions": probs}
-    probs = await server.infer(served, await server.decoder.decode(items, served))
     answer: dict[str, Any] = {"results": classify_results(probs, served, top_k=server.config.top_k)}
     decisions = threshold_decisions(probs, served)
     if decisions is not None:

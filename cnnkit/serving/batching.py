@@ -12,6 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def allowed_wait(limit_s: float, deadline: float | None) -> float | None:
+    """Seconds new work may wait in a queue: `limit_s` (0: no limit), and no longer than is left until `deadline`
+    (time.monotonic(); None: none), the whole request's limit over every queue it passes through. None: no limit."""
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    if not limit_s:
+        return left
+    return limit_s if left is None else min(limit_s, left)
+
+
 class Overloaded(Exception):
     """The queue is full: answer 429 and let the client retry."""
 
@@ -61,8 +70,9 @@ class MicroBatcher:
         """Lanes running (or gathering) a batch."""
         return self._busy
 
-    async def submit(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities for `images` [n, H, W, 3]; raises Overloaded when the queue is full.
+    async def submit(self, images: np.ndarray, *, deadline: float | None = None) -> np.ndarray:
+        """Probabilities for `images` [n, H, W, 3]; raises Overloaded when the queue is full, or when the work queued
+        ahead would take longer than max_queue_s or than is left until `deadline` (time.monotonic()).
 
         A request of more than max_batch images is queued as several jobs: no model call is ever larger than
         max_batch, so ONNX Runtime's memory arena (which keeps its largest size) stays bounded."""
@@ -73,10 +83,10 @@ class MicroBatcher:
         parts = [images[start : start + self.max_batch] for start in range(0, len(images), self.max_batch)]
         if self._queue.maxsize - self._queue.qsize() < len(parts):
             raise Overloaded("server overloaded: too many requests waiting; retry later")
-        wait = self.expected_wait()
-        if self.max_queue_s and wait > self.max_queue_s:
-            raise Overloaded(f"server busy: about {wait:.1f} s of model work queued ahead, over {self.max_queue_s:g} s "
-                             "(--max-queue-wait); retry later")
+        wait, allowed = self.expected_wait(), allowed_wait(self.max_queue_s, deadline)
+        if allowed is not None and wait > allowed:
+            raise Overloaded(f"server busy: about {wait:.1f} s of model work queued ahead, over the {allowed:.1f} s "
+                             "this request has left to wait (--max-queue-wait); retry later")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[np.ndarray]] = []
         for part in parts:

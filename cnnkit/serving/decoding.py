@@ -23,6 +23,7 @@ from typing import TypeVar
 import numpy as np
 
 from cnnkit.data.images import ImageError
+from cnnkit.serving.batching import allowed_wait
 from cnnkit.serving.memory import LARGE_BLOCK_BYTES
 from cnnkit.serving.runtime import ServedVersion
 from cnnkit.serving.tfserving import Encoded, Item, RequestError, too_many_pixels
@@ -123,28 +124,30 @@ class Decoder:
         self.timeout_s = timeout_s
         self.on_decoded: Callable[[int], None] = lambda nbytes: None  # told the memory each decode held
 
-    async def parse(self, work: Callable[[], T], *, body_bytes: int) -> T:
-        """Run JSON parsing (and header reading) for a body of `body_bytes` on the pool its size calls for."""
+    async def parse(self, work: Callable[[], T], *, body_bytes: int, deadline: float | None = None) -> T:
+        """Run JSON parsing (and header reading) for a body of `body_bytes` on the pool its size calls for, unless
+        the work queued there would take longer than max_wait_s or than is left until `deadline`."""
         pool = self.light if body_bytes <= LIGHT_BODY_BYTES else self.heavy
-        self._shed(pool)
+        self._shed(pool, deadline)
         return await asyncio.wrap_future(pool.submit(self.backlogs[pool].run(work, body_bytes, kind="parse")))
 
-    def _shed(self, pool: ThreadPoolExecutor) -> None:
-        wait = self.backlogs[pool].wait_s()
-        if self.max_wait_s and wait > self.max_wait_s:
-            raise RequestError(429, f"server busy: about {wait:.1f} s of parsing and decoding queued ahead, over "
-                                    f"{self.max_wait_s:g} s (--max-queue-wait); retry later",
+    def _shed(self, pool: ThreadPoolExecutor, deadline: float | None) -> None:
+        wait, allowed = self.backlogs[pool].wait_s(), allowed_wait(self.max_wait_s, deadline)
+        if allowed is not None and wait > allowed:
+            raise RequestError(429, f"server busy: about {wait:.1f} s of parsing and decoding queued ahead, over the "
+                                    f"{allowed:.1f} s this request has left to wait (--max-queue-wait); retry later",
                                retry_after_s=RETRY_AFTER_S)
 
-    async def decode(self, items: list[Item], served: ServedVersion) -> np.ndarray:
-        """float32 [N, H, W, 3] model inputs of a parsed request, decoded within the budgets."""
+    async def decode(self, items: list[Item], served: ServedVersion, *, deadline: float | None = None) -> np.ndarray:
+        """float32 [N, H, W, 3] model inputs of a parsed request, decoded within the budgets (and, as parse, shed
+        when the queue ahead is longer than the request may still wait)."""
         encoded = [item for item in items if isinstance(item, Encoded)]
         pixels = sum(item.info.pixels for item in encoded)
         if pixels > self.max_request_pixels:
             raise too_many_pixels(pixels, self.max_request_pixels)
         cost = sum(item.info.decoded_bytes for item in encoded)
         pool = self.light if pixels <= LIGHT_PIXELS else self.heavy
-        self._shed(pool)
+        self._shed(pool, deadline)
         self.budget.reserve(cost)
         units = pixels + IMAGE_UNITS * len(encoded)
         try:

@@ -73,20 +73,24 @@ def test_a_failing_batch_fails_its_requests_not_the_batcher() -> None:
 
 def test_model_calls_do_not_wait_behind_the_default_thread_pool() -> None:
     # Request parsing runs in asyncio's default pool; a backlog there must not delay the model's own calls.
-    async def main() -> float:
+    import threading
+
+    release = threading.Event()
+
+    async def main() -> int:
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
         batcher = MicroBatcher(lambda batch: batch, max_batch=4, max_wait_ms=0, max_queue=10)
-        backlog = [asyncio.create_task(asyncio.to_thread(time.sleep, 0.3)) for _ in range(8)]
-        await asyncio.sleep(0.05)  # both default-pool threads are asleep, with more work queued behind them
-        started = time.perf_counter()
+        backlog = [asyncio.create_task(asyncio.to_thread(release.wait, 60)) for _ in range(8)]
+        await asyncio.sleep(0)  # both default-pool threads are held, with more work queued behind them
         try:
-            await batcher.submit(np.zeros((1, 2), np.float32))
-            return time.perf_counter() - started
+            await asyncio.wait_for(batcher.submit(np.zeros((1, 2), np.float32)), timeout=60)  # a hang guard
+            return sum(task.done() for task in backlog)
         finally:
+            release.set()
             await batcher.close()
             await asyncio.gather(*backlog)
 
-    assert asyncio.run(main()) < 0.25  # the backlog takes 1.2 s to drain
+    assert asyncio.run(main()) == 0, "the model call was answered while the whole backlog still waited"
 
 
 def recording(log: list[tuple[str, int, float, float]], label: str, seconds: float = 0.1):  # type: ignore[no-untyped-def]
@@ -217,3 +221,43 @@ def test_a_request_that_would_wait_past_the_deadline_is_shed_at_once() -> None:
     answered, shed, messages, idle_ok = asyncio.run(main())
     assert answered >= 1 and shed >= 1 and answered + shed == 80 and idle_ok
     assert all("--max-queue-wait" in m for m in messages)
+
+
+def test_a_request_is_shed_where_the_queue_ahead_outlasts_what_is_left_of_its_own_deadline() -> None:
+    """--max-queue-wait is one budget over every queue a request passes: a request that already spent its time in
+    parsing and decoding is refused at the model queue, even where that queue alone is within the limit."""
+    import threading
+
+    gate = threading.Event()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        time.sleep(0.02)  # at least 20 ms an image
+        gate.wait(timeout=60)
+        return batch
+
+    async def main() -> tuple[bool, bool]:
+        batcher = MicroBatcher(run, max_batch=1, max_wait_ms=0, max_queue=1000, max_queue_s=0)
+        try:
+            gate.set()
+            await batcher.submit(np.zeros((1, 2), np.float32))  # times one call
+            gate.clear()
+            held = [asyncio.ensure_future(batcher.submit(np.zeros((1, 2), np.float32))) for _ in range(6)]
+            await asyncio.sleep(0)  # queued: at least 5 x 20 ms ahead of the next request
+            spent = batcher.submit(np.zeros((1, 2), np.float32), deadline=time.monotonic() + 0.01)
+            try:
+                await spent
+                refused = False
+            except Overloaded as exc:
+                refused = "this request has left to wait" in str(exc)
+            patient = asyncio.ensure_future(batcher.submit(np.zeros((1, 2), np.float32),
+                                                           deadline=time.monotonic() + 600))
+            gate.set()
+            await asyncio.gather(*held)
+            return refused, len(await patient) == 1
+        finally:
+            gate.set()
+            await batcher.close()
+
+    refused, answered = asyncio.run(main())
+    assert refused, "the queue ahead outlasts the 10 ms left: refused at once"
+    assert answered, "with time left, the same queue is waited through"
