@@ -20,7 +20,7 @@ Errors are `cnnkit.CnnkitError` with one clear message, the same ones the CLI pr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -47,8 +47,10 @@ class Prediction:
     top: list[tuple[str, float]]  # (label, probability), most likely first
 
 
-def train(data: str = "", *, recipe: str | None = None, resume: str | Path | None = None, **options: Any) -> Any:
-    """Train and evaluate a model; returns a TrainResult (run_dir, history, metrics).
+def train(data: str = "", *, recipe: str | None = None, resume: str | Path | None = None,
+          callbacks: Sequence[Any] = (), **options: Any) -> Any:
+    """Train and evaluate a model; returns a TrainResult (run_dir, history, metrics). `callbacks`: your own
+    cnnkit.training.callbacks.Callback subclasses, called after cnnkit's at each point of the loop.
 
     `data`: cifar10 | folder:PATH | npz:PATH | csv:PATH. `options`: any `cnnkit train` flag as a keyword (`epochs=5`,
     `freeze_base=True`, `scheduler="cosine"`...). `recipe`: a preset whose values the options override.
@@ -61,8 +63,8 @@ def train(data: str = "", *, recipe: str | None = None, resume: str | Path | Non
     if resume is not None:
         if data or recipe:
             raise CnnkitError("resume takes the run's own data and settings; give no data or recipe")
-        return fit(resume_config(Path(resume), **options))
-    return fit(train_config(data, recipe=recipe, **options))
+        return fit(resume_config(Path(resume), **options), callbacks=callbacks)
+    return fit(train_config(data, recipe=recipe, **options), callbacks=callbacks)
 
 
 def cross_validate(data: str, *, folds: int = 5, recipe: str | None = None, **options: Any) -> Any:

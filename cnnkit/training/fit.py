@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -87,8 +87,10 @@ class Diverged(CnnkitError):
     """A non-finite loss: training stops and keeps what it had."""
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train `config.model` on `config.data`, writing a run directory; return history and metrics.
+def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Train `config.model` on `config.data`, writing a run directory; return history and metrics. `callbacks`:
+    your own, called after cnnkit's at each point of the loop (training.callbacks.Callback: on_phase_start,
+    on_epoch_start, after_batch, after_train_epoch, after_epoch), as Keras's `fit(callbacks=...)`.
 
     Under torchrun the same call trains data-parallel: every rank runs it, rank 0 alone prints and writes. On a
     CPU, the process's malloc keeps freed memory for reuse from then on (runtime.allocator: without it, every step
@@ -98,7 +100,7 @@ def train(config: TrainConfig) -> TrainResult:
         reuse_freed_memory()
     respect_thread_limit()
     with process_group(config.device) as ctx:
-        return Trainer.prepare(config, ctx).fit()
+        return Trainer.prepare(config, ctx, callbacks=callbacks).fit()
 
 
 def resume_config(run: Path, **changes: Any) -> TrainConfig:
@@ -183,8 +185,8 @@ class Trainer:
 
     # set-up ------------------------------------------------------------------------------------------------------
     @classmethod
-    def prepare(cls, config: TrainConfig, ctx: DistContext) -> Trainer:
-        """Check everything and load data and model; nothing is written yet."""
+    def prepare(cls, config: TrainConfig, ctx: DistContext, *, callbacks: Sequence[Callback] = ()) -> Trainer:
+        """Check everything and load data and model; nothing is written yet. `callbacks` run after cnnkit's own."""
         out = config.out or Path()
         if config.resume and out.is_dir() and not RunDir.started(out) and config.data:
             # Stopped before it saved even its settings: nothing is lost by starting over with this command line.
@@ -210,6 +212,7 @@ class Trainer:
         if resuming:
             weights = _saved_weights(config)
         trainer = cls(config, ctx, data, model, weights, preprocess)
+        trainer.callbacks += callbacks
         trainer._report_data()
         return trainer
 

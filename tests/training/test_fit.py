@@ -9,7 +9,7 @@ import torch
 from cnnkit.config import ScheduleConfig, TrainConfig
 from cnnkit.errors import CnnkitError
 from cnnkit.rundir import RunDir
-from cnnkit.training.callbacks import BestTracker
+from cnnkit.training.callbacks import BestTracker, Callback
 from cnnkit.training.fit import train
 
 ARTIFACTS = ["config.json", "classes.json", "preprocess.json", "data.json", "model.safetensors", "last.safetensors",
@@ -182,8 +182,7 @@ def test_the_fast_recipe_whitens_its_stem_from_the_training_images(fast_run: Pat
     assert all(np.isfinite(row["loss"]) for row in history)
 
 
-def test_lookahead_runs_resume_exactly(shapes_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnkit.training import fit
+def test_lookahead_runs_resume_exactly(shapes_npz: Path, tmp_path: Path) -> None:
 
     # 192 training images in batches of 32: 6 steps an epoch, so pulls every 4 steps fall mid-epoch too.
     config = small_config(shapes_npz, tmp_path / "full", lookahead_steps=4, optimizer="sgd", lr=0.05)
@@ -191,17 +190,13 @@ def test_lookahead_runs_resume_exactly(shapes_npz: Path, tmp_path: Path, monkeyp
     plain = train(replace(config, out=tmp_path / "plain", lookahead_steps=0))
     assert plain.history[-1]["val_loss"] != pytest.approx(full.history[-1]["val_loss"], rel=1e-4)
 
-    run_epoch = fit.Trainer._run_epoch
+    class Interrupt(Callback):
+        def on_epoch_start(self, trainer: object, epoch: int) -> None:
+            if epoch == 3:
+                raise KeyboardInterrupt
 
-    def interrupted(trainer: fit.Trainer, epoch: int, phase: object) -> None:
-        if epoch == 3:
-            raise KeyboardInterrupt
-        run_epoch(trainer, epoch, phase)
-
-    monkeypatch.setattr(fit.Trainer, "_run_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(replace(config, out=tmp_path / "cut"))
-    monkeypatch.undo()
+        train(replace(config, out=tmp_path / "cut"), callbacks=[Interrupt()])
     resumed = train(small_config(shapes_npz, tmp_path / "cut", resume=True))
     assert resumed.history[-1]["val_loss"] == pytest.approx(full.history[-1]["val_loss"], rel=1e-5)
 
@@ -299,7 +294,7 @@ def test_the_test_figures_are_measured_in_fp32_whatever_the_training_precision(
 
 
 def test_early_stopping_ends_the_head_phase_and_fine_tuning_starts_from_the_best_weights(
-        shapes_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        shapes_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--early-stopping with --finetune-epochs: the head phase stopping early used to end the whole run, so the
     fine-tuning asked for never ran. Each phase has its own patience; fine-tuning starts from the best head weights
     (Keras: restore_best_weights), also when a run stopped there is resumed with fine-tuning added."""
@@ -314,16 +309,14 @@ def test_early_stopping_ends_the_head_phase_and_fine_tuning_starts_from_the_best
                           optimizer="sgd", finetune_epochs=2, finetune_lr=1e-4, early_stopping=2,
                           schedule=ScheduleConfig(monitor="val_accuracy"), precision="fp32")
     started_from: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
-    start_phase = fit.Trainer._start_phase
 
-    def recording(self: fit.Trainer, phase: fit.Phase) -> None:
-        if phase.name == "finetune" and self.run is not None:
-            best, _ = self.run.read_tensors("model.safetensors")
-            started_from.append(({k: v.clone() for k, v in self.net.state_dict().items()}, best))
-        start_phase(self, phase)
+    class Recording(Callback):
+        def on_phase_start(self, trainer: fit.Trainer, phase: fit.Phase) -> None:
+            if phase.name == "finetune" and trainer.run is not None:
+                best, _ = trainer.run.read_tensors("model.safetensors")
+                started_from.append(({k: v.clone() for k, v in trainer.net.state_dict().items()}, best))
 
-    monkeypatch.setattr(fit.Trainer, "_start_phase", recording)
-    full = train(replace(config, quiet=False))
+    full = train(replace(config, quiet=False), callbacks=[Recording()])
     epochs = [row["epoch"] for row in full.history]
     stopped = max(e for e in epochs if e <= 8)
     assert stopped < 8 and epochs[-2:] == [9, 10], epochs  # the head stopped early; both fine-tuning epochs ran

@@ -167,21 +167,18 @@ def test_the_best_so_far_mark_is_explained_once(shapes_npz: Path, tmp_path: Path
     assert capsys.readouterr().out.count("a * marks the best val_loss so far") == 1
 
 
-def test_divergence_stops_loudly_and_keeps_the_last_good_epoch(shapes_npz: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_divergence_stops_loudly_and_keeps_the_last_good_epoch(shapes_npz: Path, tmp_path: Path) -> None:
     from cnnkit.training import fit
+    from cnnkit.training.callbacks import Callback
 
-    run_epoch = fit.Trainer._run_epoch
+    class Poison(Callback):
+        def on_epoch_start(self, trainer: fit.Trainer, epoch: int) -> None:
+            if epoch == 3:  # as an exploding LR would: every weight NaN
+                for p in trainer.net.parameters():
+                    p.data.fill_(float("nan"))
 
-    def poisoned(trainer: fit.Trainer, epoch: int, phase: object) -> None:
-        if epoch == 3:  # as an exploding LR would: every weight NaN
-            for p in trainer.net.parameters():
-                p.data.fill_(float("nan"))
-        run_epoch(trainer, epoch, phase)
-
-    monkeypatch.setattr(fit.Trainer, "_run_epoch", poisoned)
     with pytest.raises(Diverged, match=r"diverged in epoch 3 \(loss nan\); try a lower --lr") as caught:
-        train(small(shapes_npz, out=tmp_path / "run", epochs=4))
+        train(small(shapes_npz, out=tmp_path / "run", epochs=4), callbacks=[Poison()])
     assert "keeps epoch 2's checkpoint" in str(caught.value)
     run = tmp_path / "run"
     assert epochs_in(run) == 2
