@@ -99,6 +99,18 @@ def bootstrap_ci(scores: np.ndarray, positives: np.ndarray, statistic: Any, *, s
     return [float(low), float(high)]
 
 
+def rank_auc(scores: np.ndarray, positives: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney U statistic: the chance that a random positive scores above a random negative
+    (ties count a half), from the scores' average ranks. The same figure as scikit-learn's roc_auc_score, without
+    its input validation, which made 1,000 bootstrap resamples take seconds."""
+    from scipy.stats import rankdata
+
+    n_pos = int(positives.sum())
+    n_neg = len(positives) - n_pos
+    ranks = rankdata(scores)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def binary_metrics(scores: np.ndarray, positives: np.ndarray, *, threshold: float = 0.5) -> dict[str, Any]:
     """AUCs, TPR at 1% and 0.1% FPR (None where the negatives cannot support that FPR: fewer than 3 / FPR), and the
     confusion counts at `threshold` with exact binomial intervals for its TPR, FPR and precision."""
@@ -126,7 +138,7 @@ def binary_metrics(scores: np.ndarray, positives: np.ndarray, *, threshold: floa
 
         fpr, tpr, _ = roc_curve(positives, scores)
         result["roc_auc"] = float(roc_auc_score(positives, scores))
-        result["roc_auc_ci95"] = bootstrap_ci(scores, positives, lambda s, p: roc_auc_score(p, s))
+        result["roc_auc_ci95"] = bootstrap_ci(scores, positives, rank_auc)
         result["pr_auc"] = float(average_precision_score(positives, scores))
         for target in REPORTED_FPRS:
             supported = fp + tn >= required_negatives(target)

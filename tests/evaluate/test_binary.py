@@ -95,3 +95,14 @@ def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_data() -> No
         assert low <= metrics["tpr_at_threshold"] <= high
     width = lambda m: m["roc_auc_ci95"][1] - m["roc_auc_ci95"][0]  # noqa: E731
     assert width(large) < width(small) / 3
+
+
+def test_the_rank_auc_is_scikit_learns_roc_auc_ties_included() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from cnnkit.evaluate.binary import rank_auc
+
+    rng = np.random.default_rng(0)
+    for scores in (rng.random(200), np.round(rng.random(200), 1)):  # the second has many ties
+        positives = rng.random(200) < 0.3
+        assert rank_auc(scores, positives) == pytest.approx(roc_auc_score(positives, scores), abs=1e-12)

@@ -28,7 +28,7 @@ def run_on_a_pty(command: list[str]) -> str:
 
 
 def test_training_shows_a_bar_on_a_terminal_and_only_epoch_lines_in_a_log(shapes_npz: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "cnnkit", "train", f"npz:{shapes_npz}", "--epochs", "1", "--batch-size", "4",
+    command = [sys.executable, "-m", "cnnkit", "train", f"npz:{shapes_npz}", "--epochs", "1", "--batch-size", "16",
                "--device", "cpu", "--out"]
     shown = run_on_a_pty([*command, str(tmp_path / "tty")])
     assert "Epoch 1/1: " in shown and ("batch/s" in shown or "s/batch" in shown), shown[-1500:]
