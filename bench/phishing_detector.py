@@ -61,6 +61,7 @@ OWN_PAGES = {"Legitimate_7.jpg": "sbi", "Legitimate_98.jpg": "hdfc_bank", "Legit
              "Legitimate_71.jpg": "linkedin"}
 THIRD_PARTY = re.compile(r"(sign|log) ?(in|up) with|continue with|google play|app store|partner", re.I)
 THRESHOLDS = (0.6, 0.8, 1.0, 1.2, 1.5, 2.0)
+CREDENTIALS = re.compile(r"pass\s*word|passcode|\bpin\b|sign\s*in|log\s*in|verify", re.I)  # a page asking to log in
 
 
 @dataclass
@@ -144,8 +145,9 @@ def _write_pages(path: Path, results: list) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "source", "label", "brand", "against", "candidate", "score", "keypoints", "words",
-                         "runner_up"])
-        for page, own, left, _ in results:
+                         "runner_up", "asks_credentials"])
+        for page, own, left, text in results:
+            credentials = bool(CREDENTIALS.search(text.text))
             for against, match in (("gallery", own), ("brand left out", left)):
                 if match is None:
                     continue
@@ -153,7 +155,8 @@ def _write_pages(path: Path, results: list) -> None:
                 writer.writerow([page.path.relative_to(page.path.parents[1]), page.source, page.label, page.brand,
                                  against, match.candidate, f"{match.score:.3f}", found["matched_keypoints"],
                                  "; ".join(f"{w['keyword']}@{w['where']}={w['weight']}" for w in found["words"]),
-                                 found["runner_up"] and f"{found['runner_up']['brand']}={found['runner_up']['score']}"])
+                                 found["runner_up"] and f"{found['runner_up']['brand']}={found['runner_up']['score']}",
+                                 credentials])
     print(f"per-page results: {path}")
 
 

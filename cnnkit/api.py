@@ -23,16 +23,36 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from cnnkit import artifacts as names
-from cnnkit.config import EvaluateConfig, ExplainConfig, ExportConfig, ServeConfig, train_config
+from cnnkit.config import (
+    DEFAULT_FOLDS,
+    EvaluateConfig,
+    ExplainConfig,
+    ExportConfig,
+    LRFindConfig,
+    PredictConfig,
+    ServeConfig,
+    TrainConfig,
+    train_config,
+)
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.errors import CnnkitError
 from cnnkit.options import from_keywords
 from cnnkit.runtime.inputs import to_batch
+
+if TYPE_CHECKING:  # the results' types, named without importing PyTorch when cnnkit is imported
+    from cnnkit.deploy.onnx import ExportResult
+    from cnnkit.evaluate.explain import Explanation
+    from cnnkit.evaluate.temperature import Calibration
+    from cnnkit.runtime.load import LoadedModel
+    from cnnkit.training.callbacks import Callback
+    from cnnkit.training.cv import CVResult
+    from cnnkit.training.fit import TrainResult
+    from cnnkit.training.lr_find import LRFinding
 
 PREDICT_BATCH = 64  # images per forward pass in predict
 
@@ -48,7 +68,7 @@ class Prediction:
 
 
 def train(data: str = "", *, recipe: str | None = None, resume: str | Path | None = None,
-          callbacks: Sequence[Any] = (), **options: Any) -> Any:
+          callbacks: Sequence[Callback] = (), **options: Any) -> TrainResult:
     """Train and evaluate a model; returns a TrainResult (run_dir, history, metrics). `callbacks`: your own
     cnnkit.training.callbacks.Callback subclasses, called after cnnkit's at each point of the loop.
 
@@ -67,7 +87,8 @@ def train(data: str = "", *, recipe: str | None = None, resume: str | Path | Non
     return fit(train_config(data, recipe=recipe, **options), callbacks=callbacks)
 
 
-def cross_validate(data: str, *, folds: int = 5, recipe: str | None = None, **options: Any) -> Any:
+def cross_validate(data: str, *, folds: int = DEFAULT_FOLDS, recipe: str | None = None,
+                   **options: Any) -> CVResult:
     """k-fold cross-validation (`cnnkit cv`): a CVResult with each fold's figures (`folds`) and their mean, spread
     and pooled accuracy (`summary`); the fold runs are ordinary run directories under `root`."""
     from cnnkit.training.cv import cross_validate as run_folds
@@ -75,13 +96,13 @@ def cross_validate(data: str, *, folds: int = 5, recipe: str | None = None, **op
     return run_folds(train_config(data, recipe=recipe, **options), folds=folds)
 
 
-def lr_find(data: str, *, recipe: str | None = None, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 300,
-            plot: str | Path = "lr_find.png", phase: Literal["first", "finetune"] = "first", **options: Any) -> Any:
+def lr_find(data: str, *, recipe: str | None = None, start_lr: float = LRFindConfig.start_lr,
+            end_lr: float = LRFindConfig.end_lr, steps: int = LRFindConfig.steps, plot: str | Path = LRFindConfig.plot,
+            phase: Literal["first", "finetune"] = LRFindConfig.phase, **options: Any) -> LRFinding:
     """The learning-rate range test (`cnnkit lr-find`): an LRFinding with each step's learning rate and smoothed
     loss, and `suggestion` (None, with `reason`, when the curve cannot be trusted). `options`: `cnnkit train` flags
     as keywords (model, batch_size, optimizer...); nothing but the `plot` PNG is written. `phase="finetune"`
     (with freeze_base and finetune_epochs) trains the head for `epochs` first and sweeps the fine-tuning phase."""
-    from cnnkit.config import LRFindConfig
     from cnnkit.training.lr_find import lr_find as sweep
 
     finder = LRFindConfig(start_lr=start_lr, end_lr=end_lr, steps=steps, plot=Path(plot), phase=phase)
@@ -142,7 +163,7 @@ def evaluate_run(run: str | Path, **options: Any) -> dict[str, Any]:
     return evaluate(from_keywords(EvaluateConfig, {**options, "run": Path(run)}))
 
 
-def explain(run: str | Path, image: str | Path, **options: Any) -> Any:
+def explain(run: str | Path, image: str | Path, **options: Any) -> Explanation:
     """Grad-CAM (`cnnkit explain`): the image with the heatmap of what drove the prediction beside it, written to
     `out=` (default heat.png); returns the explained label and probability."""
     from cnnkit.evaluate.explain import explain as grad_cam
@@ -178,8 +199,8 @@ def load(path: str | Path, *, device: str = "auto", backend: Literal["auto", "to
 class Classifier:
     """A loaded model with its preprocessing and class names: `predict`, `probabilities`, `evaluate`."""
 
-    def __init__(self, model: Any, path: Path) -> None:
-        self._model = model  # runtime.model.TorchModel or runtime.onnx.OnnxModel
+    def __init__(self, model: LoadedModel, path: Path) -> None:
+        self._model = model
         self.path = path
 
     @property
@@ -192,7 +213,7 @@ class Classifier:
 
     @property
     def backend(self) -> str:
-        return "onnx" if hasattr(self._model, "session") else "torch"
+        return self._model.backend
 
     def __repr__(self) -> str:
         names = ", ".join(self.class_names[:5]) + (", ..." if len(self.class_names) > 5 else "")
@@ -204,7 +225,7 @@ class Classifier:
         batch, _, _ = to_batch(inputs, preprocess=self.preprocess)
         return self._run(batch)
 
-    def predict(self, inputs: Any, *, top_k: int = 3) -> Prediction | list[Prediction]:
+    def predict(self, inputs: Any, *, top_k: int = PredictConfig.top_k) -> Prediction | list[Prediction]:
         """The top-k classes of each image. One image in, one Prediction out; a list or batch in, a list out."""
         if top_k < 1:
             raise CnnkitError("top_k must be at least 1")
@@ -218,7 +239,8 @@ class Classifier:
             predictions.append(Prediction(source, top[0][0], top[0][1], top))
         return predictions[0] if single else predictions
 
-    def predict_files(self, paths: Any, *, batch_size: int = 64, top_k: int = 3) -> Iterator[dict[str, Any]]:
+    def predict_files(self, paths: Any, *, batch_size: int = PredictConfig.batch_size,
+                      top_k: int = PredictConfig.top_k) -> Iterator[dict[str, Any]]:
         """Rows for files, folders (recursive), globs and @FILE lists, streamed in batches of `batch_size`: path,
         label, score, top-k, the decision for a binary run with a threshold; an unreadable file is a row with its
         `error`."""
@@ -229,8 +251,8 @@ class Classifier:
         return predict_rows(self._model, expand(specs), batch_size=batch_size, top_k=top_k,
                             threshold=stored_threshold(self.path))
 
-    def predict_to_file(self, paths: Any, output: str | Path, *, resume: bool = False, batch_size: int = 64,
-                        top_k: int = 3) -> int:
+    def predict_to_file(self, paths: Any, output: str | Path, *, resume: bool = False,
+                        batch_size: int = PredictConfig.batch_size, top_k: int = PredictConfig.top_k) -> int:
         """Predict files, folders, globs and @FILE lists into `output` (.csv or .jsonl), a row per file as it comes;
         returns how many files failed. `resume`: skip the files `output` already has and append. In every rank of
         a torchrun job that has joined its process group, the ranks share the files and rank 0 merges one file."""
@@ -287,12 +309,12 @@ class Classifier:
         split = in_classes(split, bundle.class_names, self.class_names, source=data)
         probs = np.concatenate([self._run(self.preprocess.exported_input(split.batch(index)))
                                 for index in torch.arange(len(split)).split(256)])  # bounded memory
-        top_k = options.get("top_k", 3)
+        top_k = options.get("top_k", TrainConfig.top_k)
         return classification_metrics(probs, split.labels.numpy(), class_names=self.class_names,
                                       top_k=top_k if top_k < len(self.class_names) else None)
 
 
-def calibrate(run: str | Path, **options: Any) -> Any:
+def calibrate(run: str | Path, **options: Any) -> Calibration:
     """Fit the run's softmax temperature on held-out data (`cnnkit calibrate`): a Calibration with the temperature
     and the log loss and ECE before and after; `options`: its flags (`data=`, `reset=True`...)."""
     from cnnkit.config import CalibrateConfig
@@ -301,7 +323,7 @@ def calibrate(run: str | Path, **options: Any) -> Any:
     return calibrate_run(from_keywords(CalibrateConfig, options, base=CalibrateConfig(run=Path(run))))
 
 
-def export(run: str | Path, **options: Any) -> Any:
+def export(run: str | Path, **options: Any) -> ExportResult:
     """Export a run to ONNX (RUN/export), checked against PyTorch; `options`: `cnnkit export` flags."""
     from cnnkit.deploy.onnx import export_run
 

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from cnnkit import __version__
 from cnnkit.config import (
+    DEFAULT_FOLDS,
     RECIPES,
     CacheConfig,
     CalibrateConfig,
@@ -238,7 +239,8 @@ def _add_cv(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "cv", _run_cv, "k-fold cross-validation: one run per fold (ROOT/fold-I), every image "
                    "tested once; mean and spread over folds, pooled accuracy")
     _add_data(sub)
-    sub.add_argument("--folds", type=int, default=5, help="number of stratified folds (default: 5)")
+    sub.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help=f"number of stratified folds (default: "
+                     f"{DEFAULT_FOLDS})")
     add_arguments(sub, TrainConfig, skip=("resume", "fold", "test_source"))
     _add_recipe(sub)
     sub.add_argument("--nproc", type=int, default=1, help=NPROC_HELP + " (every fold)")

@@ -22,6 +22,7 @@ Scheduler = Literal["none", "plateau", "cosine", "onecycle", "linear"]
 Resize = Literal["squash", "center-crop", "top-crop"]
 TTA = Literal["none", "flip", "flip-shift"]
 DEVICE_HELP = "auto picks CUDA when PyTorch sees a GPU, else the CPU"
+DEFAULT_FOLDS = 5  # `cnnkit cv --folds` and cross_validate(folds=)
 
 
 @dataclass(frozen=True)

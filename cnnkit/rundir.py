@@ -4,6 +4,8 @@
     history.json  history.csv  metrics.json  *.png  manifest.json (sha256 and size of every artifact)
 
 Every file is written to a temporary name and renamed, and its checksum is verified when weights are loaded.
+PyTorch and safetensors load only where tensors are read or written: the torch-free side (runtime/, the server)
+reads manifests and checks checksums through this same class.
 """
 
 from __future__ import annotations
@@ -14,16 +16,14 @@ import io
 import json
 import shutil
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save as save_safetensors_bytes
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.artifacts import CONFIG, MANIFEST
 from cnnkit.errors import CnnkitError
 from cnnkit.files import no_such_path, read_json, sha256_file, write_bytes, write_json
+
+if TYPE_CHECKING:
+    import torch
 
 RUN_MARKERS = (CONFIG, MANIFEST)
 
@@ -97,6 +97,8 @@ class RunDir:
         self, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
     ) -> None:
         """Save tensors as safetensors (contiguous CPU copies), atomically."""
+        from safetensors.torch import save as save_safetensors_bytes
+
         cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         self.write_bytes(name, save_safetensors_bytes(cpu, metadata=metadata))
 
@@ -153,6 +155,9 @@ class RunDir:
 
     def read_tensors(self, name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """Tensors and string metadata of a verified safetensors artifact."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load as load_safetensors_bytes
+
         data = self.read_verified(name)
         try:
             tensors = load_safetensors_bytes(data)

@@ -103,6 +103,7 @@ def test_no_function_takes_more_than_eight_parameters() -> None:
 @pytest.mark.parametrize("code", [
     "import cnnkit",
     "import cnnkit.cli",
+    "from cnnkit.rundir import RunDir",  # manifests and checksums, for the torch-free side too
     "from cnnkit.serving.app import create_app; from cnnkit.serving.main import build_repository; "
     "from cnnkit.config import ServeConfig; import sys; "
     "config = ServeConfig(paths=(sys.argv[1],)); create_app(build_repository(config), config)",

@@ -100,10 +100,32 @@ def _parse_spec(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
+@dataclass(frozen=True)
+class DataSpec:
+    """A data source as a value: its kind (cifar10, folder, npz, csv) and, for those read from a path, that path
+    made absolute. Two specs are equal when they name the same data, however they were written (a bare folder or
+    folder:PATH, relative or absolute)."""
+
+    kind: str
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> DataSpec:
+        name, arg = _parse_spec(spec)
+        return cls(name, Path(arg).resolve() if arg else None)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.path}" if self.path else self.kind
+
+
 def absolute_spec(spec: str) -> str:
     """The same data source with its path made absolute (so that a saved config works from any directory)."""
-    name, arg = _parse_spec(spec)
-    return f"{name}:{Path(arg).resolve()}" if arg else spec
+    return str(DataSpec.parse(spec))
+
+
+def same_data(spec: str, other: str | None) -> bool:
+    """Whether two data specs name the same data (False when `other` is None)."""
+    return other is not None and DataSpec.parse(spec) == DataSpec.parse(other)
 
 
 def _check_classes(bundle: DataBundle, spec: str) -> None:

@@ -17,7 +17,7 @@ from cnnkit.config import EvaluateConfig
 from cnnkit.data.checks import changed_since
 from cnnkit.data.datasets import ArrayData, in_classes
 from cnnkit.data.preprocess import Preprocess
-from cnnkit.data.sources import SourceOptions, absolute_spec, load_data
+from cnnkit.data.sources import SourceOptions, absolute_spec, load_data, same_data
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.binary import (
     Threshold,
@@ -181,7 +181,7 @@ def evaluate_run(config: EvaluateConfig) -> dict[str, Any]:
     # The run's own data: its test split, cut as training cut it. Another source is evaluated whole: its own test
     # part where it has one (train/ and test/ subtrees, CIFAR-10's test set), else every image, less the split
     # that --target-fpr calibrates on.
-    own = config.data is None or absolute_spec(config.data) == train_config.data
+    own = config.data is None or same_data(config.data, train_config.data)
     spec = train_config.data if own else str(config.data)
     bundle = load_data(spec, options=SourceOptions.of_run(
         # --data-dir of the run's own source is the run's; another source's is only what is given for it (a csv:
@@ -271,11 +271,10 @@ def check_unchanged(recorded: dict[str, Any], *, run: Path, spec: str, splits: d
 def _check_apart(calibration: str, *, evaluated: str, trained: str | None) -> None:
     """A threshold chosen on the images it is then measured on (or on the run's own data, test split included)
     would make its TPR and FPR look better than they are: refused."""
-    chosen = absolute_spec(calibration)
-    if trained is not None and chosen == absolute_spec(trained):
+    if same_data(calibration, trained):
         raise CnnkitError(f"--calibration-data {calibration} is the run's own data (its training images and test "
                           "split): give a separate calibration folder, or leave it out to use the validation split")
-    if chosen == absolute_spec(evaluated):
+    if same_data(calibration, evaluated):
         raise CnnkitError(f"--calibration-data {calibration} is the data being evaluated: the threshold would be "
                           "measured on the images it was chosen on; give a separate calibration folder")
 

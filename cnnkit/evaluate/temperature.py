@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from cnnkit import artifacts as names
 from cnnkit.config import CalibrateConfig, EvaluateConfig
 from cnnkit.data.datasets import ArrayData
-from cnnkit.data.sources import SourceOptions, absolute_spec, load_data
+from cnnkit.data.sources import SourceOptions, load_data, same_data
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.metrics import ROUGH_CALIBRATION, calibration
 from cnnkit.evaluate.report import all_images, check_unchanged, choose_run_threshold, evaluate_run
@@ -152,7 +152,7 @@ def _other_held_out(classifier: TorchModel, config: CalibrateConfig) -> ArrayDat
     """`config.data` whole, kept apart from the run's own data."""
     assert config.data is not None
     train_data = classifier.config.data
-    if train_data is not None and absolute_spec(config.data) == absolute_spec(train_data):
+    if same_data(config.data, train_data):
         raise CnnkitError(f"--data {config.data} is the run's own data: a temperature fitted on the images it "
                           "trained on would keep it over-confident; give held-out images, or leave --data out "
                           "to use the validation split")

@@ -17,6 +17,7 @@ from typing import Any
 from cnnkit import artifacts as names
 from cnnkit.errors import CnnkitError
 from cnnkit.files import read_json
+from cnnkit.rundir import RunDir
 
 WEIGHTS_KEY = "weights_sha256"
 # Each fitted file, and the command that fits it again.
@@ -25,8 +26,7 @@ REFIT = {names.THRESHOLD: "cnnkit evaluate RUN --target-fpr F", names.TEMPERATUR
 
 def best_weights_sha256(run: Path) -> str | None:
     """The sha256 of the run's best weights, as its manifest records them."""
-    manifest = Path(run) / names.MANIFEST
-    return read_json(manifest).get(names.WEIGHTS_BEST, {}).get("sha256") if manifest.is_file() else None
+    return RunDir(Path(run)).manifest().get(names.WEIGHTS_BEST, {}).get("sha256")
 
 
 def stale_reason(run: Path, name: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ from cnnkit.runtime.fitted import run_temperature
 @dataclass
 class TorchModel:
     """A trained model with the preprocessing and class names it was trained with."""
+
+    backend: ClassVar[str] = "torch"
 
     model: nn.Module
     preprocess: Preprocess

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,6 +18,8 @@ from cnnkit.runtime.exports import check_current, find_export_dir, read_verified
 @dataclass
 class OnnxModel:
     """model.onnx with the class names, preprocessing and (binary tasks) threshold its export recorded."""
+
+    backend: ClassVar[str] = "onnx"
 
     session: Any  # onnxruntime.InferenceSession
     preprocess: Preprocess

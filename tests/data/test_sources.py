@@ -275,3 +275,17 @@ def test_the_folder_layout_can_be_given_instead_of_guessed(tmp_path: Path) -> No
         "circle", "cross", "square"]
     with pytest.raises(CnnkitError, match="--test-source names SOURCE folders: it needs --folder-layout sources"):
         TrainConfig(data=root, test_source="cat", folder_layout="classes")
+
+
+def test_data_specs_are_values_equal_however_they_are_written(shapes_npz: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnkit.data.sources import DataSpec, same_data
+
+    monkeypatch.chdir(shapes_npz.parent)
+    assert DataSpec.parse(shapes_npz.name) == DataSpec.parse(f"npz:{shapes_npz}") == DataSpec("npz", shapes_npz)
+    assert str(DataSpec.parse(shapes_npz.name)) == f"npz:{shapes_npz.resolve()}"
+    assert DataSpec.parse("cifar10") == DataSpec("cifar10") and str(DataSpec("cifar10")) == "cifar10"
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert same_data("photos", f"folder:{tmp_path / 'photos'}") and not same_data("photos", None)
+    assert not same_data("photos", "cifar10")
