@@ -176,8 +176,10 @@ def test_clones_of_a_brand_are_caught_and_its_own_pages_and_other_brands_are_not
         for e in by_brand[brand]:
             if e["file"] in references[brand]:
                 continue
-            lookalike = detector.check(shots / e["file"], url=f"https://{brand.lower()}-secure-login.top/")
-            own = detector.check(shots / e["file"], url=f"https://www.{brand.lower()}.com/signin")
+            # Identified once (OCR is most of the time), decided from a look-alike address and from its own.
+            match = detector.identifier.identify(shots / e["file"])
+            lookalike = decide(match, host=host_of(f"https://{brand.lower()}-secure-login.top/"))
+            own = decide(match, host=host_of(f"https://www.{brand.lower()}.com/signin"))
             if e["label"] == "legitimate":
                 assert own.label == "legitimate" and lookalike.label == "phishing", e["file"]
             elif "misspelled" not in e["telltales"]:

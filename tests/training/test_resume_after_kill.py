@@ -16,12 +16,12 @@ import torch
 
 from cnnkit.rundir import RunDir
 
-EPOCHS = 6
+EPOCHS = 4
 
 
 def train_command(data: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "cnnkit", "train", f"npz:{data}", "--out", str(out), "--epochs", str(EPOCHS),
-            "--batch-size", "16", "--lr", "2e-3", "--augment", "standard", "--scheduler", "cosine",
+            "--batch-size", "32", "--lr", "2e-3", "--augment", "standard", "--scheduler", "cosine",
             "--device", "cpu", "--quiet", *extra]
 
 
