@@ -23,8 +23,8 @@ demo: install
 	$(VENV)/bin/cnnkit evaluate $(DEMO_RUN)
 	@echo "Results: $(DEMO_RUN)/ (metrics.json, learning_curves.png, confusion_matrix.png, mistakes.png, model.safetensors)"
 
-# One pytest worker per core; idle workers take tests queued on busy ones (worksteal: 6.3 min against 7.2 min
-# with a file per worker, on 2 cores).
+# One pytest worker per core; a worker that runs out of tests takes some queued on another (worksteal), which
+# balances the few long end-to-end tests better than a file per worker.
 test: install
 	$(PY) -m pytest -q -n auto --dist worksteal
 
