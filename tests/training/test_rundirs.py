@@ -3,7 +3,6 @@
 import json
 import shutil
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,8 +23,22 @@ def small(data: Path, **changes: object) -> TrainConfig:
 
 
 def cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cnnkit", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+    """`cnnkit ARGS` run from `cwd`: the command's main() in this process, its output captured (what `python -m
+    cnnkit` runs, less the seconds a fresh interpreter takes to import PyTorch)."""
+    import contextlib
+    import io
+    import os
+
+    from cnnkit.cli import main
+
+    out, err, previous = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(arg) for arg in args])
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["cnnkit", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
 def epochs_in(run: Path) -> int:
