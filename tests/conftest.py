@@ -19,39 +19,6 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // int(workers))))
 
 
-# The suite's longest tests (several processes each: torchrun, kill-and-resume, a served end-to-end recipe), longest
-# first. Each worker starts with its share of them, so that the many short tests fill the workers around them
-# instead of one worker finishing a long test alone at the end.
-LONG_TESTS = (
-    "test_sigkilled_runs_resume_to_the_same_result",
-    "test_cv_runs_every_fold_data_parallel_under_torchrun",
-    "test_recipe_train_evaluate_export_serve_explain",
-    "test_two_processes_stop_the_head_phase_early_and_fine_tune_as_one_does",
-    "test_two_processes_match_one",
-    "test_training_shows_a_bar_on_a_terminal_and_only_epoch_lines_in_a_log",
-    "test_ranks_of_a_distributed_run_share_one_cache",
-    "test_the_readme_api_example_runs",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist's worksteal, worker w is first handed the next len(pending) // (workers - w) tests in
-    collection order: each such run of tests is made to start with that worker's share of LONG_TESTS (dealt out
-    longest first). Only the order changes, never what runs."""
-    import os
-
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    long = sorted((item for item in items if item.name in LONG_TESTS), key=lambda item: LONG_TESTS.index(item.name))
-    short = [item for item in items if item.name not in LONG_TESTS]
-    ordered, remaining = [], len(items)
-    for worker in range(workers):
-        share = long[worker::workers]
-        size = max(remaining // (workers - worker), len(share))
-        ordered += share + short[: size - len(share)]
-        short, remaining = short[size - len(share):], remaining - size
-    items[:] = ordered + short
-
-
 @pytest.fixture(scope="session", autouse=True)
 def image_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Decoded-image caches go to a temporary folder, never the user's ~/.cache (also for CLI subprocesses)."""
