@@ -109,3 +109,25 @@ def tiny_chunk_png(chunks: int) -> bytes:
     pieces += [b""] * (chunks - 1 - len(pieces)) + [stream[len(pieces):]]
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 0, 0, 0, 0))
             + b"".join(chunk(b"IDAT", p) for p in pieces) + chunk(b"IEND", b""))
+
+
+def cli_here(*args: object, cwd: Path | None = None):  # type: ignore[no-untyped-def]
+    """`cnnkit ARGS` (run from `cwd`): the command's main() in this process, its exit status and output captured as
+    a CompletedProcess (what `python -m cnnkit` runs, less the seconds a fresh interpreter takes to import PyTorch).
+    Commands that must be processes of their own (torchrun, signals, a terminal) are run with subprocess instead."""
+    import contextlib
+    import io
+    import os
+    import subprocess
+
+    from cnnkit.cli import main
+
+    out, err, previous = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(arg) for arg in args])
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["cnnkit", *map(str, args)], code, out.getvalue(), err.getvalue())

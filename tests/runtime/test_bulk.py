@@ -7,13 +7,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from helpers import write_tree
+from helpers import cli_here, write_tree
 from PIL import Image
 
 import cnnkit
 
 
 def cli(*args: object) -> subprocess.CompletedProcess[str]:
+    """`cnnkit ARGS`: in this process, but as a process of its own where torchrun starts the ranks (--nproc)."""
+    if "--nproc" not in args:
+        return cli_here(*args)
     return subprocess.run([sys.executable, "-m", "cnnkit", *map(str, args)], capture_output=True, text=True,
                           timeout=300)
 

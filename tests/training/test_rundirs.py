@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CLASSES, make_shapes
+from helpers import CLASSES, cli_here, make_shapes
 
 from cnnkit.config import TrainConfig, train_config
 from cnnkit.errors import CnnkitError
@@ -23,22 +23,7 @@ def small(data: Path, **changes: object) -> TrainConfig:
 
 
 def cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`cnnkit ARGS` run from `cwd`: the command's main() in this process, its output captured (what `python -m
-    cnnkit` runs, less the seconds a fresh interpreter takes to import PyTorch)."""
-    import contextlib
-    import io
-    import os
-
-    from cnnkit.cli import main
-
-    out, err, previous = io.StringIO(), io.StringIO(), os.getcwd()
-    try:
-        os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main([str(arg) for arg in args])
-    finally:
-        os.chdir(previous)
-    return subprocess.CompletedProcess(["cnnkit", *map(str, args)], code, out.getvalue(), err.getvalue())
+    return cli_here(*args, cwd=cwd)
 
 
 def epochs_in(run: Path) -> int:
