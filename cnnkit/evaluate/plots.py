@@ -39,7 +39,7 @@ def mistakes_figure(images: np.ndarray, captions: list[str], *, title: str) -> F
     """A grid of HxWx3 uint8 `images`, each with its caption (what it is, what the model said)."""
     columns = min(4, len(images))
     rows = -(-len(images) // columns)
-    from matplotlib.figure import Figure  # matplotlib loads when a figure is drawn
+    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(3 * columns, 3.2 * rows))
     for ax, image, caption in zip(figure.subplots(rows, columns, squeeze=False).flat, images, captions):
@@ -56,7 +56,7 @@ def confusion_matrix_figure(matrix: list[list[int]], class_names: list[str]) -> 
     counts = np.asarray(matrix)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     side = max(4.0, 0.6 * len(class_names) + 2)
-    from matplotlib.figure import Figure  # matplotlib loads when a figure is drawn
+    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(side + 1, side))
     ax = figure.subplots()
@@ -78,7 +78,7 @@ def reliability_figure(calibration: dict[str, Any], *, title: str = "") -> Figur
     """Reliability diagram: accuracy against mean top-1 confidence per confidence bin (the diagonal is a perfectly
     calibrated model), and how many images each bin holds."""
     bins = calibration["bins"]
-    from matplotlib.figure import Figure  # matplotlib loads when a figure is drawn
+    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(5, 6))
     top, bottom = figure.subplots(2, 1, height_ratios=(3, 1), sharex=True)

@@ -77,8 +77,7 @@ class Server:
         self.metrics = Metrics()
         self.batchers: dict[tuple[str, int], MicroBatcher] = {}
         self.decoder = Decoder(threads=config.decode_threads, budget_bytes=int(config.decode_budget_mb * 2**20),
-                               max_request_pixels=int(config.max_request_mpx * 1e6), timeout_s=config.decode_timeout,
-                               max_wait_s=config.max_queue_wait)
+                               max_request_pixels=int(config.max_request_mpx * 1e6), timeout_s=config.decode_timeout)
         self.bodies = Budget(int(config.body_budget_mb * 2**20), what="request bodies being received",
                              flag="--body-budget-mb")
         self.trimmer = Trimmer()
@@ -89,8 +88,7 @@ class Server:
         if key not in self.batchers:
             batcher = MicroBatcher(served.run_lane, run_alone=served.run, lanes=served.lanes,
                                    max_batch=self.config.max_batch, max_wait_ms=self.config.max_wait_ms,
-                                   max_queue=self.config.max_queue, on_batch=self.metrics.batch.observe,
-                                   max_queue_s=self.config.max_queue_wait)
+                                   max_queue=self.config.max_queue, on_batch=self.metrics.batch.observe)
             self.batchers[key] = batcher
             labels = {"model": served.name, "version": str(served.version)}
             self.metrics.waiting.labels(**labels).set_function(lambda: batcher.waiting)  # read at scrape time

@@ -11,14 +11,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+COST_WEIGHT = 0.2  # weight of the newest timing in the moving average of a unit of work's cost
 
-def allowed_wait(limit_s: float, deadline: float | None) -> float | None:
-    """Seconds new work may wait in a queue: `limit_s` (0: no limit), and no longer than is left until `deadline`
-    (time.monotonic(); None: none), the whole request's limit over every queue it passes through. None: no limit."""
-    left = None if deadline is None else max(0.0, deadline - time.monotonic())
-    if not limit_s:
-        return left
-    return limit_s if left is None else min(limit_s, left)
+
+def moving_average(old: float | None, new: float) -> float:
+    """The cost estimate after one more timed piece of work: it follows the machine's current load."""
+    return new if old is None else (1 - COST_WEIGHT) * old + COST_WEIGHT * new
+
+
+def seconds_left(deadline: float) -> float:
+    """Seconds until `deadline` (time.monotonic()), the longest new work may still wait in a queue."""
+    return max(0.0, deadline - time.monotonic())
 
 
 class Overloaded(Exception):
@@ -43,7 +46,7 @@ class MicroBatcher:
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, max_batch: int, max_wait_ms: float,
                  max_queue: int, lanes: int = 1, run_alone: Callable[[np.ndarray], np.ndarray] | None = None,
-                 on_batch: Callable[[int], None] = lambda n: None, max_queue_s: float = 0.0) -> None:
+                 on_batch: Callable[[int], None] = lambda n: None) -> None:
         self._run = run
         self._run_alone = run_alone or run
         self.max_batch = max_batch
@@ -55,8 +58,7 @@ class MicroBatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0  # lanes running (or gathering) a batch
         # Load shedding: queued images times the measured seconds an image takes, over the lanes, is how long a new
-        # request would wait before its turn; over max_queue_s (0: never) it is refused at once, not queued.
-        self.max_queue_s = max_queue_s
+        # request would wait before its turn; past its deadline it is refused at once, not queued.
         self._queued_images = 0
         self.seconds_per_image: float | None = None  # a moving average of the model calls' time per image
 
@@ -72,7 +74,7 @@ class MicroBatcher:
 
     async def submit(self, images: np.ndarray, *, deadline: float | None = None) -> np.ndarray:
         """Probabilities for `images` [n, H, W, 3]; raises Overloaded when the queue is full, or when the work queued
-        ahead would take longer than max_queue_s or than is left until `deadline` (time.monotonic()).
+        ahead would take longer than is left until `deadline` (time.monotonic(); None: no limit).
 
         A request of more than max_batch images is queued as several jobs: no model call is ever larger than
         max_batch, so ONNX Runtime's memory arena (which keeps its largest size) stays bounded."""
@@ -83,7 +85,7 @@ class MicroBatcher:
         parts = [images[start : start + self.max_batch] for start in range(0, len(images), self.max_batch)]
         if self._queue.maxsize - self._queue.qsize() < len(parts):
             raise Overloaded("server overloaded: too many requests waiting; retry later")
-        wait, allowed = self.expected_wait(), allowed_wait(self.max_queue_s, deadline)
+        wait, allowed = self.expected_wait(), seconds_left(deadline) if deadline is not None else None
         if allowed is not None and wait > allowed:
             raise Overloaded(f"server busy: about {wait:.1f} s of model work queued ahead, over the {allowed:.1f} s "
                              "this request has left to wait (--max-queue-wait); retry later")
@@ -171,8 +173,7 @@ class MicroBatcher:
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self._executor, run, batch)
             per_image = (time.perf_counter() - started) / max(len(batch), 1)
-            old = self.seconds_per_image
-            self.seconds_per_image = per_image if old is None else 0.8 * old + 0.2 * per_image
+            self.seconds_per_image = moving_average(self.seconds_per_image, per_image)
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request, never lost
             for job in jobs:
                 if not job.future.done():

@@ -23,7 +23,7 @@ from typing import TypeVar
 import numpy as np
 
 from cnnkit.data.images import ImageError
-from cnnkit.serving.batching import allowed_wait
+from cnnkit.serving.batching import moving_average, seconds_left
 from cnnkit.serving.memory import LARGE_BLOCK_BYTES
 from cnnkit.serving.runtime import ServedVersion
 from cnnkit.serving.tfserving import Encoded, Item, RequestError, too_many_pixels
@@ -97,8 +97,7 @@ class Backlog:
             finally:
                 rate = (time.perf_counter() - started) / max(units, 1)
                 with self._lock:
-                    old = self.rate.get(kind)
-                    self.rate[kind] = rate if old is None else 0.8 * old + 0.2 * rate
+                    self.rate[kind] = moving_average(self.rate.get(kind), rate)
 
         return counted
 
@@ -109,16 +108,14 @@ PRIOR_S_PER_UNIT = 5e-9  # until measured: 0.5 ms a small image, 80 ms for 16 Mp
 
 class Decoder:
     """Parses and decodes request images off the event loop, within per-request and per-server budgets. Work that
-    would wait longer than `max_wait_s` behind what is queued on its pool is refused at once (429), not queued."""
+    would wait past its request's deadline behind what is queued on its pool is refused at once (429), not queued."""
 
-    def __init__(self, *, threads: int, budget_bytes: int, max_request_pixels: int, timeout_s: float,
-                 max_wait_s: float = 0.0) -> None:
+    def __init__(self, *, threads: int, budget_bytes: int, max_request_pixels: int, timeout_s: float) -> None:
         threads = threads or os.cpu_count() or 1
         self.light = ThreadPoolExecutor(threads, thread_name_prefix="cnnkit-decode")
         self.heavy = ThreadPoolExecutor(max(1, threads // 2), thread_name_prefix="cnnkit-decode-large")
         self.backlogs = {self.light: Backlog(threads, prior_s=PRIOR_S_PER_UNIT),
                          self.heavy: Backlog(max(1, threads // 2), prior_s=PRIOR_S_PER_UNIT)}
-        self.max_wait_s = max_wait_s
         self.budget = Budget(budget_bytes, what="images being decoded", flag="--decode-budget-mb")
         self.max_request_pixels = max_request_pixels
         self.timeout_s = timeout_s
@@ -126,14 +123,16 @@ class Decoder:
 
     async def parse(self, work: Callable[[], T], *, body_bytes: int, deadline: float | None = None) -> T:
         """Run JSON parsing (and header reading) for a body of `body_bytes` on the pool its size calls for, unless
-        the work queued there would take longer than max_wait_s or than is left until `deadline`."""
+        the work queued there would take longer than is left until `deadline` (None: no limit)."""
         pool = self.light if body_bytes <= LIGHT_BODY_BYTES else self.heavy
         self._shed(pool, deadline)
         return await asyncio.wrap_future(pool.submit(self.backlogs[pool].run(work, body_bytes, kind="parse")))
 
     def _shed(self, pool: ThreadPoolExecutor, deadline: float | None) -> None:
-        wait, allowed = self.backlogs[pool].wait_s(), allowed_wait(self.max_wait_s, deadline)
-        if allowed is not None and wait > allowed:
+        if deadline is None:
+            return
+        wait, allowed = self.backlogs[pool].wait_s(), seconds_left(deadline)
+        if wait > allowed:
             raise RequestError(429, f"server busy: about {wait:.1f} s of parsing and decoding queued ahead, over the "
                                     f"{allowed:.1f} s this request has left to wait (--max-queue-wait); retry later",
                                retry_after_s=RETRY_AFTER_S)

@@ -12,9 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import free_port, start_server, stop_server
+from helpers import cli_here, free_port, start_server, stop_server
 from PIL import Image
-from test_cli import cnnkit, cnnkit_here
+from test_cli import cnnkit
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_browser = pytest.mark.skipif(not (CHROMIUM.exists() and Path("/usr/bin/chromedriver").exists()),
@@ -80,8 +80,7 @@ def test_capture_records_every_url_and_survives_failures(tmp_path: Path, screens
     assert hashlib.sha256(first.read_bytes()).hexdigest() == entries[0]["sha256"]
 
 
-def test_recipe_train_evaluate_export_serve_explain(screenshots: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_recipe_train_evaluate_export_serve_explain(screenshots: Path, tmp_path: Path) -> None:
     """Training runs as a real process; the other commands run their main() here (no interpreter start each)."""
     run = tmp_path / "phish-run"
     cnnkit("train", f"folder:{screenshots}", "--model", "efficientnet_lite0", "--pretrained", "--freeze-base",
@@ -90,15 +89,15 @@ def test_recipe_train_evaluate_export_serve_explain(screenshots: Path, tmp_path:
            "--device", "cpu")
     preprocess = json.loads((run / "preprocess.json").read_text())
     assert preprocess["resize"] == "top-crop" and preprocess["first_screen"] is True
-    refused = cnnkit_here(capsys, "evaluate", run, "--target-fpr", "0.1")
+    refused = cli_here("evaluate", run, "--target-fpr", "0.1")
     assert refused.returncode == 2 and "cannot be estimated from 6 negative (non-phishing) images" in refused.stderr
     assert "it takes at least 30" in refused.stderr and not (run / "threshold.json").exists()
-    own = cnnkit_here(capsys, "evaluate", run, "--target-fpr", "0.1", "--calibration-data", f"folder:{screenshots}")
+    own = cli_here("evaluate", run, "--target-fpr", "0.1", "--calibration-data", f"folder:{screenshots}")
     assert own.returncode == 2 and "is the run's own data" in own.stderr and not (run / "threshold.json").exists()
     calibration = tmp_path / "calibration"
-    cnnkit_here(capsys, "make-demo-screenshots", "--out", calibration, "--count", "64", "--width", "640", "--height",
+    cli_here("make-demo-screenshots", "--out", calibration, "--count", "64", "--width", "640", "--height",
                 "400", "--seed", "5")
-    report = cnnkit_here(capsys, "evaluate", run, "--target-fpr", "0.1", "--calibration-data",
+    report = cli_here("evaluate", run, "--target-fpr", "0.1", "--calibration-data",
                          f"folder:{calibration}").stdout
     assert "ROC AUC" in report and "TPR at 1% FPR" in report and "Positive class: phishing" in report
     assert "95% CI" in report
@@ -109,7 +108,7 @@ def test_recipe_train_evaluate_export_serve_explain(screenshots: Path, tmp_path:
     assert binary["threshold"] == threshold["threshold"] and 0.0 <= binary["roc_auc"] <= 1.0
     assert (run / "roc_pr.png").stat().st_size > 10_000
 
-    assert cnnkit_here(capsys, "export", run).returncode == 0
+    assert cli_here("export", run).returncode == 0
     assert json.loads((run / "export" / "export.json").read_text())["threshold"]["positive"] == "phishing"
     assert json.loads((run / "export" / "preprocess.json").read_text())["first_screen"] is True  # served alike
     port = free_port()
@@ -128,7 +127,7 @@ def test_recipe_train_evaluate_export_serve_explain(screenshots: Path, tmp_path:
     assert decision["label"] == ("phishing" if decision["score"] >= decision["threshold"] else "legitimate")
 
     heat = tmp_path / "heat.png"
-    text = cnnkit_here(capsys, "explain", run, shot, "--out", heat).stdout
+    text = cli_here("explain", run, shot, "--out", heat).stdout
     assert "heatmap" in text
     with Image.open(heat) as image:
         assert image.size == (288 * 2 + 8, 288)  # the 96-px input, enlarged 3x to at least 256 px

@@ -199,14 +199,16 @@ def test_a_request_that_would_wait_past_the_deadline_is_shed_at_once() -> None:
         return batch
 
     async def main() -> tuple[int, int, list[str], bool]:
-        batcher = MicroBatcher(run, max_batch=1, max_wait_ms=0, max_queue=1000, max_queue_s=0.5)
+        batcher = MicroBatcher(run, max_batch=1, max_wait_ms=0, max_queue=1000)
         try:
             gate.set()
             await batcher.submit(np.zeros((1, 2), np.float32))  # times one call
             assert batcher.seconds_per_image is not None and batcher.seconds_per_image >= 0.02
             gate.clear()
             # 80 requests while the lane is held: the first ones queue (25 images at 20 ms is 0.5 s), the rest are shed
-            requests = [asyncio.ensure_future(batcher.submit(np.zeros((1, 2), np.float32))) for _ in range(80)]
+            deadline = time.monotonic() + 0.5
+            requests = [asyncio.ensure_future(batcher.submit(np.zeros((1, 2), np.float32), deadline=deadline))
+                        for _ in range(80)]
             await asyncio.sleep(0.05)
             gate.set()
             results = await asyncio.gather(*requests, return_exceptions=True)
@@ -236,7 +238,7 @@ def test_a_request_is_shed_where_the_queue_ahead_outlasts_what_is_left_of_its_ow
         return batch
 
     async def main() -> tuple[bool, bool]:
-        batcher = MicroBatcher(run, max_batch=1, max_wait_ms=0, max_queue=1000, max_queue_s=0)
+        batcher = MicroBatcher(run, max_batch=1, max_wait_ms=0, max_queue=1000)
         try:
             gate.set()
             await batcher.submit(np.zeros((1, 2), np.float32))  # times one call
